@@ -1,0 +1,5 @@
+import sys
+
+from framepipe.cli import main
+
+sys.exit(main())

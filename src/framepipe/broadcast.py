@@ -1,0 +1,200 @@
+"""The binding side of a broadcast stream: an XPUB socket plus its REQ/REP synchronisation.
+
+Used by the publisher (frames) and the sink (results). XPUB with ``XPUB_VERBOSE`` lets us
+count subscriptions as they arrive, which closes the slow-joiner gap the zguide warns
+about: a subscriber's hello alone does not prove its subscription reached us.
+
+Policies: ``drop`` — PUB drops at the per-subscriber high-water mark (never blocks the
+source; subscribers count the gaps from sequence numbers); ``lossless`` — ``XPUB_NODROP``,
+the sender waits while any subscriber is full.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from framepipe.component import POLL_MS, Component
+from framepipe.errors import ProtocolError, SyncError
+from framepipe.protocol import encode_control, to_ranges
+from framepipe.sync import SyncServer
+
+#: how often an end-of-stream is repeated while waiting for subscribers' byes
+EOS_REPEAT_S = 0.2
+
+
+class Broadcast:
+    """One stream: XPUB + ROUTER sync, with sequence numbers and end-of-stream handling."""
+
+    def __init__(
+        self,
+        owner: Component,
+        *,
+        stream: str,
+        pub_url: str,
+        sync_url: str,
+        subscribers: list[str],
+        hwm: int,
+        lossless: bool,
+        welcome: dict[str, Any] | None = None,
+    ):
+        self.owner = owner
+        self.stream = stream
+        self.expected = list(subscribers)
+        self.lossless = lossless
+        self.welcome = welcome or {}
+        self.pub = owner.socket(zmq.XPUB, sndhwm=hwm)
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if lossless:
+            self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+        owner.bind(self.pub, pub_url, stream)
+        router = owner.socket(zmq.ROUTER)
+        owner.bind(router, sync_url, f"{stream}-sync")
+        self.sync = SyncServer(router, owner.max_payload)
+        #: subscribers that said hello / bye (name → their header)
+        self.hellos: dict[str, dict[str, Any]] = {}
+        self.byes: dict[str, dict[str, Any]] = {}
+        self.subscriptions = 0
+        self.seq = 0
+        self.published_ids: list[int] = []
+        self.blocked_s = 0.0
+        #: sync requests the owner handles itself (e.g. the sink's ventilator hello)
+        self.deferred: list[tuple[bytes, str, dict[str, Any]]] = []
+
+    # ---------------------------------------------------------------- housekeeping
+    def sockets(self) -> list[zmq.Socket[Any]]:
+        return [self.pub, self.sync.sock]
+
+    def service(self, events: dict[Any, int], *, defer: Callable[[str, str], bool] | None = None) -> None:
+        """Handle subscription changes and sync requests that ``poll`` reported.
+
+        Requests for which ``defer(kind, name)`` is true are queued in ``deferred`` for
+        the owner to answer (the sink answers the ventilator only when it is ready).
+        """
+        if events.get(self.pub, 0) & zmq.POLLIN:
+            while True:
+                try:
+                    msg = self.pub.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if msg[:1] == b"\x01":
+                    self.subscriptions += 1
+                elif msg[:1] == b"\x00":
+                    self.subscriptions = max(0, self.subscriptions - 1)
+        if events.get(self.sync.sock, 0) & zmq.POLLIN:
+            while self.sync.sock.poll(0):
+                try:
+                    got = self.sync.receive()
+                except ProtocolError as e:
+                    self.owner.reject(e, f"{self.stream}-sync")
+                    continue
+                if got is None:
+                    continue
+                peer, kind, header = got
+                name = header["name"]
+                if defer is not None and defer(kind, name):
+                    self.deferred.append(got)
+                elif kind == "hello":
+                    self.hellos[name] = header
+                    if name not in self.expected:
+                        self.owner.log.info("%s joined %s (not in the configured list)", name, self.stream)
+                    else:
+                        self.owner.log.info("%s said hello", name)
+                    self.sync.reply(peer, "welcome", stream=self.stream, seq=self.seq, **self.welcome)
+                elif kind == "bye":
+                    self.byes[name] = header
+                    counts = {k: v for k, v in header.items() if k not in ("v", "kind", "name", "t_send_ns")}
+                    self.owner.log.info("%s said bye: %s", name, counts)
+                    self.sync.reply(peer, "done")
+                else:
+                    self.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
+
+    def poll(self, extra: tuple[zmq.Socket[Any], ...] = (), timeout_ms: int = POLL_MS) -> dict[Any, int]:
+        poller = zmq.Poller()
+        for sock in (*self.sockets(), *extra):
+            poller.register(sock, zmq.POLLIN)
+        return dict(poller.poll(timeout_ms))
+
+    def missing_subscribers(self) -> list[str]:
+        return [n for n in self.expected if n not in self.hellos]
+
+    def all_here(self) -> bool:
+        return not self.missing_subscribers() and self.subscriptions >= len(self.expected)
+
+    def wait_for_subscribers(self, timeout_s: float) -> None:
+        """Block until every configured subscriber has said hello and subscribed."""
+        deadline = time.monotonic() + timeout_s
+        if self.expected:
+            self.owner.log.info("waiting for subscribers: %s", ", ".join(self.expected))
+        while not self.all_here():
+            if self.owner.stopping:
+                raise SyncError(f"stopped while waiting for subscribers of {self.stream}")
+            if time.monotonic() > deadline:
+                raise SyncError(
+                    f"{self.stream}: subscribers did not arrive within {timeout_s:g} s: "
+                    f"{', '.join(self.missing_subscribers()) or 'subscription not seen'}"
+                    " (start them, or change the subscribers list in the config)"
+                )
+            self.service(self.poll())
+
+    # ---------------------------------------------------------------- sending
+    def publish(self, parts: list[Any], frame_id: int) -> bool:
+        """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
+
+        Returns False if the owner was stopped while waiting.
+        """
+        if not self.lossless:
+            self.pub.send_multipart(parts, copy=False)
+        else:
+            t0 = None
+            while True:
+                try:
+                    self.pub.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
+                    break
+                except zmq.Again:
+                    if t0 is None:
+                        t0 = time.monotonic()
+                    if self.owner.stopping:
+                        return False
+                    poller = zmq.Poller()
+                    poller.register(self.pub, zmq.POLLOUT | zmq.POLLIN)
+                    poller.register(self.sync.sock, zmq.POLLIN)
+                    self.service(dict(poller.poll(POLL_MS)))
+            if t0 is not None:
+                self.blocked_s += time.monotonic() - t0
+        self.seq += 1
+        self.published_ids.append(frame_id)
+        return True
+
+    def finish(self, timeout_s: float, reason: str = "complete", **fields: Any) -> list[str]:
+        """Send end-of-stream until every subscriber said bye (or timeout); return who did not."""
+        eos = encode_control(
+            "eos",
+            stream=self.stream,
+            reason=reason,
+            seq_last=self.seq - 1,
+            count=self.seq,
+            frame_ids=to_ranges(self.published_ids),
+            **fields,
+        )
+        waiting = [n for n in self.hellos if n not in self.byes]
+        deadline = time.monotonic() + timeout_s
+        next_send = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_send:
+                try:
+                    self.pub.send_multipart(eos, flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # a full subscriber: the repeat gets through once it drains
+                next_send = now + EOS_REPEAT_S
+            waiting = [n for n in self.hellos if n not in self.byes]
+            if not waiting or now >= deadline:
+                break
+            self.service(self.poll(timeout_ms=int(EOS_REPEAT_S * 1000)))
+        if waiting:
+            self.owner.log.warning("%s: no bye from %s within %g s", self.stream, ", ".join(waiting), timeout_s)
+        return waiting

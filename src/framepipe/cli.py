@@ -1,0 +1,138 @@
+"""The ``framepipe`` command: one subcommand per component, plus the operating commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from framepipe import __version__
+from framepipe.config import Config, default_config_path, load_config
+from framepipe.errors import FramepipeError
+
+log = logging.getLogger("framepipe")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", metavar="FILE", help="deployment config (TOML); default configs/local.toml")
+    p.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set camera.count=1000 (repeatable)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-json", action="store_true", help="log JSON lines (for log collectors)")
+    p.add_argument("--summary-json", metavar="FILE", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="framepipe", description="Distributed ZeroMQ image-processing pipeline.")
+    parser.add_argument("--version", action="version", version=f"framepipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the whole pipeline on this machine, one process per component")
+    _common(p)
+    for name, helptext in (
+        ("publisher", "camera → frames stream"),
+        ("ventilator", "frames → worker pool, exactly once"),
+        ("sink", "results → accounting → results stream"),
+    ):
+        _common(sub.add_parser(name, help=helptext))
+    p = sub.add_parser("worker", help="FFT worker(s)")
+    _common(p)
+    p.add_argument("-n", type=int, default=1, help="number of worker processes (default 1)")
+    p.add_argument("--index", type=int, default=None, help=argparse.SUPPRESS)
+    p = sub.add_parser("record", help="write a stream to HDF5")
+    _common(p)
+    p.add_argument("--name", help="which [[recorders]] entry (default: the first)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, str | None]:
+    path = args.config
+    if path is None:
+        found = default_config_path()
+        path = str(found) if found is not None else None
+    return load_config(path, args.overrides), path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from framepipe.logs import setup_logging
+
+    setup_logging(args.log_level, json_lines=args.log_json)
+    try:
+        return _dispatch(args)
+    except FramepipeError as e:
+        print(f"framepipe {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    config, path = _load(args)
+    if args.command == "run":
+        from framepipe.launcher import run_pipeline
+
+        log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
+        return run_pipeline(config, path, args.overrides, log_args)
+    if args.command == "worker" and args.n > 1:
+        from framepipe.launcher import ChildSet, component_args
+
+        children = ChildSet()
+        for i in range(args.n):
+            children.start(
+                f"worker-{i}",
+                [
+                    sys.executable,
+                    "-m",
+                    "framepipe",
+                    "worker",
+                    "--index",
+                    str(i),
+                    *component_args(path, args.overrides),
+                    "--log-level",
+                    args.log_level,
+                ],
+            )
+        return children.wait_all(stop_on_failure=False)
+
+    component = _component(args, config)
+    component.install_signal_handlers()
+    try:
+        with component:
+            code = component.run()
+    finally:
+        component.write_summary(args.summary_json)
+    return code
+
+
+def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-untyped-def]
+    if args.command == "publisher":
+        from framepipe.publisher import Publisher
+
+        return Publisher(config)
+    if args.command == "ventilator":
+        from framepipe.ventilator import Ventilator
+
+        return Ventilator(config)
+    if args.command == "sink":
+        from framepipe.sink import Sink
+
+        return Sink(config)
+    if args.command == "worker":
+        from framepipe.workers import Worker, worker_name
+
+        return Worker(config, name=worker_name(args.index))
+    if args.command == "record":
+        from framepipe.subscribers.recorder import Recorder
+
+        name = args.name or (config.recorders[0].name if config.recorders else "recorder")
+        return Recorder(config, name=name)
+    raise AssertionError(args.command)

@@ -1,0 +1,156 @@
+"""The lifecycle every component shares (after pyzmq's devices and httpx's client).
+
+``__init__(config)`` opens nothing; ``run()`` is the loop and returns an exit code;
+``stop()`` asks it to end (safe from a signal handler); ``close()`` is safe twice;
+``with component:`` closes it. One ``zmq.Context`` per process, made in ``open()``.
+Loops poll their sockets with a short timeout so a stop never waits on a blocking recv.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import socket as pysocket
+import time
+from types import FrameType, TracebackType
+from typing import Any
+
+import zmq
+
+from framepipe.config import Config
+from framepipe.errors import ConfigError, ProtocolError
+from framepipe.logs import RateLimitedLog
+
+#: how long a loop blocks in poll before it looks at its stop flag again
+POLL_MS = 100
+#: linger on close: long enough to flush a final message, short enough to exit promptly
+LINGER_MS = 1000
+
+
+class Component:
+    """Base class of publisher, ventilator, worker, sink and subscribers."""
+
+    role = "component"
+
+    def __init__(self, config: Config, name: str | None = None):
+        self.config = config
+        self.name = name or self.role
+        self.log = logging.getLogger(self.name)
+        self.warn = RateLimitedLog(self.log)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.bound: list[str] = []
+        self.ctx: zmq.Context[Any] | None = None
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._stopping = False
+        self._closed = False
+        self.started_at = time.monotonic()
+        self.max_payload = int(config.limits.max_message_mb * 1e6)
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        if self.ctx is None:
+            self.ctx = zmq.Context()
+
+    def run(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask the loop to end; it notices within POLL_MS."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sock in self._sockets:
+            if not sock.closed:
+                sock.close(linger=LINGER_MS)
+        self._sockets.clear()
+        if self.ctx is not None:
+            self.ctx.term()
+            self.ctx = None
+
+    def __enter__(self) -> Component:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM ask the component to stop; a second one stops it harder."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._stopping:
+                raise KeyboardInterrupt
+            self.log.info("%s received: stopping", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    # ------------------------------------------------------------------ sockets
+    def socket(self, kind: int, *, sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket[Any]:
+        self.open()
+        assert self.ctx is not None
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, LINGER_MS)
+        if sndhwm is not None:
+            sock.setsockopt(zmq.SNDHWM, sndhwm)
+        if rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._sockets.append(sock)
+        return sock
+
+    def bind(self, sock: zmq.Socket[Any], url: str, what: str) -> None:
+        try:
+            sock.bind(url)
+        except zmq.ZMQError as e:
+            hint = " (is another framepipe running? `framepipe status`)" if e.errno == zmq.EADDRINUSE else ""
+            raise ConfigError(f"cannot bind {what} on {url}: {e.strerror}{hint}") from e
+        self.bound.append(f"{what}={url}")
+
+    def connect(self, sock: zmq.Socket[Any], url: str) -> None:
+        try:
+            sock.connect(url)
+        except zmq.ZMQError as e:
+            raise ConfigError(f"cannot connect to {url}: {e.strerror}") from e
+
+    def ready(self, extra: str = "") -> None:
+        """The one line tests and operators wait for."""
+        where = " ".join(self.bound) if self.bound else "connected"
+        self.log.info("ready: %s%s", where, f" {extra}" if extra else "")
+
+    # ------------------------------------------------------------------ bookkeeping
+    def reject(self, err: ProtocolError, where: str) -> None:
+        """Count and log (rate-limited) a malformed message; never raise."""
+        self.rejected[err.kind] += 1
+        self.counters["rejected"] += 1
+        self.warn.warning(f"reject:{where}", "rejected message on %s: %s", where, err)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "component": self.name,
+            "role": self.role,
+            "host": pysocket.gethostname(),
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            **dict(self.counters),
+            "rejected_by_kind": dict(self.rejected),
+        }
+
+    def write_summary(self, path: str | None) -> None:
+        if path:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump(self.summary(), fh)
+            os.replace(tmp, path)

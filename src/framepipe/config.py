@@ -1,0 +1,382 @@
+"""The deployment configuration: one TOML file describes a whole deployment.
+
+Layers, later ones win: the TOML file → environment variables ``FRAMEPIPE_SECTION__KEY``
+(docker-compose friendly) → ``--set section.key=value`` flags. Every model forbids unknown
+keys; every error is one :class:`~framepipe.errors.ConfigError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from framepipe.errors import ConfigError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_host(value: str) -> str:
+    """An IP address or a resolvable-looking hostname; ``*`` means every interface."""
+    if value == "*":
+        return value
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if (
+        not value
+        or len(value) > 253
+        or not all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() and not label.startswith("-")
+            for label in labels
+        )
+    ):
+        raise ValueError(f"not an IP address or host name: {value!r}")
+    return value
+
+
+class Endpoint(Section):
+    """Where a stable component runs: others connect to ``host``, it binds on ``bind``."""
+
+    host: str = "127.0.0.1"
+    """Address other components use to reach this one."""
+    bind: str | None = None
+    """Interface to bind on; defaults to ``host``. ``*`` binds every interface."""
+
+    @field_validator("host", "bind")
+    @classmethod
+    def _valid_host(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host(value)
+
+    def bind_url(self, port: int) -> str:
+        return f"tcp://{self.bind or self.host}:{port}"
+
+    def connect_url(self, port: int) -> str:
+        host = self.host
+        if host == "*":
+            host = "127.0.0.1"
+        return f"tcp://{host}:{port}"
+
+
+class CameraConfig(Section):
+    """The frame source used by the publisher (and the ventilator when it reads a camera)."""
+
+    kind: Literal["synthetic", "basler", "opencv", "replay"] = "synthetic"
+    """Which source: synthetic (no hardware), basler (pypylon), opencv, replay (HDF5 file)."""
+    width: int = Field(512, gt=0, le=16384)
+    """Frame width in pixels (synthetic; ROI width for cameras that support it)."""
+    height: int = Field(512, gt=0, le=16384)
+    """Frame height in pixels (synthetic; ROI height for cameras that support it)."""
+    dtype: Literal["uint8", "uint16"] = "uint16"
+    """Pixel type of the synthetic source."""
+    fps: float = Field(0.0, ge=0)
+    """Frame rate; 0 means as fast as the source can go."""
+    count: int = Field(300, ge=0)
+    """Frames in a finite run; 0 means run until stopped."""
+    seed: int = 0
+    """Seed of the synthetic pattern: the same seed gives the same frames."""
+    grab_timeout_s: float = Field(5.0, gt=0)
+    """How long one grab may block before the camera is declared lost."""
+
+
+class PublisherConfig(Endpoint):
+    """The camera publisher: PUB stream of frames, ROUTER for start/end synchronisation."""
+
+    frames_port: Port = 5550
+    """PUB port of the frames stream."""
+    sync_port: Port = 5551
+    """REQ/REP synchronisation port (subscribers say hello before the first frame)."""
+    subscribers: list[str] = Field(default_factory=lambda: ["ventilator", "recorder-frames"])
+    """Names of the subscribers to wait for before the first frame."""
+    sync_timeout_s: float = Field(30.0, gt=0)
+    """How long to wait for the subscribers before giving up with an error."""
+    policy: Literal["drop", "lossless"] = "lossless"
+    """drop: never block the camera, slow subscribers lose frames (counted);
+    lossless: a slow subscriber slows the publisher."""
+    hwm_frames: int = Field(32, gt=0)
+    """Send high-water mark, in frames, per subscriber."""
+
+
+class VentilatorConfig(Endpoint):
+    """The ventilator: fans frames out to the worker pool with exactly-once delivery."""
+
+    tasks_port: Port = 5560
+    """PUSH port the workers connect to."""
+    source: Literal["publisher", "camera"] = "publisher"
+    """Where frames come from: the publisher's stream, or the camera directly."""
+    window: int = Field(16, gt=0, le=4096)
+    """Frames in flight (sent, not yet acknowledged by the sink); bounds memory."""
+    redispatch_after_s: float = Field(2.0, gt=0)
+    """A frame not acknowledged within this time is sent again."""
+    hwm_frames: int = Field(4, gt=0)
+    """Send high-water mark per worker, in frames."""
+    sync_timeout_s: float = Field(30.0, gt=0)
+    """How long to wait for the sink and a first worker."""
+
+
+class WorkersConfig(Section):
+    """The FFT worker pool."""
+
+    count: int = Field(2, gt=0, le=256)
+    """Worker processes started by ``framepipe run`` or ``framepipe worker``."""
+    result: Literal["power", "magnitude", "log_power", "complex"] = "power"
+    """What a worker sends back: |F|² (float32), |F|, log1p(|F|²), or the complex64 half-spectrum."""
+    heartbeat_s: float = Field(1.0, gt=0)
+    """Interval between heartbeats to the sink."""
+    hwm_frames: int = Field(2, gt=0)
+    """Receive high-water mark, in frames."""
+
+
+class SinkConfig(Endpoint):
+    """The sink: gathers results, accounts for every frame, republishes results."""
+
+    results_in_port: Port = 5570
+    """PULL port the workers push results to."""
+    results_port: Port = 5571
+    """PUB port of the results stream."""
+    control_port: Port = 5572
+    """PUB port of control messages (acks to the ventilator, stop to the workers)."""
+    sync_port: Port = 5573
+    """REQ/REP synchronisation port (ventilator and results subscribers)."""
+    subscribers: list[str] = Field(default_factory=lambda: ["recorder-results"])
+    """Names of the results subscribers to wait for before the first result."""
+    sync_timeout_s: float = Field(30.0, gt=0)
+    """How long to wait for the subscribers."""
+    worker_timeout_s: float = Field(3.0, gt=0)
+    """A worker silent this long is reported as lost."""
+    hwm_frames: int = Field(32, gt=0)
+    """Send high-water mark of the results stream, in results."""
+
+
+class RecorderConfig(Section):
+    """One HDF5 recorder: a subscriber writing one stream to files."""
+
+    name: str = "recorder"
+    """Name used in synchronisation and logs; must be listed in its publisher's subscribers."""
+    stream: Literal["frames", "results"] = "frames"
+    """Which stream: raw frames from the publisher or FFT results from the sink."""
+    path: str = "{data_dir}/{run}_{stream}.h5"
+    """File path template: {data_dir}, {run}, {stream}, {name}."""
+    hwm_frames: int = Field(64, gt=0)
+    """Receive high-water mark, in frames."""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not value or not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("use letters, digits, '-' and '_'")
+        return value
+
+
+class LimitsConfig(Section):
+    """Guards on what a process accepts from the network."""
+
+    max_message_mb: float = Field(256.0, gt=0)
+    """Largest payload accepted, in MB; larger messages are rejected."""
+
+
+class RunConfig(Section):
+    """The run as a whole."""
+
+    name: str = "run"
+    """Run name, used in file names."""
+    data_dir: str = "data"
+    """Directory for HDF5 files (created if missing)."""
+    finish_timeout_s: float = Field(60.0, gt=0)
+    """After end of stream, how long components wait for stragglers before giving up."""
+
+
+class Config(Section):
+    """A whole deployment."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    publisher: PublisherConfig = Field(default_factory=PublisherConfig)
+    ventilator: VentilatorConfig = Field(default_factory=VentilatorConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    sink: SinkConfig = Field(default_factory=SinkConfig)
+    recorders: list[RecorderConfig] = Field(
+        default_factory=lambda: [
+            RecorderConfig(name="recorder-frames", stream="frames"),
+            RecorderConfig(name="recorder-results", stream="results"),
+        ]
+    )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _ports_unique(self) -> Config:
+        seen: dict[tuple[str, int], str] = {}
+        for section, key, port in self.bound_ports():
+            host = getattr(self, section).bind or getattr(self, section).host
+            for other_host in (host, "*"):
+                clash = seen.get((other_host, port))
+                if clash:
+                    raise ValueError(f"{section}.{key}: port {port} is also used by {clash}")
+            seen[(host, port)] = f"{section}.{key}"
+            if host == "*":
+                for (h, p), name in seen.items():
+                    if p == port and h != "*":
+                        raise ValueError(f"{section}.{key}: port {port} is also used by {name}")
+        names = [r.name for r in self.recorders]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"recorders: name {sorted(dupes)[0]!r} is used twice")
+        return self
+
+    def bound_ports(self) -> Iterable[tuple[str, str, int]]:
+        """(section, key, port) of every port a stable component binds."""
+        for section in ("publisher", "ventilator", "sink"):
+            model = getattr(self, section)
+            for key in type(model).model_fields:
+                if key.endswith("_port"):
+                    yield section, key, getattr(model, key)
+
+    def recorder(self, name: str) -> RecorderConfig:
+        for rec in self.recorders:
+            if rec.name == name:
+                return rec
+        known = ", ".join(r.name for r in self.recorders) or "none"
+        raise ConfigError(f"no recorder named {name!r} (configured: {known})", key="recorders")
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            try:
+                node = node[int(part)]
+            except (ValueError, IndexError):
+                raise ConfigError(f"no list element {part!r}", source=source, key=".".join(parts[: i + 1])) from None
+            continue
+        node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError("is not a section", source=source, key=".".join(parts[: i + 1]))
+    last = parts[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = value
+        except (ValueError, IndexError):
+            raise ConfigError(f"no list element {last!r}", source=source, key=dotted) from None
+    else:
+        node[last] = value
+
+
+def _parse_value(text: str) -> Any:
+    """A flag or env value: TOML/JSON syntax when it parses (numbers, lists, booleans), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _expand_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    # A recorders list in the file replaces the default list; overrides of recorders.N
+    # need the default list present to address it.
+    if "recorders" not in tree:
+        tree["recorders"] = [r.model_dump() for r in Config().recorders]
+    return tree
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load a deployment: file, then ``FRAMEPIPE_*`` environment variables, then overrides.
+
+    Raises ConfigError naming the file (or ``--set`` / the variable) and the key.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                tree = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("file not found", source=source) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror}", source=source) from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"not valid TOML: {e}", source=source) from e
+    tree = _expand_defaults(tree)
+    origin: dict[str, str] = {}
+
+    env = os.environ if environ is None else environ
+    for name in sorted(env):
+        if not name.startswith("FRAMEPIPE_") or "__" not in name:
+            continue
+        dotted = name[len("FRAMEPIPE_") :].lower().replace("__", ".")
+        _set_dotted(tree, dotted, _parse_value(env[name]), name)
+        origin[dotted] = f"environment {name}"
+
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"expected key=value, got {item!r}", source="--set")
+        dotted, _, text = item.partition("=")
+        dotted = dotted.strip()
+        _set_dotted(tree, dotted, _parse_value(text.strip()), "--set")
+        origin[dotted] = "--set"
+
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _key_of(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            # model-level checks put the key in the message
+            if not key and ": " in msg:
+                key, _, msg = msg.partition(": ")
+        where = origin.get(key, source)
+        raise ConfigError(msg, source=where, key=key or None) from None
+
+
+def check_port_free(url: str) -> None:
+    """Fail early, with the address, when a port to bind is already taken."""
+    host, _, port = url.removeprefix("tcp://").rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("" if host == "*" else host, int(port)))
+        except OSError as e:
+            raise ConfigError(f"cannot bind {url}: {e.strerror}") from None
+
+
+def default_config_path() -> Path | None:
+    """configs/local.toml in the current directory or the checkout; None means the
+    embedded defaults (which configs/local.toml mirrors)."""
+    here = Path(__file__).resolve()
+    for candidate in (Path.cwd() / "configs" / "local.toml", here.parents[2] / "configs" / "local.toml"):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,201 @@
+"""``framepipe run``: the whole pipeline on this machine, one OS process per component.
+
+Children are started as ``python -m framepipe <component>`` with the same config file and
+overrides, so what runs here is exactly what an operator starts by hand on each machine.
+Children die with the launcher (PR_SET_PDEATHSIG), SIGINT/SIGTERM are forwarded, and a
+child that fails stops the rest. The run exits 0 only when every frame is accounted for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from framepipe.config import Config
+
+log = logging.getLogger("run")
+
+#: after a stop request, how long children get before they are killed
+STOP_GRACE_S = 10.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class ChildSet:
+    """Component processes started together and stopped together."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.codes: dict[str, int] = {}
+        self._stop_at: float | None = None
+
+    def start(self, name: str, argv: list[str]) -> None:
+        self.procs[name] = subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+    def signal_all(self, sig: int) -> None:
+        for name, proc in self.procs.items():
+            if name not in self.codes and proc.poll() is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    def request_stop(self) -> None:
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+            self.signal_all(signal.SIGTERM)
+
+    def wait_all(self, *, stop_on_failure: bool = True) -> int:
+        """Wait for every child; forward SIGINT/SIGTERM; return the worst exit code."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("%s: stopping all components", signal.Signals(signum).name)
+            self.request_stop()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while len(self.codes) < len(self.procs):
+                for name, proc in self.procs.items():
+                    if name in self.codes:
+                        continue
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    self.codes[name] = code
+                    if code != 0 and stop_on_failure and self._stop_at is None:
+                        log.error("%s exited with code %d: stopping the others", name, code)
+                        self.request_stop()
+                if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE_S:
+                    for name, proc in self.procs.items():
+                        if name not in self.codes and proc.poll() is None:
+                            log.error("%s did not stop within %g s: killed", name, STOP_GRACE_S)
+                            proc.kill()
+                running = [p for n, p in self.procs.items() if n not in self.codes]
+                if running:
+                    try:
+                        running[0].wait(timeout=0.1)  # a bounded wait on a child, not a sleep
+                    except subprocess.TimeoutExpired:
+                        pass
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return max((abs(c) for c in self.codes.values()), default=0)
+
+
+def component_args(config_path: str | None, overrides: list[str]) -> list[str]:
+    args: list[str] = []
+    if config_path:
+        args += ["--config", config_path]
+    for item in overrides:
+        args += ["--set", item]
+    return args
+
+
+def run_pipeline(config: Config, config_path: str | None, overrides: list[str], log_args: list[str]) -> int:
+    """Start every component locally, wait, print the summary; 0 only if nothing is missing."""
+    Path(config.run.data_dir).mkdir(parents=True, exist_ok=True)
+    common = component_args(config_path, overrides) + log_args
+    with tempfile.TemporaryDirectory(prefix="framepipe-run-") as tmp:
+        children = ChildSet()
+
+        def start(name: str, *argv: str) -> None:
+            summary = os.path.join(tmp, f"{name}.json")
+            children.start(name, [sys.executable, "-m", "framepipe", *argv, *common, "--summary-json", summary])
+
+        t0 = time.monotonic()
+        start("sink", "sink")
+        for i in range(config.workers.count):
+            start(f"worker-{i}", "worker", "--index", str(i))
+        for rec in config.recorders:
+            start(rec.name, "record", "--name", rec.name)
+        start("ventilator", "ventilator")
+        if config.ventilator.source == "publisher" or any(r.stream == "frames" for r in config.recorders):
+            start("publisher", "publisher")
+        code = children.wait_all()
+        elapsed = time.monotonic() - t0
+        summaries = {}
+        for name in children.procs:
+            try:
+                summaries[name] = json.loads(Path(tmp, f"{name}.json").read_text())
+            except (OSError, ValueError):
+                summaries[name] = {}
+    ok = print_summary(config, summaries, children.codes, elapsed)
+    if code == 0 and not ok:
+        code = 1
+    return code
+
+
+def _rate(s: dict[str, Any], key: str) -> str:
+    n, first, last = s.get(key, 0), s.get("first_ns"), s.get("last_ns")
+    if not n or not first or not last or last <= first:
+        return "-"
+    return f"{(n - 1) / ((last - first) / 1e9):.1f}"
+
+
+def print_summary(config: Config, s: dict[str, dict[str, Any]], codes: dict[str, int], elapsed: float) -> bool:
+    """The end-of-run table; returns True when every frame is accounted for."""
+    pub, vent, sink = s.get("publisher", {}), s.get("ventilator", {}), s.get("sink", {})
+    workers = [v for k, v in s.items() if k.startswith("worker-")]
+    rows: list[tuple[str, Any, str, str]] = [
+        ("acquired", pub.get("acquired", vent.get("accepted", 0)), _rate(pub, "acquired"), "camera"),
+        ("published", pub.get("published", "-"), _rate(pub, "published"), f"blocked {pub.get('blocked_ms', 0)} ms"),
+        (
+            "dispatched",
+            vent.get("accepted", 0),
+            _rate(vent, "acknowledged"),
+            f"re-dispatched {vent.get('redispatched', 0)}, source gaps {vent.get('source_gaps', 0)}",
+        ),
+        (
+            "processed",
+            sink.get("received", 0),
+            _rate(sink, "received"),
+            f"{len(workers)} worker(s), duplicates dropped {sink.get('duplicates', 0)}",
+        ),
+    ]
+    for rec in config.recorders:
+        r = s.get(rec.name, {})
+        rows.append(
+            (
+                f"recorded {rec.stream}",
+                r.get("written", 0),
+                _rate(r, "written"),
+                f"missing {r.get('missing', '?')}, gaps {r.get('gaps', '?')}",
+            )
+        )
+    missing = sink.get("missing")
+    rows.append(("missing", missing if missing is not None else "?", "", f"latency {sink.get('latency_ms', {})}"))
+    print(f"\nframepipe run '{config.run.name}': {elapsed:.1f} s, data in {config.run.data_dir}/")
+    print(f"  {'stage':<18}{'frames':>8}{'frames/s':>10}  notes")
+    for stage, n, rate, note in rows:
+        print(f"  {stage:<18}{n!s:>8}{rate:>10}  {note}")
+    failed = {n: c for n, c in codes.items() if c != 0}
+    acquired = rows[0][1]
+    ok = (
+        not failed
+        and missing == 0
+        and sink.get("received") == acquired
+        and all(
+            s.get(r.name, {}).get("missing") == 0 and s.get(r.name, {}).get("written") == acquired
+            for r in config.recorders
+        )
+    )
+    if failed:
+        print("  exit codes: " + ", ".join(f"{n}={c}" for n, c in failed.items()))
+    print("  every frame accounted for" if ok else "  NOT every frame accounted for")
+    return ok

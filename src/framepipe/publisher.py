@@ -1,0 +1,90 @@
+"""The publisher: grabs frames from a camera and broadcasts them on the frames stream."""
+
+from __future__ import annotations
+
+import time
+
+from framepipe.broadcast import Broadcast
+from framepipe.cameras import Camera, open_camera
+from framepipe.component import Component
+from framepipe.config import Config
+from framepipe.errors import CameraError
+from framepipe.protocol import data_header, encode_data
+
+#: after a stop by signal, how long to wait for subscribers' byes
+STOP_GRACE_S = 3.0
+
+
+class Publisher(Component):
+    """Camera → PUB frames. Waits for the configured subscribers before the first frame."""
+
+    role = "publisher"
+
+    def __init__(self, config: Config, camera: Camera | None = None, name: str | None = None):
+        super().__init__(config, name)
+        self._camera = camera
+
+    def run(self) -> int:
+        cfg = self.config.publisher
+        camera = self._camera or open_camera(self.config.camera)
+        camera.open()
+        try:
+            meta = camera.metadata()
+            self.stream = Broadcast(
+                self,
+                stream="frames",
+                pub_url=cfg.bind_url(cfg.frames_port),
+                sync_url=cfg.bind_url(cfg.sync_port),
+                subscribers=cfg.subscribers,
+                hwm=cfg.hwm_frames,
+                lossless=cfg.policy == "lossless",
+                welcome={"camera": meta},
+            )
+            self.ready(f"policy={cfg.policy}")
+            self.stream.wait_for_subscribers(cfg.sync_timeout_s)
+            self.log.info("all subscribers here: publishing")
+            return self._publish(camera)
+        finally:
+            camera.close()
+            self.counters["camera_lost"] = camera.frames_lost
+
+    def _publish(self, camera: Camera) -> int:
+        stream = self.stream
+        grab_timeout = self.config.camera.grab_timeout_s
+        reason, code = "complete", 0
+        sockets = stream.sockets()
+        try:
+            while not self.stopping:
+                frame = camera.grab(grab_timeout)
+                if frame is None:
+                    break
+                self.counters["acquired"] += 1
+                if self.counters["acquired"] == 1:
+                    self.counters["first_ns"] = time.time_ns()
+                header = data_header(
+                    "frame",
+                    frame.array,
+                    frame_id=frame.frame_id,
+                    seq=stream.seq,
+                    t_acq_ns=frame.t_acq_ns,
+                    t_pub_ns=time.time_ns(),
+                    **frame.extra,
+                )
+                if not stream.publish(encode_data(header, frame.array), frame.frame_id):
+                    break
+                self.counters["published"] += 1
+                self.counters["last_ns"] = time.time_ns()
+                # between frames: subscription changes and late hellos, without waiting
+                events = stream.poll(timeout_ms=0) if any(s.poll(0) for s in sockets) else {}
+                if events:
+                    stream.service(events)
+        except CameraError as e:
+            self.log.error("camera failed after %d frames: %s", self.counters["published"], e)
+            reason, code = f"camera error: {e}", 2
+        if self.stopping:
+            reason = "stopped"
+        self.counters["blocked_ms"] = int(stream.blocked_s * 1000)
+        self.log.info("end of stream (%s) after %d frames", reason, self.counters["published"])
+        timeout = STOP_GRACE_S if self.stopping else self.config.run.finish_timeout_s
+        stream.finish(timeout, reason=reason)
+        return code

@@ -1,0 +1,251 @@
+"""The sink: gathers results, accounts for every frame, republishes results.
+
+- Exactly once: a result whose frame id was seen before is a duplicate (a re-dispatched
+  frame or a hung worker's late answer) and is dropped; every result, new or duplicate,
+  is acknowledged to the ventilator on the control stream (topic ``ack``), in batches.
+- Liveness: workers' heartbeats arrive on the results socket; a worker silent for
+  ``worker_timeout_s`` is reported by name here and, via topic ``workers``, by the
+  ventilator.
+- Start: answers the ventilator's hello only once the results subscribers are there and a
+  worker has been seen. End: the ventilator's ``eos`` request lists the frame ids it
+  accepted; the sink answers when it holds all of them (or the finish timeout passes),
+  ends the results stream and tells the workers to stop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from framepipe.broadcast import Broadcast
+from framepipe.component import Component
+from framepipe.config import Config
+from framepipe.errors import ProtocolError
+from framepipe.ledger import FrameLedger
+from framepipe.protocol import (
+    TOPIC_ACK,
+    TOPIC_STOP,
+    TOPIC_WORKERS,
+    decode,
+    encode_control,
+    encode_forward,
+    from_ranges,
+    to_ranges,
+)
+
+ACK_BATCH = 64
+ACK_INTERVAL_S = 0.02
+WORKERS_INTERVAL_S = 0.5
+STOP_REPEATS = 5
+
+
+class Sink(Component):
+    """PULL results → accounting → PUB results; acks and stop on the control stream."""
+
+    role = "sink"
+
+    def __init__(self, config: Config, name: str | None = None):
+        super().__init__(config, name)
+        self.ledger = FrameLedger()
+        self.workers: dict[str, float] = {}  # name → last heard (monotonic)
+        self.lost_workers: list[str] = []
+        self.per_worker: dict[str, int] = {}
+        self._acks: list[int] = []
+        self._ack_due = 0.0
+        self._workers_due = 0.0
+        self._eos_request: tuple[bytes, dict[str, Any]] | None = None
+        self._eos_deadline = 0.0
+        self._ventilator_waiting: list[bytes] = []
+        self._latency_ns: list[int] = []
+
+    def run(self) -> int:
+        cfg = self.config.sink
+        self.pull = self.socket(zmq.PULL, rcvhwm=max(self.config.workers.hwm_frames * 4, 8))
+        self.bind(self.pull, cfg.bind_url(cfg.results_in_port), "results-in")
+        self.stream = Broadcast(
+            self,
+            stream="results",
+            pub_url=cfg.bind_url(cfg.results_port),
+            sync_url=cfg.bind_url(cfg.sync_port),
+            subscribers=cfg.subscribers,
+            hwm=cfg.hwm_frames,
+            lossless=self.config.publisher.policy == "lossless",
+        )
+        self.control = self.socket(zmq.PUB, sndhwm=10_000)
+        self.bind(self.control, cfg.bind_url(cfg.control_port), "control")
+        self.ready()
+        started = time.monotonic()
+        warned = False
+        while True:
+            events = self.stream.poll(extra=(self.pull,))
+            self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
+            self._handle_deferred()
+            if events.get(self.pull):
+                self._drain_results()
+            now = time.monotonic()
+            self._flush_acks(now)
+            self._check_workers(now)
+            if self._ventilator_waiting and not warned and now - started > cfg.sync_timeout_s:
+                self.log.warning("still waiting for: %s", self._not_ready_reason())
+                warned = True
+            if self._eos_request is not None and self._try_finish(now):
+                break
+            if self.stopping:
+                self.log.info("stopping before the end of stream")
+                break
+        return self._finish()
+
+    # ---------------------------------------------------------------- start and end
+    def _not_ready_reason(self) -> str:
+        missing = self.stream.missing_subscribers()
+        reasons = [f"subscriber {m}" for m in missing]
+        if not self.workers:
+            reasons.append("a worker")
+        if not missing and not self.stream.all_here():
+            reasons.append("results subscriptions")
+        return ", ".join(reasons)
+
+    def _handle_deferred(self) -> None:
+        for peer, kind, header in self.stream.deferred:
+            if kind == "hello":
+                self._ventilator_waiting.append(peer)
+            elif kind == "eos":
+                try:
+                    ids = from_ranges(header.get("frame_ids"))
+                except ProtocolError as e:
+                    self.reject(e, "results-sync")
+                    self.stream.sync.reply(peer, "status", ok=False, error=str(e))
+                    continue
+                self.ledger.expect(ids)
+                self._eos_request = (peer, header)
+                self._eos_deadline = time.monotonic() + self.config.run.finish_timeout_s
+                self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
+            else:
+                self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
+        self.stream.deferred.clear()
+        if self._ventilator_waiting and self.workers and self.stream.all_here():
+            for peer in self._ventilator_waiting:
+                self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
+            self._ventilator_waiting.clear()
+            self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
+
+    def _try_finish(self, now: float) -> bool:
+        assert self._eos_request is not None
+        missing = self.ledger.missing()
+        if missing and now < self._eos_deadline:
+            return False
+        peer, _ = self._eos_request
+        self._flush_acks(now, force=True)
+        self.stream.sync.reply(
+            peer, "done", received=self.ledger.received, missing=len(missing), duplicates=self.ledger.duplicates
+        )
+        return True
+
+    def _finish(self) -> int:
+        self._flush_acks(time.monotonic(), force=True)
+        summary = self.ledger.summary()
+        reason = (
+            "complete" if self._eos_request and not summary["missing"] else "stopped" if self.stopping else "incomplete"
+        )
+        self.log.info(
+            "results: %d received, %d missing, %d duplicate(s) dropped",
+            summary["received"],
+            summary["missing"],
+            summary["duplicates"],
+        )
+        if summary["missing"]:
+            self.log.error("missing frame ids: %s", to_ranges(self.ledger.missing())[:20])
+        for _ in range(STOP_REPEATS):
+            self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
+        self.stream.finish(3.0 if self.stopping else self.config.run.finish_timeout_s, reason=reason)
+        # stop once more, for workers that reconnected while the stream ended
+        self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
+        if self._eos_request is None:
+            return 0 if self.stopping else 1
+        return 0 if not summary["missing"] else 1
+
+    # ---------------------------------------------------------------- results
+    def _drain_results(self) -> None:
+        for _ in range(256):
+            try:
+                parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(parts, max_payload_bytes=self.max_payload)
+            except ProtocolError as e:
+                self.reject(e, "results-in")
+                continue
+            if msg.kind == "heartbeat":
+                self._heard_from(str(msg.header.get("name", "?")))
+                continue
+            if msg.kind != "result":
+                self.reject(ProtocolError(f"unexpected {msg.kind} on results-in", kind="bad_kind"), "results-in")
+                continue
+            worker = str(msg.header.get("worker", "?"))
+            self._heard_from(worker)
+            fid = msg.frame_id
+            self._acks.append(fid)
+            if not self.ledger.add(fid):
+                self.counters["duplicates"] += 1
+                continue
+            now_ns = time.time_ns()
+            if self.ledger.received == 1:
+                self.counters["first_ns"] = now_ns
+            self.counters["last_ns"] = now_ns
+            self.counters["received"] += 1
+            self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
+            if len(self._latency_ns) < 100_000:
+                self._latency_ns.append(now_ns - msg.header["t_acq_ns"])
+            header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
+            self.stream.publish(encode_forward(header, msg.payload), fid)
+
+    def _flush_acks(self, now: float, force: bool = False) -> None:
+        if not self._acks:
+            return
+        if not force and len(self._acks) < ACK_BATCH and now < self._ack_due:
+            return
+        self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=to_ranges(self._acks)))
+        self._acks.clear()
+        self._ack_due = now + ACK_INTERVAL_S
+
+    # ---------------------------------------------------------------- liveness
+    def _heard_from(self, name: str) -> None:
+        if name not in self.workers:
+            self.log.info("worker %s joined", name)
+            self._workers_due = 0.0
+        self.workers[name] = time.monotonic()
+
+    def _check_workers(self, now: float) -> None:
+        timeout = self.config.sink.worker_timeout_s
+        for name, seen in list(self.workers.items()):
+            if now - seen > timeout:
+                del self.workers[name]
+                self.lost_workers.append(name)
+                self.counters["workers_lost"] += 1
+                self.log.warning("worker %s lost: silent for %.1f s", name, now - seen)
+                self._workers_due = 0.0
+        if now >= self._workers_due:
+            self.control.send_multipart(encode_control("status", topic=TOPIC_WORKERS, alive=sorted(self.workers)))
+            self._workers_due = now + WORKERS_INTERVAL_S
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        led = self.ledger.summary()
+        out.update(
+            expected=led["expected"],
+            missing=led["missing"],
+            missing_ids=led["missing_ids"],
+            per_worker=self.per_worker,
+            workers_lost=self.lost_workers,
+        )
+        if self._latency_ns:
+            import numpy as np
+
+            lat = np.array(self._latency_ns) / 1e6
+            out["latency_ms"] = {
+                p: round(float(np.percentile(lat, q)), 3) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
+            }
+        return out

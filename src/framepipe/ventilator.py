@@ -1,0 +1,292 @@
+"""The ventilator: fans frames out to the worker pool, and makes sure each one comes back.
+
+PUSH/PULL alone loses whatever was queued to a worker that dies. The ventilator keeps
+every frame it sent until the sink acknowledges it (acks arrive on the sink's control
+stream), re-sends frames not acknowledged within ``redispatch_after_s``, and stops
+taking new frames while ``window`` frames are in flight. The sink drops duplicates, so a
+lost ack or a late result from a hung worker costs a duplicate, never a frame.
+
+Memory: at most ``window`` frames are held (frames × frame size), plus the PUSH
+high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import zmq
+
+from framepipe.cameras import Camera, open_camera
+from framepipe.component import POLL_MS, Component
+from framepipe.config import Config
+from framepipe.errors import CameraError, ProtocolError, SyncError
+from framepipe.ledger import FrameLedger
+from framepipe.protocol import (
+    TOPIC_ACK,
+    TOPIC_WORKERS,
+    data_header,
+    decode,
+    encode_data,
+    encode_forward,
+    from_ranges,
+    to_ranges,
+)
+from framepipe.subscription import Subscription
+from framepipe.sync import request
+
+
+class _InFlight:
+    __slots__ = ("attempts", "parts", "sent_at")
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+        self.sent_at = 0.0
+        self.attempts = 0
+
+
+class Ventilator(Component):
+    """Frames in (SUB to the publisher, or a camera) → PUSH to workers, exactly once."""
+
+    role = "ventilator"
+
+    def __init__(self, config: Config, camera: Camera | None = None, name: str | None = None):
+        super().__init__(config, name)
+        self._camera = camera
+        self.in_flight: collections.OrderedDict[int, _InFlight] = collections.OrderedDict()
+        self.queue: collections.deque[int] = collections.deque()  # ids waiting for a free worker
+        self.accepted = FrameLedger()
+        self.workers: list[str] = []
+        self._next_scan = 0.0
+
+    def run(self) -> int:
+        cfg = self.config.ventilator
+        sink = self.config.sink
+        self.push = self.socket(zmq.PUSH, sndhwm=cfg.hwm_frames)
+        self.bind(self.push, cfg.bind_url(cfg.tasks_port), "tasks")
+        self.control = self.socket(zmq.SUB, rcvhwm=10_000)
+        for topic in (TOPIC_ACK, TOPIC_WORKERS):
+            self.control.setsockopt(zmq.SUBSCRIBE, topic)
+        self.connect(self.control, sink.connect_url(sink.control_port))
+        self.source: Subscription | None = None
+        camera: Camera | None = None
+        if cfg.source == "publisher":
+            pub = self.config.publisher
+            self.source = Subscription(
+                self,
+                stream="frames",
+                pub_url=pub.connect_url(pub.frames_port),
+                sync_url=pub.connect_url(pub.sync_port),
+                hwm=self.config.publisher.hwm_frames,
+            )
+        else:
+            camera = self._camera or open_camera(self.config.camera)
+            camera.open()
+        try:
+            self.ready(f"window={cfg.window}")
+            assert self.ctx is not None
+            self.log.info("waiting for the sink and a worker")
+            welcome = request(
+                self.ctx,
+                sink.connect_url(sink.sync_port),
+                "hello",
+                self.name,
+                timeout_s=cfg.sync_timeout_s,
+                should_stop=lambda: self.stopping,
+            )
+            if not welcome.get("ok", True):
+                raise SyncError(f"sink refused: {welcome.get('error')}")
+            self.log.info("sink ready with workers: %s", ", ".join(welcome.get("workers", [])) or "?")
+            if self.source is not None:
+                self.source.hello(self.config.publisher.sync_timeout_s)
+            return self._loop(camera)
+        finally:
+            if camera is not None:
+                camera.close()
+
+    # ---------------------------------------------------------------- main loop
+    def _loop(self, camera: Camera | None) -> int:
+        cfg = self.config.ventilator
+        source_done = False
+        code = 0
+        stop_deadline: float | None = None
+        while True:
+            if self.stopping and stop_deadline is None:
+                # stop taking new frames; give in-flight work a bounded time to finish
+                stop_deadline = time.monotonic() + min(3.0, self.config.run.finish_timeout_s)
+                source_done = True
+                self.log.info("stopping: %d frame(s) in flight", len(self.in_flight))
+            if source_done and not self.in_flight:
+                break
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                self.log.warning("stopped with %d frame(s) unacknowledged", len(self.in_flight))
+                break
+            room = len(self.in_flight) < cfg.window and not source_done
+            poller = zmq.Poller()
+            poller.register(self.control, zmq.POLLIN)
+            if self.queue:
+                poller.register(self.push, zmq.POLLOUT)
+            if room and self.source is not None:
+                poller.register(self.source.sub, zmq.POLLIN)
+            timeout = 0 if (room and camera is not None) else POLL_MS
+            events = dict(poller.poll(timeout))
+            if events.get(self.control):
+                self._read_control()
+            if room:
+                if self.source is not None and events.get(self.source.sub):
+                    source_done = self._take_from_stream()
+                elif camera is not None:
+                    try:
+                        source_done = self._take_from_camera(camera)
+                    except CameraError as e:
+                        self.log.error("camera failed: %s", e)
+                        source_done, code = True, 2
+            self._redispatch_overdue()
+            self._send_queued()
+        return self._finish(code)
+
+    def _accept(self, frame_id: int, parts: list[Any]) -> None:
+        if not self.accepted.add(frame_id):
+            self.warn.warning("dup-source", "frame %d arrived twice from the source: ignored", frame_id)
+            return
+        if self.accepted.received == 1:
+            self.counters["first_ns"] = time.time_ns()
+        self.counters["accepted"] += 1
+        self.in_flight[frame_id] = _InFlight(parts)
+        self.queue.append(frame_id)
+
+    def _take_from_stream(self) -> bool:
+        assert self.source is not None
+        for _ in range(self.config.ventilator.window):
+            if len(self.in_flight) >= self.config.ventilator.window:
+                return False
+            msg = self.source.receive()
+            if msg is None:
+                return False
+            if msg.kind == "eos":
+                self.log.info("end of stream from the publisher (%s)", msg.header.get("reason"))
+                self.source.bye(5.0, received=self.source.sequence.received, gaps=self.source.sequence.gaps)
+                return True
+            self._accept(msg.frame_id, [msg.header, msg.payload])
+        return False
+
+    def _take_from_camera(self, camera: Camera) -> bool:
+        frame = camera.grab(self.config.camera.grab_timeout_s)
+        if frame is None:
+            return True
+        header = data_header(
+            "frame",
+            frame.array,
+            frame_id=frame.frame_id,
+            seq=self.counters["accepted"],
+            t_acq_ns=frame.t_acq_ns,
+            t_pub_ns=time.time_ns(),
+            **frame.extra,
+        )
+        parts = encode_data(header, frame.array)
+        self._accept(frame.frame_id, [header, parts[1]])
+        return False
+
+    def _send_queued(self) -> None:
+        while self.queue:
+            fid = self.queue[0]
+            item = self.in_flight.get(fid)
+            if item is None:  # acknowledged while it waited
+                self.queue.popleft()
+                continue
+            header, payload = item.parts
+            header = {**header, "attempt": item.attempts}
+            try:
+                self.push.send_multipart(encode_forward(header, payload), copy=False, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return  # every worker is full (or none is connected): try again on POLLOUT
+            self.queue.popleft()
+            item.attempts += 1
+            item.sent_at = time.monotonic()
+            self.in_flight.move_to_end(fid)
+            self.counters["dispatched"] += 1
+            if item.attempts > 1:
+                self.counters["redispatched"] += 1
+
+    def _redispatch_overdue(self) -> None:
+        """Queue again every frame sent longer than ``redispatch_after_s`` ago and not acked."""
+        now = time.monotonic()
+        if now < self._next_scan:
+            return
+        self._next_scan = now + 0.05
+        limit = now - self.config.ventilator.redispatch_after_s
+        for fid, item in list(self.in_flight.items()):
+            if item.sent_at == 0.0:
+                continue  # waiting in the queue already
+            if item.sent_at > limit:
+                break  # in_flight is ordered by send time: the rest are newer
+            item.sent_at = 0.0
+            self.queue.append(fid)
+            self.in_flight.move_to_end(fid)
+
+    def _read_control(self) -> None:
+        while True:
+            try:
+                parts = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(parts, max_payload_bytes=self.max_payload, topic=True)
+                if parts[0] == TOPIC_ACK and msg.kind == "ack":
+                    for fid in from_ranges(msg.header.get("ids")):
+                        if self.in_flight.pop(fid, None) is not None:
+                            self.counters["acknowledged"] += 1
+                            self.counters["last_ns"] = time.time_ns()
+                elif parts[0] == TOPIC_WORKERS and msg.kind == "status":
+                    self._workers_changed(msg.header)
+            except ProtocolError as e:
+                self.reject(e, "control")
+
+    def _workers_changed(self, header: dict[str, Any]) -> None:
+        alive = header.get("alive")
+        if not isinstance(alive, list):
+            return
+        alive = sorted(str(a) for a in alive)
+        if alive != self.workers:
+            joined = set(alive) - set(self.workers)
+            left = set(self.workers) - set(alive)
+            for w in sorted(joined):
+                self.log.info("worker %s joined", w)
+            for w in sorted(left):
+                self.log.warning("worker %s lost: its unacknowledged frames will be re-dispatched", w)
+            self.workers = alive
+
+    def _finish(self, code: int) -> int:
+        sink = self.config.sink
+        assert self.ctx is not None
+        self.counters["unacknowledged"] = len(self.in_flight)
+        self.log.info(
+            "done: %d accepted, %d re-dispatched, %d unacknowledged",
+            self.counters["accepted"],
+            self.counters["redispatched"],
+            len(self.in_flight),
+        )
+        try:
+            reply = request(
+                self.ctx,
+                sink.connect_url(sink.sync_port),
+                "eos",
+                self.name,
+                timeout_s=self.config.run.finish_timeout_s if not self.stopping else 3.0,
+                frame_ids=to_ranges(self.accepted.ids()),
+                unacknowledged=to_ranges(list(self.in_flight)),
+            )
+            self.log.info("sink confirmed end of stream: %s", {k: reply.get(k) for k in ("received", "missing")})
+        except SyncError as e:
+            self.log.error("sink did not confirm end of stream: %s", e)
+            return code or 1
+        if self.in_flight and not self.stopping:
+            return code or 1
+        return code
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        if self.source is not None:
+            out["source_gaps"] = self.source.sequence.gaps
+        return out

@@ -1,0 +1,138 @@
+"""FFT workers: PULL frames from the ventilator, PUSH spectra to the sink.
+
+A worker connects (it owns no port), so workers on any machine can come and go. It
+sends a heartbeat to the sink every ``heartbeat_s`` so a dead or hung worker is noticed
+by name, and stops on the sink's ``stop`` control message or on SIGINT/SIGTERM.
+Frames queued in a worker that dies are not lost: the ventilator re-sends them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as pysocket
+import time
+
+import zmq
+
+from framepipe.component import POLL_MS, Component
+from framepipe.config import Config
+from framepipe.errors import ProtocolError
+from framepipe.fft import spectrum
+from framepipe.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
+
+
+def worker_name(index: int | None = None) -> str:
+    """host-pid, unique across a LAN deployment; index for pools (-n)."""
+    base = f"worker-{pysocket.gethostname()}-{os.getpid()}"
+    return base if index is None else f"{base}-{index}"
+
+
+class Worker(Component):
+    """PULL frames → FFT → PUSH results."""
+
+    role = "worker"
+
+    def __init__(self, config: Config, name: str | None = None):
+        super().__init__(config, name or worker_name())
+
+    def run(self) -> int:
+        cfg = self.config.workers
+        vent, sink = self.config.ventilator, self.config.sink
+        self.pull = self.socket(zmq.PULL, rcvhwm=cfg.hwm_frames)
+        self.connect(self.pull, vent.connect_url(vent.tasks_port))
+        self.push = self.socket(zmq.PUSH, sndhwm=max(cfg.hwm_frames, 2))
+        self.connect(self.push, sink.connect_url(sink.results_in_port))
+        self.control = self.socket(zmq.SUB)
+        self.control.setsockopt(zmq.SUBSCRIBE, TOPIC_STOP)
+        self.connect(self.control, sink.connect_url(sink.control_port))
+        self.ready(f"result={cfg.result}")
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        next_beat = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + cfg.heartbeat_s
+            events = dict(poller.poll(POLL_MS))
+            if events.get(self.control) and self._stop_requested():
+                self.log.info("stop from the sink")
+                break
+            if events.get(self.pull):
+                self._process_one()
+        self.log.info("processed %d frame(s)", self.counters["processed"])
+        return 0
+
+    def _heartbeat(self) -> None:
+        try:
+            self.push.send_multipart(
+                encode_control("heartbeat", name=self.name, processed=self.counters["processed"]), flags=zmq.NOBLOCK
+            )
+        except zmq.Again:
+            pass  # the sink is not there or is full: it will hear from us with the next result
+
+    def _stop_requested(self) -> bool:
+        while True:
+            try:
+                parts = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            try:
+                msg = decode(parts, max_payload_bytes=self.max_payload, topic=True)
+            except ProtocolError as e:
+                self.reject(e, "control")
+                continue
+            if msg.kind == "stop":
+                return True
+
+    def _process_one(self) -> None:
+        parts = self.pull.recv_multipart(copy=False)
+        try:
+            msg = decode(parts, max_payload_bytes=self.max_payload)
+        except ProtocolError as e:
+            self.reject(e, "tasks")
+            return
+        if msg.kind != "frame" or msg.array is None:
+            self.reject(ProtocolError(f"unexpected {msg.kind} on tasks", kind="bad_kind"), "tasks")
+            return
+        t0 = time.time_ns()
+        result = spectrum(msg.array, self.config.workers.result)
+        h = msg.header
+        header = data_header(
+            "result",
+            result,
+            frame_id=msg.frame_id,
+            seq=msg.seq,
+            t_acq_ns=h["t_acq_ns"],
+            t_start_ns=t0,
+            t_done_ns=time.time_ns(),
+            worker=self.name,
+            representation=self.config.workers.result,
+            attempt=h.get("attempt", 0),
+            frame_shape=h["shape"],
+            frame_dtype=h["dtype"],
+        )
+        out = encode_data(header, result)
+        while not self.stopping:
+            try:
+                self.push.send_multipart(out, copy=False, flags=zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                self.push.poll(POLL_MS, zmq.POLLOUT)
+        else:
+            return
+        self.counters["processed"] += 1
+        self.counters["busy_ns"] += time.time_ns() - t0
+
+
+def run_pool(config_args: list[str], count: int) -> int:
+    """``framepipe worker -n N``: N worker processes, each with its own context."""
+    import sys
+
+    from framepipe.launcher import ChildSet
+
+    children = ChildSet()
+    for i in range(count):
+        children.start(f"worker-{i}", [sys.executable, "-m", "framepipe", "worker", "--index", str(i), *config_args])
+    return children.wait_all()
