@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.deployment import Deployment
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """A local deployment with free ports; every process it started is killed afterwards."""
+    dep = Deployment(tmp_path)
+    try:
+        yield dep
+    finally:
+        dep.close()

@@ -1,0 +1,159 @@
+"""Real framepipe components as subprocesses on loopback, with free ports and cleanup.
+
+A :class:`Deployment` writes a config with free ports into a temp dir, starts components
+with the real CLI (``python -m framepipe ...``), waits on their ``ready:`` log lines (never
+on sleep), and kills whatever is left in ``close()``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+PORT_KEYS = {
+    "publisher": ("frames_port", "sync_port"),
+    "ventilator": ("tasks_port",),
+    "sink": ("results_in_port", "results_port", "control_port", "sync_port"),
+}
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on loopback (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(extra or {})
+    return env
+
+
+class Proc:
+    """One component process; its stderr goes to a log file we can wait on."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        """Block until ``text`` appears in the log; fail with the log if it does not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.log()
+            if text in out:
+                return out
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {text!r}:\n{out}")
+            try:
+                self.popen.wait(timeout=0.05)  # bounded wait on the process, not a sleep
+            except subprocess.TimeoutExpired:
+                pass
+        raise AssertionError(f"{self.name}: {text!r} not seen within {timeout} s:\n{self.log()}")
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running after {timeout} s:\n{self.log()[-4000:]}") from None
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self._log.close()
+
+
+class Deployment:
+    """A local deployment for one test: config file with free ports, processes, cleanup."""
+
+    def __init__(self, tmp_path: Path, settings: dict[str, Any] | None = None):
+        self.dir = tmp_path
+        self.data = tmp_path / "data"
+        self.procs: list[Proc] = []
+        ports = iter(free_ports(sum(len(v) for v in PORT_KEYS.values())))
+        self.settings: dict[str, Any] = {"run.data_dir": str(self.data), "run.finish_timeout_s": 30}
+        for section, keys in PORT_KEYS.items():
+            for key in keys:
+                self.settings[f"{section}.{key}"] = next(ports)
+        self.settings.update(settings or {})
+        self.config_path = tmp_path / "deployment.toml"
+        self.write_config()
+
+    def write_config(self) -> None:
+        """The settings as a TOML file (sections from dotted keys)."""
+        sections: dict[str, dict[str, Any]] = {}
+        for dotted, value in self.settings.items():
+            section, _, key = dotted.partition(".")
+            sections.setdefault(section, {})[key] = value
+        lines = []
+        for section, items in sections.items():
+            lines.append(f"[{section}]")
+            for key, value in items.items():
+                lines.append(f"{key} = {_toml(value)}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "framepipe", *args, "--config", str(self.config_path)]
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(name, self.argv(*args), self.dir / f"{name}.log", child_env(env), self.dir)
+        self.procs.append(proc)
+        return proc
+
+    def run_cli(
+        self, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, env=child_env(env), cwd=self.dir
+        )
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.kill()
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(value)
