@@ -108,7 +108,7 @@ def encode_data(header: dict[str, Any], array: np.ndarray) -> list[Any]:
         raise ValueError("array must be C-contiguous to be sent without a copy")
     if list(array.shape) != header["shape"] or array.dtype.name != header["dtype"]:
         raise ValueError("header does not describe the array")
-    return [_dumps(header), memoryview(array).cast("B")]
+    return [_dumps(header), memoryview(array).cast("B")]  # type: ignore[arg-type]
 
 
 def encode_control(kind: str, topic: bytes | None = None, **fields: Any) -> list[bytes]:

@@ -1,0 +1,89 @@
+"""Config validation: one clear error naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framepipe.config import load_config
+from framepipe.errors import ConfigError
+from tests.helpers.deployment import child_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load() -> None:
+    cfg = load_config(REPO / "configs" / "local.toml", environ={})
+    assert cfg.camera.kind == "synthetic" and cfg.workers.count >= 1
+    # local.toml mirrors the embedded defaults
+    assert cfg.model_dump() == load_config(None, environ={}).model_dump() | {"run": cfg.run.model_dump()}
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("[camera]\nwidht = 5\n", "camera.widht", "unknown key"),
+        ("[camera]\nwidth = 'big'\n", "camera.width", "integer"),
+        ("[camera]\nwidth = -3\n", "camera.width", "greater than 0"),
+        ("[camera]\ndtype = 'float64'\n", "camera.dtype", "uint8"),
+        ("[publisher]\nhost = 'not a host!'\n", "publisher.host", "not an IP address"),
+        ("[publisher]\nframes_port = 70000\n", "publisher.frames_port", "65535"),
+        ("[sink]\nresults_port = 5550\n", "sink.results_port", "also used by publisher.frames_port"),
+        ("[nonsense]\nx = 1\n", "nonsense", "unknown key"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert words in message
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[camera\n"), environ={})
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "[camera]\ncount = 10\nwidth = 64\n")
+    env = {"FRAMEPIPE_CAMERA__COUNT": "20", "FRAMEPIPE_CAMERA__HEIGHT": "32"}
+    cfg = load_config(path, ["camera.count=30", "publisher.subscribers=['a', 'b']"], environ=env)
+    assert (cfg.camera.count, cfg.camera.width, cfg.camera.height) == (30, 64, 32)
+    assert cfg.publisher.subscribers == ["a", "b"]
+    cfg = load_config(path, ["recorders.1.hwm_frames=5"], environ={})
+    assert cfg.recorders[1].hwm_frames == 5
+
+
+def test_errors_name_flag_or_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"^--set: camera.count: "):
+        load_config(path, ["camera.count=-1"], environ={})
+    with pytest.raises(ConfigError, match=r"^environment FRAMEPIPE_CAMERA__COUNT: camera.count: "):
+        load_config(path, environ={"FRAMEPIPE_CAMERA__COUNT": "lots"})
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(path, ["camera.count"], environ={})
+
+
+def test_cli_bad_config_is_one_line_exit_2_nothing_started(tmp_path: Path) -> None:
+    path = write(tmp_path, "[camera]\nwidht = 5\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "framepipe", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, env=child_env(), cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"framepipe run: error: {path}: camera.widht: unknown key"]
+    assert not (tmp_path / "data").exists(), "nothing started"
