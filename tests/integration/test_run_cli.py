@@ -36,8 +36,21 @@ def framepipe_cmd() -> list[str]:
 def test_framepipe_run_default_config(tmp_path: Path) -> None:
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     proc = subprocess.run(
-        [*framepipe_cmd(), "run", "--set", "camera.count=120", "--set", "camera.width=128", "--set", "camera.height=96"],
-        capture_output=True, text=True, timeout=120, env=child_env(port_env()), cwd=tmp_path,
+        [
+            *framepipe_cmd(),
+            "run",
+            "--set",
+            "camera.count=120",
+            "--set",
+            "camera.width=128",
+            "--set",
+            "camera.height=96",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(port_env()),
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every frame accounted for" in proc.stdout
@@ -53,7 +66,16 @@ def test_framepipe_run_default_config(tmp_path: Path) -> None:
 
 def test_framepipe_run_never_overwrites_and_fails_clearly(tmp_path: Path) -> None:
     shutil.copytree(REPO / "configs", tmp_path / "configs")
-    args = [*framepipe_cmd(), "run", "--set", "camera.count=10", "--set", "camera.width=32", "--set", "camera.height=32"]
+    args = [
+        *framepipe_cmd(),
+        "run",
+        "--set",
+        "camera.count=10",
+        "--set",
+        "camera.width=32",
+        "--set",
+        "camera.height=32",
+    ]
     first = subprocess.run(args, capture_output=True, text=True, timeout=120, env=child_env(port_env()), cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     before = (tmp_path / "data" / "local_frames.h5").read_bytes()

@@ -81,7 +81,11 @@ def test_cli_bad_config_is_one_line_exit_2_nothing_started(tmp_path: Path) -> No
     path = write(tmp_path, "[camera]\nwidht = 5\n")
     proc = subprocess.run(
         [sys.executable, "-m", "framepipe", "run", "--config", str(path)],
-        capture_output=True, text=True, timeout=60, env=child_env(), cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
