@@ -259,7 +259,7 @@ def query_deployment(
         for sock in socks:
             sock.close(linger=0)
         if own:
-            context.term()
+            context.destroy(linger=0)  # also closes a socket whose connect failed
     out = [results.get(ep.name) or _down(ep, f"no answer within {timeout_s:g} s") for ep in eps]
     for entry in list(out):
         if entry.get("role") == "sink" and entry.get("state") != "down":
@@ -338,4 +338,4 @@ def watch(
                 # pacing between refreshes for a human reader, not synchronisation
                 time.sleep(max(0.0, interval_s - (time.monotonic() - started)))  # sleep-ok
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)

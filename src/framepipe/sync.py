@@ -78,10 +78,10 @@ def request(
     while True:
         sock = ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            curve(sock)
-        sock.connect(url)
         try:
+            if curve is not None:
+                curve(sock)
+            sock.connect(url)  # inside try: a bad key must not leave a socket to hang ctx.term()
             t0 = time.time_ns()
             sock.send_multipart(payload)
             retry_at = time.monotonic() + RETRY_S
