@@ -142,8 +142,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     from framepipe.status import query_deployment, render_table, watch
 
     if args.stop:
-        statuses = query_deployment(config, timeout_s=args.timeout, command="stop")
-        for s in statuses:
+        for s in query_deployment(config, timeout_s=args.timeout, command="stop"):
             print(f"{s['name']}: {'down' if s.get('state') == 'down' else 'stop requested'}")
         return 0
     rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)

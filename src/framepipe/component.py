@@ -154,7 +154,7 @@ class Component:
         """
         section = status_section if status_section is not None else getattr(self.config, self.role, None)
         port = getattr(section, "status_port", None)
-        if port is not None and self._status is None:
+        if section is not None and port is not None and self._status is None:
             self._start_status(section.bind_url(port))
         where = " ".join(self.bound) if self.bound else "connected"
         self.log.info("ready: %s%s", where, f" {extra}" if extra else "")

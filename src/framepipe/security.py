@@ -124,7 +124,8 @@ class SecureSocket(zmq.Socket):  # type: ignore[type-arg]
         security: Security | None = getattr(self.context, "security", None)
         if security is not None and security.enabled and not addr.startswith("inproc://"):
             security.make_server(self)
-            self.context.start_authenticator()  # type: ignore[attr-defined]
+            if isinstance(self.context, SecureContext):
+                self.context.start_authenticator()
         return super().bind(addr)
 
     def connect(self, addr: str) -> Any:
