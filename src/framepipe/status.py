@@ -83,6 +83,11 @@ def component_status(component: Component, rates: dict[str, float]) -> dict[str,
     if hasattr(getattr(component, "queue", None), "__len__"):
         queue["waiting"] = len(component.queue)  # type: ignore[attr-defined]
     out["queue"] = queue
+    # the start sync of a subscriber (recorder: sub, ventilator: source): rtt and clock offset
+    for attr in ("sub", "source"):
+        welcome = getattr(getattr(component, attr, None), "welcome", None)
+        if isinstance(welcome, dict) and "rtt_ns" in welcome:
+            out["sync"] = {k: welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome}
     workers = getattr(component, "workers", None)
     if isinstance(workers, dict):
         now = time.monotonic()

@@ -69,6 +69,8 @@ def test_status_of_a_running_deployment_then_down(deployment: Deployment) -> Non
     assert by_name["publisher"]["role"] == "publisher"
     assert "ventilator" in by_name["publisher"]["peers"]["subscribers"]
     assert set(by_name["ventilator"]["queue"]) == {"in_flight", "waiting"}
+    for name in RECORDERS:  # the start sync's measurement, live
+        assert by_name[name]["sync"]["rtt_ns"] > 0 and "clock_offset_ns" in by_name[name]["sync"]
     assert by_name["ventilator"]["queue"]["in_flight"] <= 16, "the window bounds what is in flight"
     workers = [s for s in statuses if s["role"] == "worker"]
     assert len(workers) == 2 and all(w["state"] == "seen" for w in workers)
