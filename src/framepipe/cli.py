@@ -50,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="write a stream to HDF5")
     _common(p)
     p.add_argument("--name", help="which [[recorders]] entry (default: the first)")
+    p = sub.add_parser("status", help="status of every component of a running deployment")
+    _common(p)
+    p.add_argument("--watch", "-w", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers (then: down)")
+    p.add_argument("--json", action="store_true", help="print the status dicts as JSON")
+    p.add_argument("--stop", action="store_true", help="ask every component to stop instead")
+    p = sub.add_parser("keys", help="CURVE keys for a secure deployment")
+    keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    g = keys.add_parser("generate", help="server and client key pairs, and the allowed-clients directory")
+    g.add_argument("dir", metavar="DIR")
+    g.add_argument(
+        "--client", action="append", default=[], metavar="NAME", help="a client key pair per name (default: client)"
+    )
     return parser
 
 
@@ -65,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from framepipe.logs import setup_logging
 
-    setup_logging(args.log_level, json_lines=args.log_json)
+    setup_logging(getattr(args, "log_level", "info"), json_lines=getattr(args, "log_json", False))
     try:
         return _dispatch(args)
     except FramepipeError as e:
@@ -76,7 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "keys":
+        from framepipe.security import generate_keys
+
+        for written in generate_keys(args.dir, args.client):
+            print(written)
+        return 0
     config, path = _load(args)
+    if args.command == "status":
+        return _status(args, config)
     if args.command == "run":
         from framepipe.launcher import run_pipeline
 
@@ -111,6 +133,31 @@ def _dispatch(args: argparse.Namespace) -> int:
     finally:
         component.write_summary(args.summary_json)
     return code
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    """Print one table (or JSON); exit 1 when any component is down."""
+    import json
+
+    from framepipe.status import query_deployment, render_table, watch
+
+    if args.stop:
+        for s in query_deployment(config, timeout_s=args.timeout, command="stop"):
+            print(f"{s['name']}: {'down' if s.get('state') == 'down' else 'stop requested'}")
+        return 0
+    rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
+    statuses: list[dict[str, object]] = []
+    for statuses in rounds:
+        if args.json:
+            print(json.dumps(statuses), flush=True)
+        else:
+            if args.watch:
+                print("\x1b[2J\x1b[H", end="")  # clear the terminal between refreshes
+            print(render_table(statuses), flush=True)
+    if not statuses:
+        print("no status endpoints configured (set status_port in the config)", file=sys.stderr)
+        return 1
+    return 1 if any(s.get("state") == "down" for s in statuses) else 0
 
 
 def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-untyped-def]

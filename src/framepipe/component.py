@@ -23,6 +23,8 @@ import zmq
 from framepipe.config import Config
 from framepipe.errors import ConfigError, ProtocolError
 from framepipe.logs import RateLimitedLog
+from framepipe.security import is_exposed, make_context
+from framepipe.status import StatusServer
 
 #: how long a loop blocks in poll before it looks at its stop flag again
 POLL_MS = 100
@@ -49,11 +51,16 @@ class Component:
         self._closed = False
         self.started_at = time.monotonic()
         self.max_payload = int(config.limits.max_message_mb * 1e6)
+        self._status: StatusServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
         if self.ctx is None:
-            self.ctx = zmq.Context()
+            # every tcp socket of this context is CURVE when [security] has keys (security.py)
+            self.ctx = make_context(self.config.security, on_denied=self._auth_denied)
+
+    def _auth_denied(self, key: str) -> None:
+        self.counters["auth_denied"] += 1
 
     def run(self) -> int:
         raise NotImplementedError
@@ -70,11 +77,17 @@ class Component:
         if self._closed:
             return
         self._closed = True
+        if self._status is not None:
+            self._status.close()  # it closes its own socket, in its own thread
+            self._status = None
         for sock in self._sockets:
             if not sock.closed:
                 sock.close(linger=LINGER_MS)
         self._sockets.clear()
         if self.ctx is not None:
+            stop_auth = getattr(self.ctx, "stop_authenticator", None)
+            if stop_auth is not None:
+                stop_auth()
             self.ctx.term()
             self.ctx = None
 
@@ -112,6 +125,14 @@ class Component:
         return sock
 
     def bind(self, sock: zmq.Socket[Any], url: str, what: str) -> None:
+        if is_exposed(url) and not self.config.security.enabled:
+            self.warn.warning(
+                "exposed",
+                "binding %s on %s without CURVE keys: anyone on this network can connect, read and send; "
+                "set [security] key_dir (`framepipe keys generate DIR`, docs/deploy.md)",
+                what,
+                url,
+            )
         try:
             sock.bind(url)
         except zmq.ZMQError as e:
@@ -125,10 +146,28 @@ class Component:
         except zmq.ZMQError as e:
             raise ConfigError(f"cannot connect to {url}: {e.strerror}") from e
 
-    def ready(self, extra: str = "") -> None:
-        """The one line tests and operators wait for."""
+    def ready(self, extra: str = "", status_section: Any = None) -> None:
+        """The one line tests and operators wait for; starts the status endpoint first.
+
+        ``status_section`` is the config section holding ``status_port`` and the host to
+        bind it on; by default the section named after the component's role.
+        """
+        section = status_section if status_section is not None else getattr(self.config, self.role, None)
+        port = getattr(section, "status_port", None)
+        if section is not None and port is not None and self._status is None:
+            self._start_status(section.bind_url(port))
         where = " ".join(self.bound) if self.bound else "connected"
         self.log.info("ready: %s%s", where, f" {extra}" if extra else "")
+
+    def _start_status(self, url: str) -> None:
+        # bound here, so a taken port is the same clear error as any other bind; not in
+        # self._sockets: from now on only the status thread touches it
+        sock = self.socket(zmq.ROUTER)
+        self._sockets.remove(sock)
+        sock.setsockopt(zmq.LINGER, 0)
+        self.bind(sock, url, "status")
+        self._status = StatusServer(self, sock)
+        self._status.start()
 
     # ------------------------------------------------------------------ bookkeeping
     def reject(self, err: ProtocolError, where: str) -> None:

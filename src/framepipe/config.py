@@ -109,6 +109,8 @@ class PublisherConfig(Endpoint):
     lossless: a slow subscriber slows the publisher."""
     hwm_frames: int = Field(32, gt=0)
     """Send high-water mark, in frames, per subscriber."""
+    status_port: Port | None = None
+    """Status endpoint (JSON status and stop, for ``framepipe status``); none if unset."""
 
 
 class VentilatorConfig(Endpoint):
@@ -126,6 +128,8 @@ class VentilatorConfig(Endpoint):
     """Send high-water mark per worker, in frames."""
     sync_timeout_s: float = Field(30.0, gt=0)
     """How long to wait for the sink and a first worker."""
+    status_port: Port | None = None
+    """Status endpoint (JSON status and stop, for ``framepipe status``); none if unset."""
 
 
 class WorkersConfig(Section):
@@ -160,10 +164,12 @@ class SinkConfig(Endpoint):
     """A worker silent this long is reported as lost."""
     hwm_frames: int = Field(32, gt=0)
     """Send high-water mark of the results stream, in results."""
+    status_port: Port | None = None
+    """Status endpoint (JSON status and stop; it also reports the workers); none if unset."""
 
 
-class RecorderConfig(Section):
-    """One HDF5 recorder: a subscriber writing one stream to files."""
+class RecorderConfig(Endpoint):
+    """One HDF5 recorder: a subscriber writing one stream to files (``host``: where it runs)."""
 
     name: str = "recorder"
     """Name used in synchronisation and logs; must be listed in its publisher's subscribers."""
@@ -173,6 +179,8 @@ class RecorderConfig(Section):
     """File path template: {data_dir}, {run}, {stream}, {name}."""
     hwm_frames: int = Field(64, gt=0)
     """Receive high-water mark, in frames."""
+    status_port: Port | None = None
+    """Status endpoint on ``host`` (JSON status and stop); none if unset."""
 
     @field_validator("name")
     @classmethod
@@ -187,6 +195,29 @@ class LimitsConfig(Section):
 
     max_message_mb: float = Field(256.0, gt=0)
     """Largest payload accepted, in MB; larger messages are rejected."""
+
+
+class SecurityConfig(Section):
+    """CURVE encryption and authentication of every socket; off unless a key is set.
+
+    Relative paths are relative to the directory the component is started in.
+    """
+
+    key_dir: str | None = None
+    """Directory made by ``framepipe keys generate``; setting it turns CURVE on for every socket.
+    The keys below default to files in it."""
+    server_secret_key: str | None = None
+    """Secret certificate of the binding side, needed where something binds (default {key_dir}/server.key_secret)."""
+    server_public_key: str | None = None
+    """Public certificate of the servers, needed by every client (default {key_dir}/server.key)."""
+    client_secret_key: str | None = None
+    """This machine's client certificate, for connecting sockets (default {key_dir}/client.key_secret)."""
+    allowed_clients_dir: str | None = None
+    """Directory of client public keys (``*.key``) servers accept (default {key_dir}/allowed_clients)."""
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.key_dir, self.server_secret_key, self.server_public_key, self.client_secret_key))
 
 
 class RunConfig(Section):
@@ -216,6 +247,7 @@ class Config(Section):
         ]
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")
     def _ports_unique(self) -> Config:
@@ -242,7 +274,7 @@ class Config(Section):
         for section in ("publisher", "ventilator", "sink"):
             model = getattr(self, section)
             for key in type(model).model_fields:
-                if key.endswith("_port"):
+                if key.endswith("_port") and getattr(model, key) is not None:
                     yield section, key, getattr(model, key)
 
     def recorder(self, name: str) -> RecorderConfig:

@@ -7,6 +7,12 @@ once its results subscribers are there and a worker has been seen.
 
 Clients use the lazy-pirate pattern: poll with a timeout, and on silence close the REQ
 socket, open a new one and ask again, until an overall deadline gives a SyncError.
+
+Every reply carries the server's wall clock (``t_server_ns``), so each client measures its
+round-trip time (``rtt_ns``) and the offset of the server's clock from its own
+(``clock_offset_ns`` = server clock − client clock, NTP-style: the server read its clock
+half a round trip after the request left). A deferred reply (the sink's welcome) makes the
+round trip long, so its offset is only as good as rtt/2; ``rtt_ns`` says how good.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class SyncServer:
         return peer, msg.kind, msg.header
 
     def reply(self, peer: bytes, kind: str = "welcome", **fields: Any) -> None:
+        fields.setdefault("t_server_ns", time.time_ns())
         self.sock.send_multipart([peer, b"", *encode_control(kind, **fields)])
 
 
@@ -71,10 +78,10 @@ def request(
     while True:
         sock = ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            curve(sock)
-        sock.connect(url)
         try:
+            if curve is not None:
+                curve(sock)
+            sock.connect(url)  # inside try: a bad key must not leave a socket to hang ctx.term()
             t0 = time.time_ns()
             sock.send_multipart(payload)
             retry_at = time.monotonic() + RETRY_S
@@ -85,8 +92,12 @@ def request(
                 if now >= deadline:
                     raise SyncError(f"no answer to {kind} from {url} within {timeout_s:g} s")
                 if sock.poll(int(min(100, (deadline - now) * 1000) + 1)):
+                    t1 = time.time_ns()
                     reply = json.loads(sock.recv())
-                    reply["rtt_ns"] = time.time_ns() - t0
+                    reply["rtt_ns"] = t1 - t0
+                    t_server = reply.get("t_server_ns")
+                    if isinstance(t_server, int) and not isinstance(t_server, bool):
+                        reply["clock_offset_ns"] = t_server - (t0 + t1) // 2
                     return dict(reply)
                 # lazy pirate only for the first answer; a deferred reply (welcome later)
                 # keeps the same socket once the server has shown it is there

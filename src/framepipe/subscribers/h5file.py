@@ -74,6 +74,12 @@ class FrameFile:
         for key, value in meta.items():
             cam.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
 
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        """More attributes of /entry, known only after the file was opened."""
+        assert self._h5 is not None
+        for key, value in attrs.items():
+            self._h5["entry"].attrs[key] = value
+
     def append(self, array: np.ndarray, *, frame_id: int, t_acq_ns: int, t_recv_ns: int) -> None:
         assert self._h5 is not None
         try:

@@ -62,10 +62,12 @@ class Recorder(Component):
             },
         )
         self.file.open()
-        self.ready(f"writing {self.path()}")
+        self.ready(f"writing {self.path()}", status_section=self.rec)
         welcome = self.sub.hello(timeout)
         if isinstance(welcome.get("camera"), dict):
             self.file.set_camera(welcome["camera"])
+        # start sync with this host: round trip and the publisher's clock offset (sync.py)
+        self.file.set_attrs({f"sync_{k}": welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome})
         code = 0
         try:
             while not self.stopping:
