@@ -92,6 +92,57 @@ class CameraConfig(Section):
     grab_timeout_s: float = Field(5.0, gt=0)
     """How long one grab may block before the camera is declared lost."""
 
+    # -- basler (pypylon); see docs/cameras.md
+    serial: str | None = None
+    """Basler: serial number of the camera to open (default: by user_name, else the first found)."""
+    user_name: str | None = None
+    """Basler: user-defined name (DeviceUserID) of the camera to open."""
+    exposure_us: float | None = Field(None, gt=0)
+    """Basler: exposure time in µs; unset leaves the camera's own setting."""
+    gain: float | None = Field(None, ge=0)
+    """Basler: analog gain in dB; unset leaves the camera's own setting."""
+    pixel_format: Literal["Mono8", "Mono10", "Mono12", "Mono16"] = "Mono8"
+    """Basler: pixel format; Mono8 gives uint8 frames, Mono10/12/16 give uint16."""
+    offset_x: int = Field(0, ge=0)
+    """Basler: ROI offset from the left edge, pixels (ROI size is width × height)."""
+    offset_y: int = Field(0, ge=0)
+    """Basler: ROI offset from the top edge, pixels."""
+    grab_strategy: Literal["one_by_one", "latest"] = "one_by_one"
+    """Basler: one_by_one for recording (no frame skipped in the driver while buffers last);
+    latest for preview (always the newest image, skipped ones counted as lost)."""
+    buffers: int = Field(16, ge=1, le=1024)
+    """Basler: driver buffers (one frame each); the margin one_by_one has before the camera drops."""
+    emulated: int = Field(0, ge=0, le=64)
+    """Basler: offer this many pylon emulated cameras (sets PYLON_CAMEMU); 0 leaves it to the environment."""
+
+    # -- opencv (cv2.VideoCapture): exactly one of device / path / url; replay: path
+    device: int | None = Field(None, ge=0)
+    """OpenCV: webcam index (0 = /dev/video0)."""
+    path: str | None = None
+    """OpenCV: a video file to play; replay: an HDF5 file recorded by framepipe."""
+    url: str | None = None
+    """OpenCV: a stream URL (rtsp://, http://...)."""
+    colour: Literal["gray", "rgb"] = "gray"
+    """OpenCV: gray publishes luminance (H, W) uint8; rgb publishes (H, W, 3) uint8 in RGB order."""
+
+    # -- replay
+    replay_pace: Literal["fps", "original"] = "fps"
+    """Replay: fps publishes at camera.fps (0 = as fast as possible); original at the recorded pace."""
+    replay_loop: bool = False
+    """Replay: start again at the end of the file (frame ids keep increasing); stop with count or Ctrl-C."""
+
+    @model_validator(mode="after")
+    def _source_given(self) -> CameraConfig:
+        if self.kind == "opencv":
+            given = [k for k in ("device", "path", "url") if getattr(self, k) is not None]
+            if len(given) != 1:
+                raise ValueError(
+                    f"kind = 'opencv' needs exactly one of device, path, url (got {', '.join(given) or 'none'})"
+                )
+        if self.kind == "replay" and not self.path:
+            raise ValueError("kind = 'replay' needs path (an HDF5 file recorded by framepipe)")
+        return self
+
 
 class PublisherConfig(Endpoint):
     """The camera publisher: PUB stream of frames, ROUTER for start/end synchronisation."""

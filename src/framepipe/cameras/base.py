@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import abc
-from types import TracebackType
+import importlib
+import time
+from types import ModuleType, TracebackType
 from typing import Any
 
+from framepipe.errors import CameraError
 from framepipe.frame import Frame
 
 
@@ -50,3 +53,40 @@ class Camera(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def import_extra(module: str, extra: str, package: str) -> ModuleType:
+    """Import an optional dependency, or fail with the extra that provides it.
+
+    Imported lazily so that ``framepipe`` itself never needs pypylon or OpenCV.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise CameraError(
+            f"{module} is not installed ({e}); install the extra: pip install 'framepipe[{extra}]' (or {package})"
+        ) from e
+
+
+class Pacer:
+    """Holds a source to a frame rate, or to recorded timestamps, without drifting.
+
+    Each frame has a due time measured from the first one; a late frame is sent at once
+    and does not shift the ones after it (the schedule is absolute, not a sleep per frame).
+    """
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+
+    def restart(self) -> None:
+        self._t0 = None
+
+    def wait_until(self, offset_s: float) -> None:
+        """Block until ``offset_s`` after the first call (which returns at once)."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now - offset_s
+            return
+        wait = self._t0 + offset_s - now
+        if wait > 0:
+            time.sleep(wait)  # sleep-ok: pacing the frame rate, not synchronisation

@@ -1,0 +1,159 @@
+"""Replay of an HDF5 file recorded by framepipe, so operators can re-run processing on old data.
+
+Reads ``/entry/data/frames``, ``frame_id`` and ``t_acq_ns`` (the recorder's layout, see
+subscribers/h5file.py) with plain h5py; ``hdf5plugin`` is imported first so compressed
+files open. Frames go out in file order with their recorded frame ids, so a recording of a
+replay holds the same ids and pixels as the original.
+
+Pace (``camera.replay_pace``): ``fps`` publishes at ``camera.fps`` (0 = as fast as
+possible); ``original`` reproduces the recorded intervals from ``t_acq_ns``.
+``t_acq_ns`` of a replayed frame is the time it was replayed (latency figures stay
+meaningful); the recorded one travels in the header as ``t_acq_original_ns``.
+With ``camera.replay_loop`` the file starts again at its end and frame ids continue
+(pass p publishes id + p × (largest id + 1)), so every id stays unique in the ledgers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framepipe.cameras.base import Camera, Pacer
+from framepipe.config import CameraConfig
+from framepipe.errors import CameraError
+from framepipe.frame import FRAME_DTYPES, Frame
+
+FRAMES, IDS, TIMES = "entry/data/frames", "entry/data/frame_id", "entry/data/t_acq_ns"
+
+
+class ReplayCamera(Camera):
+    """Frames of a framepipe HDF5 file, published again."""
+
+    def __init__(self, cfg: CameraConfig):
+        self.cfg = cfg
+        self.path = Path(cfg.path or "")
+        self.frames_lost = 0
+        self._h5: Any = None
+        self._frames: Any = None
+        self._ids = np.zeros(0, np.int64)
+        self._times = np.zeros(0, np.int64)
+        self._n = 0
+        self._row = 0
+        self._pass = 0
+        self._delivered = 0
+        self._span = 1
+        self._pass_offset_s = 0.0
+        self._pacer = Pacer()
+        self._meta: dict[str, Any] = {}
+
+    def open(self) -> None:
+        import h5py
+        import hdf5plugin  # noqa: F401  (registers the compression filters the recorder may have used)
+
+        where = f"replay {self.path}"
+        if not self.path.is_file():
+            raise CameraError(f"{where}: no such file")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as e:
+            raise CameraError(f"{where}: not an HDF5 file h5py can open ({e})") from e
+        try:
+            for name in (FRAMES, IDS, TIMES):
+                if name not in self._h5:
+                    raise CameraError(f"{where}: no dataset /{name} (is it a framepipe recording?)")
+            frames = self._h5[FRAMES]
+            if frames.dtype.name not in FRAME_DTYPES or frames.ndim not in (3, 4):
+                raise CameraError(
+                    f"{where}: /{FRAMES} holds {frames.dtype}{frames.shape[1:]}; only uint8/uint16 frames "
+                    "(H, W) or (H, W, 3) can be replayed (a results file cannot)"
+                )
+            self._ids = np.asarray(self._h5[IDS][:], np.int64)
+            self._times = np.asarray(self._h5[TIMES][:], np.int64)
+            # a file still being written may have one column a row ahead: replay the rows all have
+            self._n = min(frames.shape[0], len(self._ids), len(self._times))
+            if self._n == 0:
+                raise CameraError(f"{where}: the file holds no frames")
+            self._frames = frames
+        except CameraError:
+            self.close()
+            raise
+        except (OSError, KeyError) as e:
+            self.close()
+            raise CameraError(f"{where}: cannot read: {e}") from e
+        self._span = int(self._ids[: self._n].max()) + 1
+        self._row = self._pass = self._delivered = 0
+        self._pass_offset_s = 0.0
+        self._pacer.restart()
+        original = {}
+        cam = self._h5.get("entry/instrument/camera")
+        if cam is not None:
+            original = {f"original_{k}": _attr(v) for k, v in cam.attrs.items() if k != "NX_class"}
+        self._meta = {
+            "source": "replay",
+            "model": "framepipe replay",
+            "replay_of": str(self.path.resolve()),
+            "frames_in_file": self._n,
+            "replay_pace": self.cfg.replay_pace,
+            "replay_loop": self.cfg.replay_loop,
+            "fps": self.cfg.fps,
+            **original,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._meta)
+
+    def _due_s(self, row: int) -> float | None:
+        """Seconds after the first frame this one is due, or None for as fast as possible."""
+        if self.cfg.replay_pace == "original":
+            return self._pass_offset_s + max(0.0, (int(self._times[row]) - int(self._times[0])) / 1e9)
+        if self.cfg.fps > 0:
+            return self._delivered / self.cfg.fps
+        return None
+
+    def grab(self, timeout_s: float) -> Frame | None:
+        if self._frames is None:
+            raise CameraError(f"replay {self.path}: grab before open")
+        if self.cfg.count and self._delivered >= self.cfg.count:
+            return None
+        if self._row >= self._n:
+            if not self.cfg.replay_loop:
+                return None
+            if self.cfg.replay_pace == "original":
+                # the next pass starts one typical interval after the last frame
+                step = float(np.median(np.diff(self._times[: self._n]))) / 1e9 if self._n > 1 else 0.0
+                self._pass_offset_s += (int(self._times[self._n - 1]) - int(self._times[0])) / 1e9 + max(step, 0.0)
+            self._row = 0
+            self._pass += 1
+        row = self._row
+        due = self._due_s(row)
+        if due is not None:
+            self._pacer.wait_until(due)
+        try:
+            array = self._frames[row]
+        except OSError as e:
+            raise CameraError(f"replay {self.path}: cannot read frame row {row}: {e}") from e
+        frame_id = int(self._ids[row]) + self._pass * self._span
+        self._row = row + 1
+        self._delivered += 1
+        extra = {"t_acq_original_ns": int(self._times[row])}
+        return Frame(frame_id=frame_id, array=np.ascontiguousarray(array), t_acq_ns=time.time_ns(), extra=extra)
+
+    def close(self) -> None:
+        h5, self._h5 = self._h5, None
+        self._frames = None
+        if h5 is not None:
+            h5.close()
+
+
+def _attr(value: Any) -> Any:
+    """An HDF5 attribute as a plain JSON-able value."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
