@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--client", action="append", default=[], metavar="NAME", help="a client key pair per name (default: client)"
     )
+    p = sub.add_parser("cameras", help="list the cameras that can be opened (Basler, OpenCV)")
+    _common(p)
+    p.add_argument("--emulated", type=int, default=None, metavar="N", help="offer N pylon emulated cameras")
+    p.add_argument("--max-index", type=int, default=10, metavar="N", help="probe OpenCV indexes below N")
+    p.add_argument("--probe-timeout", type=float, default=2.0, metavar="S", help="give up on a device after S s")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -99,6 +105,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     config, path = _load(args)
     if args.command == "status":
         return _status(args, config)
+    if args.command == "cameras":
+        from framepipe.cameras.listing import list_cameras, print_cameras
+
+        emulated = config.camera.emulated if args.emulated is None else args.emulated
+        print_cameras(list_cameras(emulated, args.max_index, args.probe_timeout), as_json=args.json)
+        return 0
     if args.command == "run":
         from framepipe.launcher import run_pipeline
 

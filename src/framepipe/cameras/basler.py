@@ -29,7 +29,7 @@ _NO_BLOCK_ID = 0xFFFFFFFFFFFFFFFF
 
 def load_pylon(emulated: int = 0) -> tuple[Any, Any]:
     """(pylon, genicam) modules; ``emulated`` > 0 turns the emulator on unless the environment set it."""
-    if emulated and "PYLON_CAMEMU" not in os.environ:
+    if emulated and not os.environ.get("PYLON_CAMEMU"):
         # read once, when pylon's transport layer factory is first created
         os.environ["PYLON_CAMEMU"] = str(emulated)
     pylon = import_extra("pypylon.pylon", "basler", "pypylon")
@@ -110,13 +110,10 @@ class BaslerCamera(Camera):
         try:
             self._configure()
             self._cam.MaxNumBuffer.Value = self.cfg.buffers
-            one_by_one = self.cfg.grab_strategy == "one_by_one"
-            strategy = pylon.GrabStrategy_OneByOne if one_by_one else pylon.GrabStrategy_LatestImageOnly
             self._meta = self._read_metadata(info)
-            self._cam.StartGrabbing(strategy)
         except genicam.GenericException as e:
             self.close()
-            raise CameraError(f"{self._who}: cannot start grabbing: {_short(e)}") from e
+            raise CameraError(f"{self._who}: cannot configure: {_short(e)}") from e
         except CameraError:
             self.close()
             raise
@@ -245,6 +242,16 @@ class BaslerCamera(Camera):
         if self.cfg.count and self._delivered >= self.cfg.count:
             return None
         pylon, g = self._pylon, self._genicam
+        if not self._cam.IsGrabbing():
+            # started at the first grab, not in open(): while the publisher waits for its
+            # subscribers the camera would fill the buffers and drop frames
+            one_by_one = self.cfg.grab_strategy == "one_by_one"
+            try:
+                self._cam.StartGrabbing(
+                    pylon.GrabStrategy_OneByOne if one_by_one else pylon.GrabStrategy_LatestImageOnly
+                )
+            except g.GenericException as e:
+                raise CameraError(f"{self._who}: cannot start grabbing: {_short(e)}") from e
         deadline = time.monotonic() + timeout_s
         while True:
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
