@@ -1,0 +1,80 @@
+"""Record, replay, record again: the second file holds the first one's frames."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.helpers.deployment import Deployment
+
+pytestmark = pytest.mark.integration
+
+N, H, W = 40, 64, 96
+
+
+def _record(deployment: Deployment, run: str, **camera: object) -> None:
+    deployment.settings.update({"run.name": run, "publisher.subscribers": ["recorder-frames"]})
+    deployment.settings.update({f"camera.{k}": v for k, v in camera.items()})
+    deployment.write_config()
+    rec = deployment.start(f"rec-{run}", "record", "--name", "recorder-frames")
+    rec.wait_for("ready:")
+    pub = deployment.start(f"pub-{run}", "publisher")
+    assert pub.wait(90) == 0, pub.log()[-3000:]
+    assert rec.wait(60) == 0, rec.log()[-3000:]
+
+
+def test_replay_recording_equals_original(deployment: Deployment) -> None:
+    _record(deployment, "original", kind="synthetic", count=N, height=H, width=W, dtype="uint16", seed=3)
+    first = deployment.data / "original_frames.h5"
+    _record(deployment, "replayed", kind="replay", path=str(first), count=0, replay_pace="fps", fps=0.0)
+    with h5py.File(first, "r") as a, h5py.File(deployment.data / "replayed_frames.h5", "r") as b:
+        assert b["entry/data/frames"].shape == a["entry/data/frames"].shape == (N, H, W)
+        assert b["entry/data/frames"].dtype == a["entry/data/frames"].dtype
+        np.testing.assert_array_equal(b["entry/data/frame_id"][:], a["entry/data/frame_id"][:])
+        np.testing.assert_array_equal(b["entry/data/frames"][:], a["entry/data/frames"][:])
+        assert bool(b["entry/ledger"].attrs["complete"])
+        cam = dict(b["entry/instrument/camera"].attrs)
+        assert cam["source"] == "replay" and cam["replay_of"] == str(first.resolve())
+        assert cam["original_source"] == "synthetic" and cam["original_seed"] == 3
+
+
+def test_replay_at_original_pace_through_the_pipeline(deployment: Deployment) -> None:
+    """A paced recording replayed at its own pace, FFT'd by a worker: every frame once."""
+    _record(deployment, "paced", kind="synthetic", count=12, height=32, width=32, dtype="uint8", fps=50.0)
+    deployment.settings.update(
+        {
+            "run.name": "again",
+            "publisher.subscribers": ["ventilator", "recorder-frames"],
+            "camera.kind": "replay",
+            "camera.path": str(deployment.data / "paced_frames.h5"),
+            "camera.replay_pace": "original",
+            "camera.replay_loop": True,
+            "camera.count": 30,  # 2.5 passes over the 12 frames
+        }
+    )
+    deployment.write_config()
+    sink = deployment.start("sink", "sink")
+    sink.wait_for("ready:")
+    procs = [
+        sink,
+        deployment.start("worker", "worker", "--index", "0"),
+        deployment.start("rf", "record", "--name", "recorder-frames"),
+        deployment.start("rr", "record", "--name", "recorder-results"),
+        deployment.start("ventilator", "ventilator"),
+        deployment.start("publisher", "publisher"),
+    ]
+    for p in procs:
+        assert p.wait(120) == 0, f"{p.name}:\n{p.log()[-3000:]}"
+    with (
+        h5py.File(deployment.data / "paced_frames.h5", "r") as a,
+        h5py.File(deployment.data / "again_frames.h5", "r") as b,
+    ):
+        ids = b["entry/data/frame_id"][:]
+        # looping continues the ids: pass p carries id + 12 p
+        assert ids.tolist() == list(range(30))
+        for row in range(30):
+            np.testing.assert_array_equal(b["entry/data/frames"][row], a["entry/data/frames"][row % 12])
+    with h5py.File(deployment.data / "again_results.h5", "r") as f:
+        assert sorted(f["entry/data/frame_id"][:].tolist()) == list(range(30))
+        assert bool(f["entry/ledger"].attrs["complete"])
