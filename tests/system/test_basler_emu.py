@@ -90,7 +90,7 @@ def test_roi_offsets_and_latest_strategy(deployment: Deployment) -> None:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ({"exposure_us": 2e7}, ["camera.exposure_us", "accepts 1", "µs"]),
+        ({"exposure_us": 2e7}, ["camera.exposure_us = 2e+07 µs refused", "ExposureTimeAbs accepts 100 … 3e+06 µs"]),
         ({"width": 5000}, ["camera.width", "accepts 1 … 4096"]),
         ({"serial": "12345678"}, ["no camera with serial '12345678'", "cameras seen:", "serial=0815-0000"]),
     ],

@@ -122,7 +122,12 @@ class BaslerCamera(Camera):
         self._last_block = None
 
     def _feature(self, *names: str) -> tuple[str, Any] | None:
-        """The first of ``names`` this camera has (SFNC 2 names first, then GigE's *Abs ones)."""
+        """The first of ``names`` this camera has.
+
+        Callers list GigE's ``*Abs`` names first: a camera that has both (pylon's emulator)
+        acts on the ``*Abs`` one and leaves the SFNC 2 name unconnected; USB cameras only
+        have the SFNC 2 name.
+        """
         g = self._genicam
         for name in names:
             try:
@@ -189,18 +194,18 @@ class BaslerCamera(Camera):
             auto = self._feature("ExposureAuto")
             if auto is not None and g.IsWritable(auto[1]):
                 auto[1].Value = "Off"
-            self._set_number("exposure_us", cfg.exposure_us, "ExposureTime", "ExposureTimeAbs", unit=" µs")
+            self._set_number("exposure_us", cfg.exposure_us, "ExposureTimeAbs", "ExposureTime", unit=" µs")
         if cfg.gain is not None:
             auto = self._feature("GainAuto")
             if auto is not None and g.IsWritable(auto[1]):
                 auto[1].Value = "Off"
-            self._set_number("gain", cfg.gain, "Gain", "GainAbs", unit=" dB")
+            self._set_number("gain", cfg.gain, "GainAbs", "Gain", unit=" dB")
         # frame-rate cap: camera.fps > 0 turns it on, 0 turns it off (as fast as the camera goes)
         enable = self._feature("AcquisitionFrameRateEnable")
         if enable is not None and g.IsWritable(enable[1]):
             enable[1].Value = cfg.fps > 0
         if cfg.fps > 0:
-            self._set_number("fps", cfg.fps, "AcquisitionFrameRate", "AcquisitionFrameRateAbs", unit=" Hz")
+            self._set_number("fps", cfg.fps, "AcquisitionFrameRateAbs", "AcquisitionFrameRate", unit=" Hz")
 
     def _read(self, *names: str) -> Any:
         found = self._feature(*names)
@@ -223,8 +228,8 @@ class BaslerCamera(Camera):
             "height": self._read("Height"),
             "offset_x": self._read("OffsetX"),
             "offset_y": self._read("OffsetY"),
-            "exposure_us": self._read("ExposureTime", "ExposureTimeAbs"),
-            "gain_db": self._read("Gain", "GainAbs"),
+            "exposure_us": self._read("ExposureTimeAbs", "ExposureTime"),
+            "gain_db": self._read("GainAbs", "Gain"),
             "frame_rate_cap": self.cfg.fps if self.cfg.fps > 0 else 0.0,
             "grab_strategy": self.cfg.grab_strategy,
             "buffers": self.cfg.buffers,

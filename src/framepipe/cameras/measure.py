@@ -1,0 +1,234 @@
+"""How close the publisher gets to the camera: published frames/s next to pypylon's own grab rate.
+
+:func:`measure_basler` runs, back to back on the same (emulated) camera and settings:
+
+1. pypylon's raw grab loop (RetrieveResult → GetArray → Release, nothing else), in-process;
+2. the real ``framepipe publisher`` as a subprocess, with one subscriber in this process
+   that receives every frame over tcp on loopback (the lossless policy: a frame counts as
+   published only once the subscriber's queue took it);
+3. the raw grab loop again,
+
+and reports the publisher's rate over the mean of the two raw runs (bracketing the publisher
+run, so a load change on a shared machine shows up as a spread between the raw runs).
+The bench can call it; from a shell::
+
+    python -m framepipe.cameras.measure --frames 300 --width 1024 --height 1024 --pixel-format Mono8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from framepipe.cameras.basler import load_pylon
+from framepipe.component import POLL_MS, Component
+from framepipe.config import Config
+from framepipe.subscription import Subscription
+
+
+def raw_grab_rate(
+    frames: int,
+    width: int,
+    height: int,
+    pixel_format: str = "Mono8",
+    emulated: int = 1,
+    exposure_us: float | None = None,
+) -> float:
+    """Frames/s of pypylon's own grab loop on the first camera (frame-rate cap off)."""
+    pylon, genicam = load_pylon(emulated)
+    cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateFirstDevice())
+    cam.Open()
+    try:
+        cam.PixelFormat.Value = pixel_format
+        cam.OffsetX.Value = 0
+        cam.OffsetY.Value = 0
+        cam.Width.Value = width
+        cam.Height.Value = height
+        cam.AcquisitionFrameRateEnable.Value = False
+        if exposure_us is not None:
+            # the *Abs node is the one a GigE camera (and the emulator) acts on
+            node = cam.ExposureTimeAbs if genicam.IsAvailable(cam.ExposureTimeAbs) else cam.ExposureTime
+            node.Value = exposure_us
+        cam.MaxNumBuffer.Value = 16
+        cam.StartGrabbing(pylon.GrabStrategy_OneByOne)
+        t0 = 0.0
+        for k in range(frames + 1):
+            res = cam.RetrieveResult(5000, pylon.TimeoutHandling_ThrowException)
+            try:
+                res.GetArray()
+            finally:
+                res.Release()
+            if k == 0:
+                t0 = time.perf_counter()  # from the first frame, as the publisher's rate is
+        return frames / (time.perf_counter() - t0)
+    finally:
+        if cam.IsGrabbing():
+            cam.StopGrabbing()
+        cam.Close()
+
+
+class _Counter(Component):
+    """A subscriber that only counts what arrives (so the publisher, not a writer, is measured)."""
+
+    role = "bench-counter"
+
+    def run(self) -> int:
+        pub = self.config.publisher
+        sub = Subscription(
+            self,
+            stream="frames",
+            pub_url=pub.connect_url(pub.frames_port),
+            sync_url=pub.connect_url(pub.sync_port),
+            hwm=pub.hwm_frames,
+        )
+        sub.hello(pub.sync_timeout_s)
+        ids: list[int] = []
+        while not self.stopping and sub.eos is None:
+            if not sub.sub.poll(POLL_MS):
+                continue
+            while (msg := sub.receive()) is not None:
+                if msg.kind == "eos":
+                    break
+                if not ids:
+                    self.counters["first_ns"] = time.time_ns()
+                ids.append(msg.frame_id)
+                self.counters["last_ns"] = time.time_ns()
+        self.counters["received"] = len(ids)
+        self.counters["in_order"] = int(ids == sorted(set(ids)))
+        sub.bye(5.0, received=len(ids))
+        return 0
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _rate(n: int, first_ns: int, last_ns: int) -> float:
+    return (n - 1) / ((last_ns - first_ns) / 1e9) if n > 1 and last_ns > first_ns else 0.0
+
+
+def publisher_rate(
+    frames: int,
+    width: int,
+    height: int,
+    pixel_format: str = "Mono8",
+    emulated: int = 1,
+    exposure_us: float | None = None,
+) -> dict[str, Any]:
+    """Run the real publisher on the emulated camera with one counting subscriber."""
+    frames_port, sync_port = _free_ports(2)
+    settings = {
+        "camera": {
+            "kind": "basler",
+            "emulated": emulated,
+            "count": frames,
+            "width": width,
+            "height": height,
+            "pixel_format": pixel_format,
+            "fps": 0.0,
+            "grab_strategy": "one_by_one",
+            **({"exposure_us": exposure_us} if exposure_us is not None else {}),
+        },
+        "publisher": {"frames_port": frames_port, "sync_port": sync_port, "subscribers": ["bench-counter"]},
+    }
+    config = Config.model_validate(settings)
+    with tempfile.TemporaryDirectory(prefix="framepipe-measure-") as tmp:
+        cfg_path = Path(tmp, "measure.toml")
+        lines = []
+        for section, items in settings.items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in items.items()]
+        cfg_path.write_text("\n".join(lines) + "\n")
+        summary_path = Path(tmp, "publisher.json")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        src = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [sys.executable, "-m", "framepipe", "publisher", "--config", str(cfg_path)]
+        proc = subprocess.Popen(
+            [*argv, "--summary-json", str(summary_path), "--log-level", "warning"], env=env, cwd=tmp
+        )
+        try:
+            with _Counter(config, name="bench-counter") as counter:
+                counter.run()
+                code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        pub = json.loads(summary_path.read_text())
+    return {
+        "exit_code": code,
+        "published": pub.get("published", 0),
+        "published_fps": _rate(pub.get("published", 0), pub.get("first_ns", 0), pub.get("last_ns", 0)),
+        "blocked_ms": pub.get("blocked_ms", 0),
+        "camera_lost": pub.get("camera_lost", 0),
+        "received": counter.counters["received"],
+        "received_fps": _rate(counter.counters["received"], counter.counters["first_ns"], counter.counters["last_ns"]),
+        "in_order": bool(counter.counters["in_order"]),
+    }
+
+
+def measure_basler(
+    frames: int = 300,
+    width: int = 1024,
+    height: int = 1024,
+    pixel_format: str = "Mono8",
+    emulated: int = 1,
+    exposure_us: float | None = None,
+) -> dict[str, Any]:
+    """Raw grab rate, publisher rate, raw grab rate again; ``ratio`` = published / mean raw.
+
+    ``exposure_us`` unset keeps the camera's own (the emulator's 10 ms caps it near 90 frames/s).
+    """
+    raw_before = raw_grab_rate(frames, width, height, pixel_format, emulated, exposure_us)
+    pub = publisher_rate(frames, width, height, pixel_format, emulated, exposure_us)
+    raw_after = raw_grab_rate(frames, width, height, pixel_format, emulated, exposure_us)
+    raw = (raw_before + raw_after) / 2
+    return {
+        "frames": frames,
+        "size": f"{width}x{height}",
+        "pixel_format": pixel_format,
+        "exposure_us": exposure_us,
+        "raw_grab_fps_before": round(raw_before, 1),
+        "raw_grab_fps_after": round(raw_after, 1),
+        **{k: round(v, 1) if isinstance(v, float) else v for k, v in pub.items()},
+        "ratio": round(pub["published_fps"] / raw, 3) if raw else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--height", type=int, default=1024)
+    p.add_argument("--pixel-format", default="Mono8")
+    p.add_argument("--exposure-us", type=float, default=None, help="default: the camera's own")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the measurement")
+    args = p.parse_args(argv)
+    for _ in range(args.rounds):
+        print(
+            json.dumps(
+                measure_basler(args.frames, args.width, args.height, args.pixel_format, exposure_us=args.exposure_us)
+            ),
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
