@@ -129,3 +129,31 @@ def test_missing_or_unreadable_video_names_the_path(
     assert done.returncode == 2, done.stderr
     assert f"framepipe publisher: error: video file {video}: {message}" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ventilator_reads_the_video_directly(deployment: Deployment, tmp_path: Path) -> None:
+    """ventilator.source = camera: no publisher, the ventilator opens the video itself."""
+    written = _frames(False)
+    video = tmp_path / "movie.mkv"
+    _write_video(video, written, False)
+    deployment.settings.update(
+        {"camera.kind": "opencv", "camera.path": str(video), "camera.count": 0, "ventilator.source": "camera"}
+    )
+    deployment.write_config()
+    sink = deployment.start("sink", "sink")
+    sink.wait_for("ready:")
+    procs = [
+        sink,
+        deployment.start("worker", "worker", "--index", "0"),
+        deployment.start("recorder-results", "record", "--name", "recorder-results"),
+        deployment.start("ventilator", "ventilator"),
+    ]
+    for p in procs:
+        assert p.wait(120) == 0, f"{p.name}:\n{p.log()[-3000:]}"
+    with h5py.File(deployment.data / "run_results.h5", "r") as f:
+        ids = f["entry/data/frame_id"][:]
+        assert sorted(ids.tolist()) == list(range(N))
+        row = int(np.flatnonzero(ids == N - 1)[0])
+        ref = np.abs(np.fft.rfft2(written[N - 1].astype(np.float64))) ** 2
+        np.testing.assert_allclose(f["entry/data/frames"][row], ref, rtol=1e-3, atol=ref.max() * 1e-5)
+        assert bool(f["entry/ledger"].attrs["complete"])

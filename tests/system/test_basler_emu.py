@@ -140,3 +140,35 @@ def test_cameras_command_lists_emulated_devices(deployment: Deployment) -> None:
     found = json.loads(done.stdout)
     serials = [d["serial"] for d in found["basler"]["devices"] if d["emulated"]]
     assert serials == ["0815-0000", "0815-0001"]
+
+
+def test_measure_runs_publisher_and_raw_grab(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measuring function the bench calls: both rates measured, every frame received in order."""
+    from framepipe.cameras.measure import measure_basler
+
+    monkeypatch.setenv("PYLON_CAMEMU", "1")
+    result = measure_basler(frames=20, width=128, height=96)
+    assert result["exit_code"] == 0
+    assert result["published"] == result["received"] == 20 and result["in_order"]
+    assert result["raw_grab_fps_before"] > 0 and result["raw_grab_fps_after"] > 0 and result["published_fps"] > 0
+    assert result["ratio"] > 0
+
+
+def test_emulated_camera_is_one_process_at_a_time(deployment: Deployment) -> None:
+    """pylon's emulator lets two processes grab one serial and corrupts both; framepipe refuses."""
+    import os
+    import sys
+
+    from framepipe.cameras.basler import lock_emulator
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the lock is POSIX flock")
+    _basler(deployment)
+    fd = lock_emulator("0815-0000")
+    try:
+        done = deployment.run_cli("publisher", env=EMU, timeout=60)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert done.returncode == 2, done.stderr
+    assert f"emulated camera serial=0815-0000 is in use by process {os.getpid()}" in done.stderr, done.stderr

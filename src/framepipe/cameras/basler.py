@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import tempfile
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 from framepipe.cameras.base import Camera, import_extra
@@ -32,8 +35,13 @@ def load_pylon(emulated: int = 0) -> tuple[Any, Any]:
     if emulated and not os.environ.get("PYLON_CAMEMU"):
         # read once, when pylon's transport layer factory is first created
         os.environ["PYLON_CAMEMU"] = str(emulated)
-    pylon = import_extra("pypylon.pylon", "basler", "pypylon")
-    genicam = import_extra("pypylon.genicam", "basler", "pypylon")
+    with warnings.catch_warnings():
+        # pypylon's SWIG modules warn on import ("builtin type SwigPyPacked has no __module__");
+        # where warnings are errors (our tests) the import then fails halfway and the next
+        # attempt crashes the interpreter, so this one harmless warning is silenced here
+        warnings.filterwarnings("ignore", r"builtin type \w+ has no __module__", DeprecationWarning)
+        pylon = import_extra("pypylon.pylon", "basler", "pypylon")
+        genicam = import_extra("pypylon.genicam", "basler", "pypylon")
     return pylon, genicam
 
 
@@ -71,6 +79,38 @@ def select_device(devices: list[Any], serial: str | None, user_name: str | None)
     return devices[0]
 
 
+def emulator_lock_path(serial: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"framepipe-camemu-{serial}.lock"
+
+
+def lock_emulator(serial: str) -> int | None:
+    """Hold an emulated camera for this process; CameraError naming the holder if it is taken.
+
+    A real camera refuses a second process; pylon's emulator does not, and two processes
+    grabbing from the same emulated serial break each other's results ("No grab result data
+    is referenced"). framepipe refuses instead, with an exclusive lock per serial.
+    Returns the lock's file descriptor (closing it releases the lock).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as without framepipe
+        return None
+    path = emulator_lock_path(serial)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise CameraError(
+            f"basler: emulated camera serial={serial} is in use by process {holder} "
+            f"(one process per camera, as with real ones; lock {path})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 def _short(e: BaseException) -> str:
     """pylon's messages end in ' : XException thrown in node ... (file ..., line ...)': keep the sentence."""
     return str(e).split(" : ")[0].strip()
@@ -90,6 +130,7 @@ class BaslerCamera(Camera):
         self._next_id = 0
         self._last_block: int | None = None
         self._meta: dict[str, Any] = {}
+        self._lock: int | None = None
 
     # ------------------------------------------------------------------ open / configure
     def open(self) -> None:
@@ -101,6 +142,8 @@ class BaslerCamera(Camera):
             raise CameraError(f"basler: cannot list cameras: {_short(e)}") from e
         info = select_device(devices, self.cfg.serial, self.cfg.user_name)
         self._who = f"basler {info.GetModelName()} serial={info.GetSerialNumber()}"
+        if info.GetDeviceClass() == "BaslerCamEmu":
+            self._lock = lock_emulator(info.GetSerialNumber())
         try:
             self._cam = pylon.InstantCamera(tl.CreateDevice(info))
             self._cam.Open()
@@ -309,7 +352,10 @@ class BaslerCamera(Camera):
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
+        lock, self._lock = self._lock, None
         if cam is None:
+            if lock is not None:
+                os.close(lock)
             return
         try:
             if cam.IsGrabbing():
@@ -319,3 +365,5 @@ class BaslerCamera(Camera):
             pass  # closing a camera that is gone: nothing left to release
         finally:
             cam.DestroyDevice()
+            if lock is not None:
+                os.close(lock)

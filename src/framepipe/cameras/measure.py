@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from framepipe.cameras.basler import load_pylon
+from framepipe.cameras.basler import load_pylon, lock_emulator
 from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
 from framepipe.subscription import Subscription
@@ -45,6 +45,8 @@ def raw_grab_rate(
     """Frames/s of pypylon's own grab loop on the first camera (frame-rate cap off)."""
     pylon, genicam = load_pylon(emulated)
     cam = pylon.InstantCamera(pylon.TlFactory.GetInstance().CreateFirstDevice())
+    info = cam.GetDeviceInfo()
+    lock = lock_emulator(info.GetSerialNumber()) if info.GetDeviceClass() == "BaslerCamEmu" else None
     cam.Open()
     try:
         cam.PixelFormat.Value = pixel_format
@@ -73,6 +75,9 @@ def raw_grab_rate(
         if cam.IsGrabbing():
             cam.StopGrabbing()
         cam.Close()
+        cam.DestroyDevice()
+        if lock is not None:
+            os.close(lock)
 
 
 class _Counter(Component):
@@ -129,8 +134,13 @@ def publisher_rate(
     pixel_format: str = "Mono8",
     emulated: int = 1,
     exposure_us: float | None = None,
+    subscriber: bool = True,
 ) -> dict[str, Any]:
-    """Run the real publisher on the emulated camera with one counting subscriber."""
+    """Run the real publisher on the emulated camera with one counting subscriber.
+
+    ``subscriber=False`` runs it with none (XPUB discards every frame): the camera side of
+    the publisher alone, to tell it apart from the transport when the ratio is low.
+    """
     frames_port, sync_port = _free_ports(2)
     settings = {
         "camera": {
@@ -144,7 +154,11 @@ def publisher_rate(
             "grab_strategy": "one_by_one",
             **({"exposure_us": exposure_us} if exposure_us is not None else {}),
         },
-        "publisher": {"frames_port": frames_port, "sync_port": sync_port, "subscribers": ["bench-counter"]},
+        "publisher": {
+            "frames_port": frames_port,
+            "sync_port": sync_port,
+            "subscribers": ["bench-counter"] if subscriber else [],
+        },
     }
     config = Config.model_validate(settings)
     with tempfile.TemporaryDirectory(prefix="framepipe-measure-") as tmp:
@@ -162,10 +176,12 @@ def publisher_rate(
         proc = subprocess.Popen(
             [*argv, "--summary-json", str(summary_path), "--log-level", "warning"], env=env, cwd=tmp
         )
+        counter = _Counter(config, name="bench-counter")
         try:
-            with _Counter(config, name="bench-counter") as counter:
-                counter.run()
-                code = proc.wait(timeout=120)
+            with counter:
+                if subscriber:
+                    counter.run()
+                code = proc.wait(timeout=300)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -177,6 +193,7 @@ def publisher_rate(
         "published_fps": _rate(pub.get("published", 0), pub.get("first_ns", 0), pub.get("last_ns", 0)),
         "blocked_ms": pub.get("blocked_ms", 0),
         "camera_lost": pub.get("camera_lost", 0),
+        "subscriber": subscriber,
         "received": counter.counters["received"],
         "received_fps": _rate(counter.counters["received"], counter.counters["first_ns"], counter.counters["last_ns"]),
         "in_order": bool(counter.counters["in_order"]),
@@ -190,13 +207,14 @@ def measure_basler(
     pixel_format: str = "Mono8",
     emulated: int = 1,
     exposure_us: float | None = None,
+    subscriber: bool = True,
 ) -> dict[str, Any]:
     """Raw grab rate, publisher rate, raw grab rate again; ``ratio`` = published / mean raw.
 
     ``exposure_us`` unset keeps the camera's own (the emulator's 10 ms caps it near 90 frames/s).
     """
     raw_before = raw_grab_rate(frames, width, height, pixel_format, emulated, exposure_us)
-    pub = publisher_rate(frames, width, height, pixel_format, emulated, exposure_us)
+    pub = publisher_rate(frames, width, height, pixel_format, emulated, exposure_us, subscriber)
     raw_after = raw_grab_rate(frames, width, height, pixel_format, emulated, exposure_us)
     raw = (raw_before + raw_after) / 2
     return {
@@ -218,12 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=1024)
     p.add_argument("--pixel-format", default="Mono8")
     p.add_argument("--exposure-us", type=float, default=None, help="default: the camera's own")
+    p.add_argument("--no-subscriber", action="store_true", help="publish to nobody: the camera side alone")
     p.add_argument("--rounds", type=int, default=1, help="repeat the measurement")
     args = p.parse_args(argv)
     for _ in range(args.rounds):
         print(
             json.dumps(
-                measure_basler(args.frames, args.width, args.height, args.pixel_format, exposure_us=args.exposure_us)
+                measure_basler(
+                    args.frames,
+                    args.width,
+                    args.height,
+                    args.pixel_format,
+                    exposure_us=args.exposure_us,
+                    subscriber=not args.no_subscriber,
+                )
             ),
             flush=True,
         )

@@ -57,11 +57,13 @@ class OpenCVCamera(Camera):
         timeout_ms = int(cfg.grab_timeout_s * 1000)
         # open/read timeouts: without them a dead stream URL blocks for ffmpeg's default
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        if cfg.path is not None:
+        # "%" is an image-sequence pattern (frame_%04d.png): OpenCV expands it, we cannot check it
+        if cfg.path is not None and "%" not in cfg.path:
             if not os.path.isfile(cfg.path):
                 raise CameraError(f"{self.what}: no such file")
             if not os.access(cfg.path, os.R_OK):
                 raise CameraError(f"{self.what}: not readable (permissions)")
+        if cfg.path is not None:
             cap = cv2.VideoCapture(cfg.path, cv2.CAP_ANY, params)
         elif cfg.url is not None:
             cap = cv2.VideoCapture(cfg.url, cv2.CAP_FFMPEG, params)
