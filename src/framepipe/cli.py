@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from framepipe import __version__
 from framepipe.config import Config, default_config_path, load_config
-from framepipe.errors import FramepipeError
+from framepipe.errors import ConfigError, FramepipeError
 
 log = logging.getLogger("framepipe")
 
@@ -70,7 +70,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-index", type=int, default=10, metavar="N", help="probe OpenCV indexes below N")
     p.add_argument("--probe-timeout", type=float, default=2.0, metavar="S", help="give up on a device after S s")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _bench_parser(sub)
     return parser
+
+
+def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from framepipe.bench.run import MEASUREMENTS
+
+    p = sub.add_parser("bench", help="measure the pipeline against its own ceilings (docs/performance.md)")
+    p.add_argument("--quick", action="store_true", help="small runs, under a minute: proves the bench works")
+    p.add_argument("--out", default="bench-out", metavar="DIR", help="where bench.json, bench.png and logs go")
+    p.add_argument("--size", type=int, default=1024, help="frame width = height in pixels (default 1024)")
+    p.add_argument("--dtype", default="uint16", choices=["uint8", "uint16"])
+    p.add_argument("--result", default="power", choices=["power", "magnitude", "log_power", "complex"])
+    p.add_argument("--only", default=",".join(MEASUREMENTS), help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
+    p.add_argument("--latency-fps", type=float, default=100.0, help="frame rate of the latency run (default 100)")
+    p.add_argument("--max-workers", type=int, help="largest W of the pipeline runs (default cores + 1)")
+    p.add_argument("--repeat", type=int, help="runs per measurement, fastest kept (default 1 quick, 3 full)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-json", action="store_true", help=argparse.SUPPRESS)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from framepipe.bench.run import MEASUREMENTS, Options, run
+
+    only = tuple(m.strip() for m in args.only.split(",") if m.strip())
+    unknown = [m for m in only if m not in MEASUREMENTS]
+    if unknown or not only:
+        raise ConfigError(
+            f"--only: unknown measurement {unknown[0] if unknown else '(none)'}; choose from {MEASUREMENTS}"
+        )
+    if args.size < 16 or (args.max_workers is not None and args.max_workers < 1) or (args.repeat or 1) < 1:
+        raise ConfigError("--size must be ≥ 16, --max-workers and --repeat ≥ 1")
+    opts = Options(
+        out=Path(args.out),
+        quick=args.quick,
+        size=args.size,
+        dtype=args.dtype,
+        result=args.result,
+        only=only,
+        latency_fps=args.latency_fps,
+        max_workers=args.max_workers,
+        repeat=args.repeat,
+    )
+    run(opts)
+    return 0
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, str | None]:
@@ -102,6 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         for written in generate_keys(args.dir, args.client):
             print(written)
         return 0
+    if args.command == "bench":
+        return _bench(args)
     config, path = _load(args)
     if args.command == "status":
         return _status(args, config)

@@ -1,0 +1,150 @@
+"""Pipeline throughput: publisher → ventilator → W workers → sink, real processes, W = 1 … cores+1.
+
+Each run is a finite deployment started component by component through the CLI (the
+argv ``framepipe run`` uses), with the synthetic camera at full speed and no recorders,
+so what is measured is the processing pipeline. Throughput is the sink's steady rate:
+frames received after the first one ÷ time from the first to the last (start-up is not
+counted). Efficiency = that ÷ (min(W, cores) × kernel frames/s measured in the same run).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framepipe.bench.processes import BenchError, Child, Fleet, local_ports, write_config
+
+
+def pipeline_sections(
+    *,
+    name: str,
+    data_dir: Path,
+    workers: int,
+    frames: int,
+    size: int,
+    dtype: str,
+    result: str = "power",
+    fps: float = 0.0,
+    results_subscribers: list[str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The config of one benchmark deployment (free loopback ports, no recorders)."""
+    sections: dict[str, Any] = {
+        "recorders": [],
+        "run": {"name": name, "data_dir": str(data_dir), "finish_timeout_s": 60.0},
+        "camera": {"kind": "synthetic", "width": size, "height": size, "dtype": dtype, "fps": fps, "count": frames},
+        **local_ports(),
+        "workers": {"count": workers, "result": result},
+    }
+    sections["publisher"]["subscribers"] = ["ventilator"]
+    sections["sink"]["subscribers"] = list(results_subscribers or [])
+    for section, items in (overrides or {}).items():
+        sections.setdefault(section, {}).update(items)
+    return sections
+
+
+def start_pipeline(fleet: Fleet, config: Path, workers: int) -> dict[str, Child]:
+    """Start the components in the launcher's order; they synchronise among themselves."""
+    procs = {"sink": fleet.framepipe("sink", "sink", config=config)}
+    for i in range(workers):
+        procs[f"worker-{i}"] = fleet.framepipe(f"worker-{i}", "worker", "--index", str(i), config=config)
+    procs["ventilator"] = fleet.framepipe("ventilator", "ventilator", config=config)
+    procs["publisher"] = fleet.framepipe("publisher", "publisher", config=config)
+    return procs
+
+
+def rate(summary: dict[str, Any], key: str) -> float:
+    """Steady rate of a counter from a component summary: (n-1) / (last - first)."""
+    n, first, last = summary.get(key, 0), summary.get("first_ns"), summary.get("last_ns")
+    if not n or n < 2 or not first or not last or last <= first:
+        return 0.0
+    return (n - 1) / ((last - first) / 1e9)
+
+
+def component_costs(procs: dict[str, Child], sink: dict[str, Any], frames: int) -> dict[str, Any]:
+    """Peak RSS of each component, and its CPU per frame in the steady state.
+
+    ``cpu_ms_per_frame`` divides the CPU a process used between the sink's first and
+    last result by the frames the sink received in that time, so interpreter start-up
+    and imports (≈ 1 s of CPU per process) are not counted; ``cpu_s`` is the whole life.
+    """
+    out: dict[str, Any] = {}
+    first, last = sink.get("first_ns"), sink.get("last_ns")
+    steady_frames = max(sink.get("received", 0) - 1, 1)
+    steady = (first, last) if first and last else None
+    for name, child in procs.items():
+        info = child.memory(steady)
+        cpu = child.cpu_between(first, last) if first and last else None
+        info["cpu_ms_per_frame"] = round(1000 * cpu / steady_frames, 3) if cpu is not None else None
+        out[name] = info
+    return out
+
+
+def run_once(
+    out: Path, *, workers: int, frames: int, size: int, dtype: str, result: str, timeout_s: float
+) -> dict[str, Any]:
+    """One finite run with ``workers`` workers; every frame must be accounted for."""
+    run_dir = out / "runs" / f"pipeline-w{workers}"
+    with Fleet(run_dir) as fleet:
+        config = write_config(
+            run_dir / "deployment.toml",
+            pipeline_sections(
+                name=f"pipeline-w{workers}",
+                data_dir=run_dir / "data",
+                workers=workers,
+                frames=frames,
+                size=size,
+                dtype=dtype,
+                result=result,
+            ),
+        )
+        procs = start_pipeline(fleet, config, workers)
+        fleet.wait(timeout_s=timeout_s)
+        fleet.check()
+        sink = procs["sink"].summary()
+        if sink.get("received") != frames or sink.get("missing") != 0:
+            raise BenchError(f"pipeline W={workers}: sink received {sink.get('received')} of {frames} frames")
+        fps = rate(sink, "received")
+        frame_bytes = size * size * np.dtype(dtype).itemsize
+        busy = [procs[f"worker-{i}"].summary().get("busy_ns", 0) for i in range(workers)]
+        return {
+            "workers": workers,
+            "frames": frames,
+            "received": sink["received"],
+            "missing": sink["missing"],
+            "duplicates": sink.get("duplicates", 0),
+            "redispatched": procs["ventilator"].summary().get("redispatched", 0),
+            "fps": round(fps, 1),
+            "mb_per_s": round(fps * frame_bytes / 1e6, 1),
+            "per_worker": sink.get("per_worker", {}),
+            "worker_busy_ms_per_frame": round(sum(busy) / 1e6 / frames, 3),
+            "latency_ms": sink.get("latency_ms", {}),
+            "components": component_costs(procs, sink, frames),
+            "config": str(config),
+        }
+
+
+def measure(
+    out: Path,
+    *,
+    worker_counts: list[int],
+    frames: int,
+    size: int,
+    dtype: str,
+    result: str,
+    kernel_fps: float,
+    timeout_s: float = 300.0,
+) -> list[dict[str, Any]]:
+    """A run per worker count, each with its efficiency against the kernel ceiling."""
+    cores = os.cpu_count() or 1
+    runs = []
+    for w in worker_counts:
+        r = run_once(out, workers=w, frames=frames, size=size, dtype=dtype, result=result, timeout_s=timeout_s)
+        ceiling = min(w, cores) * kernel_fps
+        r["ceiling_fps"] = round(ceiling, 1)
+        r["efficiency"] = round(r["fps"] / ceiling, 3) if ceiling else None
+        runs.append(r)
+    return runs

@@ -1,0 +1,280 @@
+"""Real component processes for the benchmark: started with the CLI, reaped with their rusage.
+
+Every measured component runs as ``python -m framepipe <component> --config FILE``,
+exactly what an operator starts, with its own ``--summary-json``. The benchmark reaps
+each child itself with ``os.wait4``, which hands back that process's own CPU time. Peak
+RSS is ``VmHWM`` from ``/proc/<pid>/status`` (per program image, so the fork of this
+large benchmark process before exec is not counted, as it is in ``ru_maxrss``), sampled
+every 0.1 s with ``VmRSS`` and CPU time so a run can show whether memory grows with its
+length and what each component costs per frame once started. Waiting is on pidfds with a
+bounded timeout, never on sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from framepipe.errors import FramepipeError
+
+#: how often a running child's VmRSS and CPU time are sampled, in seconds
+RSS_SAMPLE_S = 0.1
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(FramepipeError):
+    """A benchmark run that failed (a component exited non-zero or did not finish)."""
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on loopback (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def write_config(path: Path, sections: dict[str, Any]) -> Path:
+    """A deployment file: ``{section: {key: value}}``, ``{name: [{...}, ...]}`` for arrays of tables."""
+
+    def is_tables(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
+
+    # TOML: top-level keys first, then tables, then arrays of tables ([[recorders]])
+    lines = [f"{k} = {_toml_value(v)}" for k, v in sections.items() if not isinstance(v, dict) and not is_tables(v)]
+    for name, items in sections.items():
+        if isinstance(items, dict):
+            lines.append(f"\n[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in items.items()]
+    for name, tables in sections.items():
+        if is_tables(tables):
+            for items in tables:
+                lines.append(f"\n[[{name}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in items.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def local_ports() -> dict[str, dict[str, int]]:
+    """Config sections binding every stable component's ports to free loopback ports."""
+    p = iter(free_ports(7))
+    return {
+        "publisher": {"host": "127.0.0.1", "frames_port": next(p), "sync_port": next(p)},
+        "ventilator": {"host": "127.0.0.1", "tasks_port": next(p)},
+        "sink": {
+            "host": "127.0.0.1",
+            "results_in_port": next(p),
+            "results_port": next(p),
+            "control_port": next(p),
+            "sync_port": next(p),
+        },
+    }
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child: this interpreter's framepipe first on the path."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclasses.dataclass
+class Child:
+    """One process of a benchmark run."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    summary_path: Path | None
+    pidfd: int
+    started: float
+    code: int | None = None
+    ended: float | None = None
+    #: VmHWM, sampled: rusage's ru_maxrss would include the pre-exec fork of the benchmark
+    peak_rss_kb: int = 0
+    cpu_s: float = 0.0
+    #: (time.time_ns(), VmRSS kB) samples
+    rss_kb: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    #: (time.time_ns(), CPU seconds so far) samples, to cost the steady state without start-up
+    cpu: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def summary(self) -> dict[str, Any]:
+        if self.summary_path is None:
+            return {}
+        try:
+            return dict(json.loads(self.summary_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def sample(self, now: float) -> None:
+        """Record CPU time, VmRSS and VmHWM (peak RSS of this program since its exec) from /proc."""
+        try:
+            with open(f"/proc/{self.popen.pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3
+            t_ns = time.time_ns()
+            self.cpu.append((t_ns, (int(fields[11]) + int(fields[12])) / _CLK_TCK))
+            with open(f"/proc/{self.popen.pid}/status") as fh:
+                status = dict(line.split(":", 1) for line in fh if line.startswith(("VmRSS", "VmHWM")))
+            self.rss_kb.append((t_ns, int(status["VmRSS"].split()[0])))
+            self.peak_rss_kb = max(self.peak_rss_kb, int(status["VmHWM"].split()[0]))
+        except (OSError, ValueError, IndexError, KeyError):
+            pass  # it just exited
+
+    def cpu_between(self, start_ns: int, end_ns: int) -> float | None:
+        """CPU seconds spent between two wall-clock times (nearest samples inside), or None."""
+        inside = [(t, c) for t, c in self.cpu if start_ns <= t <= end_ns]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] < 0.3e9:
+            return None
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) * (end_ns - start_ns) / (t1 - t0)
+
+    def memory(self, steady: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Peak RSS and CPU; with a steady window (wall ns), RSS early and late in it.
+
+        ``rss_early_mb`` is the largest RSS in the first quarter of the window and
+        ``rss_late_mb`` the largest in the last quarter: a component whose memory grows
+        with the length of a run shows it as late ≫ early.
+        """
+        out: dict[str, Any] = {"peak_rss_mb": round(self.peak_rss_kb / 1024, 1), "cpu_s": round(self.cpu_s, 3)}
+        if steady is not None:
+            t0, t1 = steady
+            q = (t1 - t0) / 4
+            early = [kb for t, kb in self.rss_kb if t0 <= t <= t0 + q]
+            late = [kb for t, kb in self.rss_kb if t1 - q <= t <= t1]
+            if early and late:
+                out["rss_early_mb"] = round(max(early) / 1024, 1)
+                out["rss_late_mb"] = round(max(late) / 1024, 1)
+        return out
+
+
+class Fleet:
+    """The processes of one benchmark run, started together and reaped with their rusage."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.children: list[Child] = []
+
+    def start(self, name: str, argv: list[str], *, summary: bool = True) -> Child:
+        """Start ``argv`` (a ``python -m ...`` command line); its output goes to ``<dir>/<name>.log``."""
+        log_path = self.dir / f"{name}.log"
+        summary_path = self.dir / f"{name}.json" if summary else None
+        if summary_path is not None:
+            summary_path.unlink(missing_ok=True)
+            argv = [*argv, "--summary-json", str(summary_path)]
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=self.dir
+            )
+        child = Child(name, popen, log_path, summary_path, os.pidfd_open(popen.pid), time.monotonic())
+        self.children.append(child)
+        return child
+
+    def framepipe(self, name: str, *args: str, config: Path) -> Child:
+        """A framepipe component through the real CLI."""
+        return self.start(name, [sys.executable, "-m", "framepipe", *args, "--config", str(config)])
+
+    def running(self) -> list[Child]:
+        return [c for c in self.children if c.code is None]
+
+    def _reap(self, child: Child) -> bool:
+        pid, status, usage = os.wait4(child.popen.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        child.code = os.waitstatus_to_exitcode(status)
+        child.popen.returncode = child.code  # reaped here: Popen must not wait again
+        child.ended = time.monotonic()
+        child.cpu_s = usage.ru_utime + usage.ru_stime
+        os.close(child.pidfd)
+        return True
+
+    def wait(self, children: list[Child] | None = None, timeout_s: float = 120.0) -> None:
+        """Wait for ``children`` (default: all) to exit, sampling RSS.
+
+        BenchError on timeout, or as soon as any child fails (the others would wait for it).
+        """
+        targets = children if children is not None else self.children
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = [c for c in targets if c.code is None]
+            if not pending:
+                return
+            now = time.monotonic()
+            if now > deadline:
+                names = ", ".join(c.name for c in pending)
+                raise BenchError(f"{names} still running after {timeout_s:g} s (logs in {self.dir})")
+            for child in self.running():
+                child.sample(now)
+            ready, _, _ = select.select([c.pidfd for c in self.running()], [], [], RSS_SAMPLE_S)
+            for child in self.running():
+                if child.pidfd in ready:
+                    self._reap(child)
+            self.check()
+
+    def wait_for_log(self, child: Child, text: str, timeout_s: float = 60.0) -> None:
+        """Until ``text`` appears in the child's log (e.g. ``ready:``); BenchError if it exits first."""
+        deadline = time.monotonic() + timeout_s
+        while text not in child.log():
+            if child.code is not None or time.monotonic() > deadline:
+                raise BenchError(f"{child.name}: {text!r} not seen (logs in {child.log_path}):\n{child.log()[-2000:]}")
+            ready, _, _ = select.select([child.pidfd], [], [], 0.02)
+            if ready:
+                self._reap(child)
+
+    def check(self) -> None:
+        """BenchError naming every child that failed, with the tail of its log."""
+        failed = [c for c in self.children if c.code not in (0, None)]
+        if failed:
+            detail = "\n".join(f"--- {c.name} (exit {c.code}):\n{c.log()[-1500:]}" for c in failed)
+            raise BenchError(f"{', '.join(c.name for c in failed)} failed:\n{detail}")
+
+    def close(self) -> None:
+        """Kill and reap whatever is still running. Safe twice."""
+        for child in self.running():
+            try:
+                child.popen.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for child in self.running():
+            os.waitpid(child.popen.pid, 0)
+            child.popen.returncode = child.code = -9
+            os.close(child.pidfd)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,101 @@
+"""Recorder: the real recorder process writing a stream, next to h5py writing the same frames.
+
+framepipe side: a publisher handing out ready buffers (as in the transport measurement)
+→ ``framepipe record`` (the real recorder, real HDF5 file). Its rate is frames written
+after the first ÷ time from the first to the last write, from its own summary.
+
+h5py side: this process writes the same frames, one chunk per frame, into a dataset
+created the way the recorder creates its own, with the same filter
+(:func:`dataset_options`), then closes the file. Both files land in the same directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from framepipe.bench.processes import BenchError, Fleet, local_ports, write_config
+from framepipe.bench.transport import DISTINCT_FRAMES
+from framepipe.cameras import synthetic_frame
+
+
+def dataset_options() -> dict[str, Any]:
+    """h5py ``create_dataset`` keywords of the recorder's frames dataset, beyond shape and chunks.
+
+    HOOK for compressed recording: today's :class:`~framepipe.subscribers.h5file.FrameFile`
+    writes uncompressed chunks, so this is empty. When the recorder gains a filter
+    (compression is being built in the recorder's own branch), return the same keywords
+    it passes (e.g. ``hdf5plugin.Blosc2(...)`` as ``compression=``) so the raw-h5py
+    comparison keeps using the very same filter.
+    """
+    return {}
+
+
+def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str, Any]:
+    """h5py alone: write ``frames`` frames, one per chunk, with the recorder's filter."""
+    data = [synthetic_frame(k, size, size, dtype) for k in range(DISTINCT_FRAMES)]
+    path.unlink(missing_ok=True)
+    with h5py.File(path, "w", libver="latest") as f:
+        ds = f.create_dataset(
+            "frames", shape=(frames, size, size), dtype=dtype, chunks=(1, size, size), **dataset_options()
+        )
+        t_first = t_last = 0
+        for k in range(frames):
+            t = time.time_ns()
+            t_first = t_first or t
+            ds[k] = data[k % DISTINCT_FRAMES]
+            t_last = time.time_ns()
+        t0 = time.perf_counter()
+    close_s = time.perf_counter() - t0
+    # the same definition of rate as the recorder's: n-1 intervals between first and last
+    fps = (frames - 1) / ((t_last - t_first) / 1e9) if frames > 1 and t_last > t_first else 0.0
+    path.unlink(missing_ok=True)
+    return {"fps": round(fps, 1), "close_s": round(close_s, 3)}
+
+
+def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float = 300.0) -> dict[str, Any]:
+    """The recorder process and raw h5py, same frames, same directory, same filter."""
+    from framepipe.bench.pipeline import rate
+
+    frame_bytes = size * size * np.dtype(dtype).itemsize
+    run_dir = out / "runs" / "recorder"
+    data_dir = run_dir / "data"
+    h5_path = data_dir / "recorder_frames.h5"
+    h5_path.unlink(missing_ok=True)  # the recorder never overwrites
+    sections: dict[str, Any] = {
+        "run": {"name": "recorder", "data_dir": str(data_dir)},
+        "camera": {"width": size, "height": size, "dtype": dtype, "count": frames},
+        **local_ports(),
+        "recorders": [{"name": "recorder-frames", "stream": "frames", "path": str(h5_path), "hwm_frames": 64}],
+    }
+    sections["publisher"]["subscribers"] = ["recorder-frames"]
+    me = [sys.executable, "-m", "framepipe.bench.transport"]
+    with Fleet(run_dir) as fleet:
+        config = write_config(run_dir / "deployment.toml", sections)
+        rec = fleet.framepipe("recorder", "record", "--name", "recorder-frames", config=config)
+        pub = fleet.start("publisher", [*me, "publish", "--config", str(config)])
+        fleet.wait(timeout_s=timeout_s)
+        fleet.check()
+        summary = rec.summary()
+        components = {c.name: c.memory() for c in (pub, rec)}
+    if summary.get("written") != frames or summary.get("missing"):
+        raise BenchError(f"recorder wrote {summary.get('written')} of {frames} frames")
+    with h5py.File(h5_path, "r") as f:  # what the recorder wrote is really there
+        if f["entry/data/frames"].shape[0] != frames:
+            raise BenchError(f"{h5_path}: {f['entry/data/frames'].shape[0]} frames, expected {frames}")
+        filters = f["entry/data/frames"].compression
+    fps = rate(summary, "written")
+    h5_path.unlink()
+    raw = raw_h5py_rate(data_dir / "raw_h5py.h5", frames=frames, size=size, dtype=dtype)
+    return {
+        "frames": frames,
+        "filter": filters or "none",
+        "framepipe": {"fps": round(fps, 1), "mb_per_s": round(fps * frame_bytes / 1e6, 1), "components": components},
+        "raw_h5py": {**raw, "mb_per_s": round(raw["fps"] * frame_bytes / 1e6, 1)},
+        "ratio": round(fps / raw["fps"], 3) if raw["fps"] else None,
+    }

@@ -1,0 +1,234 @@
+"""The benchmark's outputs: a terminal table, the JSON file, and a PNG plot.
+
+The plot is drawn with OpenCV (``pip install 'framepipe[bench]'``): frames/s against
+workers with the CPU ceiling line, and the latency histogram. Without OpenCV the JSON
+and the table are still written, and the missing extra is named.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _rate_line(label: str, r: dict[str, Any]) -> str:
+    return f"  {label:<34}{r['fps']:>8.1f} frames/s {r['gb_per_s']:.2f} GB/s"
+
+
+def _verdict(value: float | None, target: float, *, below: bool = False) -> str:
+    if value is None:
+        return "not measured"
+    ok = value <= target if below else value >= target
+    return "meets" if ok else "misses"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured figure and whether it is met."""
+    rows: list[dict[str, Any]] = []
+    runs = {r["workers"]: r for r in results.get("pipeline", [])}
+    two = runs.get(2)
+    if two is not None:
+        rows.append({"target": "pipeline ≥ 0.85 of 2 × kernel (W=2)", "value": two["efficiency"], "goal": 0.85})
+    naive = results.get("naive")
+    if two is not None and naive and naive.get("fps"):
+        rows.append({"target": "pipeline ≥ 8 × naive (W=2)", "value": round(two["fps"] / naive["fps"], 2), "goal": 8})
+    if results.get("transport"):
+        rows.append({"target": "transport ≥ 0.8 of raw pyzmq", "value": results["transport"]["ratio"], "goal": 0.8})
+    if results.get("recorder"):
+        rows.append({"target": "recorder ≥ 0.8 of raw h5py", "value": results["recorder"]["ratio"], "goal": 0.8})
+    lat = results.get("latency")
+    if lat:
+        rows.append(
+            {"target": f"p99 ≤ 25 ms at {lat['fps']:g} fps", "value": lat["p99_ms"], "goal": 25.0, "below": True}
+        )
+    for row in rows:
+        row["verdict"] = _verdict(row["value"], row["goal"], below=row.get("below", False))
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    """The terminal report."""
+    m = results["machine"]
+    lines = [
+        f"framepipe bench — {m['cores']} cores, load average {m['loadavg_start']} at start, "
+        f"{m['loadavg_end']} at end; {results['frame']}, result={results['result']}",
+        "",
+        "kernel (one core, no sockets)",
+    ]
+    for k in results.get("kernel", []):
+        lines.append(f"  {k['size']}×{k['size']} {k['dtype']:<7} {k['fps']:>8.1f} frames/s  {k['ms_per_frame']:.2f} ms")
+    if results.get("pipeline"):
+        lines += ["", "pipeline (publisher → ventilator → W workers → sink, real processes)"]
+        lines.append(f"  {'W':>2} {'frames/s':>9} {'MB/s':>8} {'ceiling':>8} {'effic.':>7}  CPU ms/frame per component")
+        for r in results["pipeline"]:
+            costs = ", ".join(
+                f"{n} {c['cpu_ms_per_frame']}"
+                for n, c in r["components"].items()
+                if c.get("cpu_ms_per_frame") is not None
+            )
+            lines.append(
+                f"  {r['workers']:>2} {r['fps']:>9.1f} {r['mb_per_s']:>8.1f} {r['ceiling_fps']:>8.1f} "
+                f"{r['efficiency']:>7.3f}  {costs}"
+            )
+    naive = results.get("naive")
+    if naive:
+        lines += [
+            "",
+            f"naive baseline (send_pyobj + fft2 complex128), W={naive['workers']}: {naive['fps']:.1f} frames/s",
+        ]
+    t = results.get("transport")
+    if t:
+        lines += [
+            "",
+            "transport (one stream, same buffers)",
+            _rate_line("framepipe publisher → subscriber", t["framepipe"]),
+            _rate_line("raw pyzmq PUSH/PULL zero-copy", t["raw_pyzmq"]),
+        ]
+    rec = results.get("recorder")
+    if rec:
+        lines += [
+            "",
+            f"recorder (filter: {rec['filter']})",
+            f"  framepipe record   {rec['framepipe']['fps']:>8.1f} frames/s {rec['framepipe']['mb_per_s']:.0f} MB/s",
+            f"  h5py directly      {rec['raw_h5py']['fps']:>8.1f} frames/s {rec['raw_h5py']['mb_per_s']:.0f} MB/s",
+        ]
+    lat = results.get("latency")
+    if lat:
+        lines += [
+            "",
+            f"latency at {lat['fps']:g} frames/s, W={lat['workers']}, acquisition → sink: "
+            f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms",
+        ]
+    mem = results.get("memory")
+    if mem:
+        lines += ["", "memory: peak RSS in MB (VmHWM); RSS early → late in the steady part of the run"]
+        for name, info in mem.items():
+            growth = ""
+            if "rss_early_mb" in info:
+                growth = f"  ({info['rss_early_mb']} → {info['rss_late_mb']})"
+            lines.append(f"  {name:<14} {_fmt(info.get('peak_rss_mb'))}{growth}")
+    rows = results.get("targets", [])
+    if rows:
+        lines += ["", "targets"]
+        for row in rows:
+            lines.append(f"  {row['target']:<40} {_fmt(row['value'], '.3g'):>8}  {row['verdict']}")
+    lines += ["", f"JSON: {results['outputs']['json']}", f"plot: {results['outputs'].get('png') or '-'}"]
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=1))
+
+
+# ------------------------------------------------------------------------ the plot
+W, H = 1200, 520
+PANEL = (80, 40, 560, 440)  # x0, y0, x1, y1 of the left plot area; the right one is shifted
+
+
+def _axes(img: Any, cv2: Any, box: tuple[int, int, int, int], title: str, xlabel: str, ylabel: str) -> None:
+    x0, y0, x1, y1 = box
+    cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
+    cv2.putText(img, title, (x0, y0 - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, xlabel, ((x0 + x1) // 2 - 40, y1 + 45), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, ylabel, (x0 - 70, y0 - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    step = 10 ** np.floor(np.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * step >= v:
+            return float(m * step)
+    return float(10 * step)
+
+
+def plot(results: dict[str, Any], path: Path) -> str | None:
+    """Write the PNG; returns an explanation instead when OpenCV is not installed."""
+    try:
+        import cv2
+    except ImportError:
+        return "no plot: OpenCV is missing (pip install 'framepipe[bench]')"
+    img = np.full((H, W, 3), 255, np.uint8)
+    black, blue, red, grey = (0, 0, 0), (200, 90, 20), (40, 40, 210), (150, 150, 150)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+
+    runs = results.get("pipeline", [])
+    box = PANEL
+    _axes(img, cv2, box, "pipeline throughput vs workers", "workers", "frames/s")
+    if runs:
+        x0, y0, x1, y1 = box
+        ws = [r["workers"] for r in runs]
+        ceil = [r["ceiling_fps"] for r in runs]
+        naive = results.get("naive") or {}
+        ymax = _nice_max(max([*ceil, *(r["fps"] for r in runs), naive.get("fps", 0)]) * 1.1)
+        wmin, wmax = min(ws) - 0.5, max(ws) + 0.5
+
+        def px(w: float, v: float) -> tuple[int, int]:
+            return int(x0 + (w - wmin) / (wmax - wmin) * (x1 - x0)), int(y1 - v / ymax * (y1 - y0))
+
+        for i in range(6):
+            v = ymax * i / 5
+            y = px(wmin, v)[1]
+            cv2.line(img, (x0, y), (x1, y), (230, 230, 230), 1)
+            cv2.putText(img, f"{v:g}", (x0 - 55, y + 5), font, 0.4, black, 1, cv2.LINE_AA)
+        for w in ws:
+            cv2.putText(img, str(w), (px(w, 0)[0] - 4, y1 + 20), font, 0.45, black, 1, cv2.LINE_AA)
+        pts = [px(r["workers"], r["ceiling_fps"]) for r in runs]
+        for a, b in itertools.pairwise(pts):
+            cv2.line(img, a, b, red, 2, cv2.LINE_AA)
+        pts = [px(r["workers"], r["fps"]) for r in runs]
+        for a, b in itertools.pairwise(pts):
+            cv2.line(img, a, b, blue, 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 5, blue, -1, cv2.LINE_AA)
+        if naive.get("fps"):
+            p = px(naive["workers"], naive["fps"])
+            cv2.drawMarker(img, p, grey, cv2.MARKER_SQUARE, 10, 2)
+        legend = [
+            (red, "ceiling: min(W, cores) x kernel"),
+            (blue, "measured pipeline"),
+            (grey, "naive baseline"),
+        ]
+        for i, (colour, text) in enumerate(legend):
+            y = y0 + 20 + 20 * i
+            cv2.line(img, (x0 + 10, y - 4), (x0 + 35, y - 4), colour, 3)
+            cv2.putText(img, text, (x0 + 42, y), font, 0.45, black, 1, cv2.LINE_AA)
+
+    lat = results.get("latency")
+    box = (PANEL[0] + 600, PANEL[1], PANEL[2] + 600, PANEL[3])
+    title = "latency acquisition -> sink" + (f" at {lat['fps']:g} fps" if lat else "")
+    _axes(img, cv2, box, title, "ms", "frames")
+    if lat and lat.get("samples_ms"):
+        x0, y0, x1, y1 = box
+        samples = np.asarray(lat["samples_ms"])
+        hi = _nice_max(float(np.percentile(samples, 99.9)) * 1.1)
+        counts, edges = np.histogram(np.clip(samples, 0, hi), bins=40, range=(0, hi))
+        cmax = _nice_max(float(counts.max()))
+        for c, e0, e1 in zip(counts, edges, edges[1:], strict=False):
+            xa, xb = int(x0 + e0 / hi * (x1 - x0)), int(x0 + e1 / hi * (x1 - x0))
+            cv2.rectangle(img, (xa, int(y1 - c / cmax * (y1 - y0))), (xb - 1, y1), blue, -1)
+        for i in range(6):
+            v = hi * i / 5
+            x = int(x0 + i / 5 * (x1 - x0))
+            cv2.putText(img, f"{v:g}", (x - 10, y1 + 20), font, 0.4, black, 1, cv2.LINE_AA)
+            y = int(y1 - i / 5 * (y1 - y0))
+            cv2.putText(img, f"{cmax * i / 5:g}", (x0 - 50, y + 5), font, 0.4, black, 1, cv2.LINE_AA)
+        for name, q, colour in (("p50", lat["p50_ms"], black), ("p99", lat["p99_ms"], red)):
+            x = int(x0 + min(q, hi) / hi * (x1 - x0))
+            cv2.line(img, (x, y0), (x, y1), colour, 1, cv2.LINE_AA)
+            cv2.putText(img, f"{name} {q:g}", (x + 4, y0 + 18 + (20 if name == "p99" else 0)), font, 0.45, colour, 1)
+    m = results["machine"]
+    footer = f"framepipe bench: {m['cores']} cores, load {m['loadavg_start']}; {results['frame']}"
+    cv2.putText(img, footer, (20, H - 12), font, 0.45, grey, 1, cv2.LINE_AA)
+    if not cv2.imwrite(str(path), img):
+        return f"no plot: cannot write {path}"
+    return None

@@ -1,0 +1,247 @@
+"""Transport: publisher → subscriber through framepipe, next to raw pyzmq zero-copy PUSH/PULL.
+
+Both sides send the same pre-generated frame buffers (cycled), between two processes
+over tcp on loopback, so the difference is framepipe's own cost per message: the JSON
+header, validation, sequence numbers, the lossless XPUB's non-blocking send loop, the
+subscriber's checks. The framepipe side is the real :class:`~framepipe.publisher.Publisher`
+and :class:`~framepipe.subscription.Subscription`; only the camera is replaced by one
+that hands out ready buffers (the synthetic camera's 0.4 ms per 1024² frame would
+otherwise be measured as transport).
+
+This module also holds the bench's stream subscriber (used by the latency measurement)
+and the helper processes' entry point: ``python -m framepipe.bench.transport ROLE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from framepipe.bench.processes import BenchError, Fleet, free_ports, local_ports, write_config
+from framepipe.cameras import Camera, synthetic_frame
+from framepipe.component import POLL_MS, Component
+from framepipe.config import Config, load_config
+from framepipe.frame import Frame
+from framepipe.subscription import Subscription
+
+#: distinct buffers cycled by both senders
+DISTINCT_FRAMES = 4
+#: latency samples kept by a subscriber (bounded)
+MAX_SAMPLES = 100_000
+
+
+class CyclingCamera(Camera):
+    """``count`` frames from a few pre-generated buffers: a camera that costs nothing."""
+
+    def __init__(self, height: int, width: int, dtype: str, count: int):
+        self.count = count
+        self.frames = [synthetic_frame(k, height, width, dtype) for k in range(DISTINCT_FRAMES)]
+        for f in self.frames:
+            f.setflags(write=False)  # shared by messages in flight: never written
+        self._next = 0
+
+    def open(self) -> None:
+        self._next = 0
+
+    def grab(self, timeout_s: float) -> Frame | None:
+        k = self._next
+        if k >= self.count:
+            return None
+        self._next = k + 1
+        return Frame(frame_id=k, array=self.frames[k % DISTINCT_FRAMES], t_acq_ns=time.time_ns())
+
+    def close(self) -> None:
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        return {"source": "bench cycling buffers"}
+
+
+class StreamSubscriber(Component):
+    """Receives one broadcast stream to its end: counts, rate and (for results) latency."""
+
+    role = "subscriber"
+
+    def __init__(self, config: Config, name: str, stream: str):
+        super().__init__(config, name)
+        self.stream_name = stream
+        self.latency_ms: list[float] = []
+
+    def run(self) -> int:
+        if self.stream_name == "frames":
+            ep, pub_port = self.config.publisher, self.config.publisher.frames_port
+        else:
+            ep, pub_port = self.config.sink, self.config.sink.results_port
+        sub = Subscription(
+            self,
+            stream=self.stream_name,
+            pub_url=ep.connect_url(pub_port),
+            sync_url=ep.connect_url(ep.sync_port),
+            hwm=64,
+        )
+        self.ready(f"subscribing to {self.stream_name}")
+        sub.hello(30.0)
+        while not self.stopping:
+            if not sub.sub.poll(POLL_MS):
+                continue
+            msg = sub.receive()
+            if msg is None:
+                continue
+            if msg.kind == "eos":
+                break
+            now = time.time_ns()
+            self.counters["received"] += 1
+            self.counters["first_ns"] = self.counters["first_ns"] or now
+            self.counters["last_ns"] = now
+            self.counters["bytes"] += msg.array.nbytes if msg.array is not None else 0
+            t_sink = msg.header.get("t_sink_ns")
+            if isinstance(t_sink, int) and len(self.latency_ms) < MAX_SAMPLES:
+                self.latency_ms.append((t_sink - msg.header["t_acq_ns"]) / 1e6)
+        self.counters["gaps"] = sub.sequence.gaps
+        if sub.eos is not None:
+            sub.bye(5.0, received=self.counters["received"], gaps=sub.sequence.gaps)
+        return 0
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "latency_ms_samples": [round(x, 3) for x in self.latency_ms]}
+
+
+def _raw_push(url: str, count: int, size: int, dtype: str) -> int:
+    frames = [synthetic_frame(k, size, size, dtype) for k in range(DISTINCT_FRAMES)]
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 32)  # the publisher's default hwm_frames
+    push.connect(url)
+    for k in range(count):
+        push.send(frames[k % DISTINCT_FRAMES], copy=False)
+    push.close(linger=-1)  # deliver everything before exiting
+    ctx.term()
+    return 0
+
+
+def _raw_pull(url: str, count: int, summary: str) -> int:
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 64)
+    pull.bind(url)
+    print(f"ready: bound {url}", file=sys.stderr, flush=True)
+    first = last = nbytes = 0
+    for n in range(count):
+        if not pull.poll(60_000):
+            print(f"raw pull: nothing for 60 s after {n} message(s)", file=sys.stderr)
+            return 1
+        frame = pull.recv(copy=False)
+        last = time.time_ns()
+        first = first or last
+        nbytes += len(frame.buffer)
+    Path(summary).write_text(json.dumps({"received": count, "first_ns": first, "last_ns": last, "bytes": nbytes}))
+    pull.close(linger=0)
+    ctx.term()
+    return 0
+
+
+def _result(summary: dict[str, Any], frame_bytes: int) -> dict[str, Any]:
+    from framepipe.bench.pipeline import rate
+
+    fps = rate(summary, "received")
+    return {"received": summary.get("received", 0), "fps": round(fps, 1), "gb_per_s": round(fps * frame_bytes / 1e9, 3)}
+
+
+def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float = 300.0) -> dict[str, Any]:
+    """framepipe publisher → subscriber and raw PUSH/PULL, same buffers, same count."""
+    frame_bytes = size * size * np.dtype(dtype).itemsize
+    me = [sys.executable, "-m", "framepipe.bench.transport"]
+    run_dir = out / "runs" / "transport"
+    sections: dict[str, Any] = {
+        "recorders": [],
+        "run": {"name": "transport", "data_dir": str(run_dir / "data")},
+        "camera": {"width": size, "height": size, "dtype": dtype, "count": frames},
+        **local_ports(),
+    }
+    sections["publisher"]["subscribers"] = ["bench-subscriber"]
+    with Fleet(run_dir) as fleet:
+        config = write_config(run_dir / "deployment.toml", sections)
+        sub = fleet.start("subscriber", [*me, "subscribe", "--config", str(config), "--name", "bench-subscriber"])
+        pub = fleet.start("publisher", [*me, "publish", "--config", str(config)])
+        fleet.wait(timeout_s=timeout_s)
+        fleet.check()
+        framepipe = _result(sub.summary(), frame_bytes)
+        framepipe["gaps"] = sub.summary().get("gaps")
+        framepipe["components"] = {c.name: c.memory() for c in (pub, sub)}
+    if framepipe["received"] != frames or framepipe["gaps"]:
+        raise BenchError(f"transport: subscriber got {framepipe['received']} of {frames}, gaps {framepipe['gaps']}")
+
+    url = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    with Fleet(run_dir / "raw") as fleet:
+        pull = fleet.start(
+            "raw-pull", [*me, "raw-pull", url, str(frames), str(run_dir / "raw-pull.json")], summary=False
+        )
+        fleet.wait_for_log(pull, "ready:")
+        fleet.start("raw-push", [*me, "raw-push", url, str(frames), str(size), dtype], summary=False)
+        fleet.wait(timeout_s=timeout_s)
+        fleet.check()
+        raw = _result(json.loads((run_dir / "raw-pull.json").read_text()), frame_bytes)
+    return {
+        "frames": frames,
+        "frame_bytes": frame_bytes,
+        "framepipe": framepipe,
+        "raw_pyzmq": raw,
+        "ratio": round(framepipe["fps"] / raw["fps"], 3) if raw["fps"] else None,
+    }
+
+
+def _component_main(component: Component, summary: str | None) -> int:
+    component.install_signal_handlers()
+    try:
+        with component:
+            return component.run()
+    finally:
+        component.write_summary(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from framepipe.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m framepipe.bench.transport", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="role", required=True)
+    for role in ("publish", "subscribe"):
+        p = sub.add_parser(role)
+        p.add_argument("--config", required=True)
+        p.add_argument("--summary-json")
+        p.add_argument("--name", default="bench-subscriber")
+        p.add_argument("--stream", default="frames", choices=["frames", "results"])
+    p = sub.add_parser("raw-push")
+    p.add_argument("url")
+    p.add_argument("count", type=int)
+    p.add_argument("size", type=int)
+    p.add_argument("dtype")
+    p = sub.add_parser("raw-pull")
+    p.add_argument("url")
+    p.add_argument("count", type=int)
+    p.add_argument("summary")
+    args = parser.parse_args(argv)
+    setup_logging("info")
+    if args.role == "raw-push":
+        return _raw_push(args.url, args.count, args.size, args.dtype)
+    if args.role == "raw-pull":
+        return _raw_pull(args.url, args.count, args.summary)
+    config = load_config(args.config)
+    if args.role == "publish":
+        from framepipe.publisher import Publisher
+
+        cam = config.camera
+        return _component_main(
+            Publisher(config, camera=CyclingCamera(cam.height, cam.width, cam.dtype, cam.count)), args.summary_json
+        )
+    return _component_main(StreamSubscriber(config, args.name, args.stream), args.summary_json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
