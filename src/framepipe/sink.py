@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 
 from framepipe.broadcast import Broadcast
-from framepipe.component import Component
+from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
 from framepipe.errors import ProtocolError
 from framepipe.ledger import FrameLedger
@@ -35,7 +35,9 @@ from framepipe.protocol import (
     to_ranges,
 )
 
+#: most frame ids acknowledged in one message
 ACK_BATCH = 64
+#: longest an acknowledgement is held back to batch it with others
 ACK_INTERVAL_S = 0.02
 WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
@@ -54,6 +56,9 @@ class Sink(Component):
         self.per_worker: dict[str, int] = {}
         self._acks: list[int] = []
         self._ack_due = 0.0
+        # The ventilator stops sending when `window` frames are unacknowledged, so a batch
+        # must fill long before that: a quarter of the window (at most ACK_BATCH).
+        self._ack_batch = max(1, min(ACK_BATCH, config.ventilator.window // 4))
         self._workers_due = 0.0
         self._eos_request: tuple[bytes, dict[str, Any]] | None = None
         self._eos_deadline = 0.0
@@ -79,7 +84,9 @@ class Sink(Component):
         started = time.monotonic()
         warned = False
         while True:
-            events = self.stream.poll(extra=(self.pull,))
+            # while acks are held back, wake up when they are due: a full window waits on them
+            timeout = POLL_MS if not self._acks else max(0, int((self._ack_due - time.monotonic()) * 1000) + 1)
+            events = self.stream.poll(extra=(self.pull,), timeout_ms=min(timeout, POLL_MS))
             self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
             self._handle_deferred()
             if events.get(self.pull):
@@ -205,7 +212,7 @@ class Sink(Component):
     def _flush_acks(self, now: float, force: bool = False) -> None:
         if not self._acks:
             return
-        if not force and len(self._acks) < ACK_BATCH and now < self._ack_due:
+        if not force and len(self._acks) < self._ack_batch and now < self._ack_due:
             return
         self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=to_ranges(self._acks)))
         self._acks.clear()

@@ -1,0 +1,68 @@
+"""The sink's acknowledgement batching, on a real inproc socket pair (no network)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from framepipe.config import Config
+from framepipe.protocol import from_ranges
+from framepipe.sink import Sink
+
+
+@pytest.fixture
+def control() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.bind("inproc://control")
+    sub = ctx.socket(zmq.SUB)
+    sub.subscribe(b"ack")
+    sub.connect("inproc://control")
+    assert pub.poll(5000), "subscription not seen"
+    pub.recv()  # the subscription: from now on nothing published is lost
+    try:
+        yield pub, sub
+    finally:
+        pub.close(linger=0)
+        sub.close(linger=0)
+        ctx.term()
+
+
+def _acked(sub: zmq.Socket[bytes]) -> list[list[int]]:
+    batches = []
+    while sub.poll(0):
+        _topic, header = sub.recv_multipart()
+        batches.append(from_ranges(json.loads(header)["ids"]))
+    return batches
+
+
+@pytest.mark.parametrize(("window", "batch"), [(16, 4), (2, 1), (4096, 64)])
+def test_a_batch_is_a_quarter_of_the_window(
+    control: tuple[zmq.Socket[bytes], zmq.Socket[bytes]], window: int, batch: int
+) -> None:
+    pub, sub = control
+    sink = Sink(Config.model_validate({"ventilator": {"window": window}}))
+    sink.control = pub
+    now = time.monotonic()
+    sink._ack_due = now + 3600  # the timer never fires here: only the batch size flushes
+    for fid in range(batch):
+        sink._acks.append(fid)
+        sink._flush_acks(now)
+    assert _acked(sub) == [list(range(batch))], "one message, sent when the batch was full"
+
+
+def test_held_acks_go_out_when_due(control: tuple[zmq.Socket[bytes], zmq.Socket[bytes]]) -> None:
+    pub, sub = control
+    sink = Sink(Config.model_validate({"ventilator": {"window": 16}}))
+    sink.control = pub
+    now = time.monotonic()
+    sink._ack_due = now + 0.02
+    sink._acks.append(7)
+    sink._flush_acks(now)
+    assert _acked(sub) == []  # held back to batch...
+    sink._flush_acks(now + 0.021)
+    assert _acked(sub) == [[7]]  # ...until due
