@@ -74,16 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from framepipe.bench.run import MEASUREMENTS
+#: kept here, not imported from framepipe.bench: every component builds this parser at start-up
+BENCH_MEASUREMENTS = ("kernel", "pipeline", "naive", "transport", "recorder", "latency")
 
+
+def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure the pipeline against its own ceilings (docs/performance.md)")
     p.add_argument("--quick", action="store_true", help="small runs, under a minute: proves the bench works")
     p.add_argument("--out", default="bench-out", metavar="DIR", help="where bench.json, bench.png and logs go")
     p.add_argument("--size", type=int, default=1024, help="frame width = height in pixels (default 1024)")
     p.add_argument("--dtype", default="uint16", choices=["uint8", "uint16"])
     p.add_argument("--result", default="power", choices=["power", "magnitude", "log_power", "complex"])
-    p.add_argument("--only", default=",".join(MEASUREMENTS), help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
+    p.add_argument(
+        "--only", default=",".join(BENCH_MEASUREMENTS), help=f"comma-separated subset of {','.join(BENCH_MEASUREMENTS)}"
+    )
     p.add_argument("--latency-fps", type=float, default=100.0, help="frame rate of the latency run (default 100)")
     p.add_argument("--max-workers", type=int, help="largest W of the pipeline runs (default cores + 1)")
     p.add_argument("--repeat", type=int, help="runs per measurement, fastest kept (default 1 quick, 3 full)")

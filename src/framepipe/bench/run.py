@@ -17,8 +17,7 @@ from typing import Any
 
 from framepipe import __version__
 from framepipe.bench import kernel, latency, naive, pipeline, recorder, report, transport
-
-MEASUREMENTS = ("kernel", "pipeline", "naive", "transport", "recorder", "latency")
+from framepipe.cli import BENCH_MEASUREMENTS as MEASUREMENTS
 
 
 @dataclasses.dataclass
