@@ -98,14 +98,13 @@ def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from framepipe.bench.run import MEASUREMENTS, Options, run
+    from framepipe.bench.run import Options, run
 
     only = tuple(m.strip() for m in args.only.split(",") if m.strip())
-    unknown = [m for m in only if m not in MEASUREMENTS]
+    unknown = [m for m in only if m not in BENCH_MEASUREMENTS]
     if unknown or not only:
-        raise ConfigError(
-            f"--only: unknown measurement {unknown[0] if unknown else '(none)'}; choose from {MEASUREMENTS}"
-        )
+        what = unknown[0] if unknown else "(none)"
+        raise ConfigError(f"--only: unknown measurement {what}; choose from {', '.join(BENCH_MEASUREMENTS)}")
     if args.size < 16 or (args.max_workers is not None and args.max_workers < 1) or (args.repeat or 1) < 1:
         raise ConfigError("--size must be ≥ 16, --max-workers and --repeat ≥ 1")
     opts = Options(

@@ -83,6 +83,24 @@ def component_costs(procs: dict[str, Child], sink: dict[str, Any], frames: int) 
     return out
 
 
+def cpu_budget(components: dict[str, Any], cores: int, kernel_fps: float) -> dict[str, Any]:
+    """Where the CPU goes per frame, and the rate this machine's cores allow at that cost.
+
+    When every component runs on the same cores, the pipeline cannot exceed
+    cores ÷ (CPU per frame of all components together), however fast the kernel is:
+    ``cpu_bound_fps``. ``kernel_share`` is the part of that CPU the kernel itself needs.
+    """
+    costs = [c.get("cpu_ms_per_frame") for c in components.values()]
+    if not costs or any(c is None for c in costs):
+        return {"cpu_ms_per_frame": None, "cpu_bound_fps": None, "kernel_share": None}
+    total = float(sum(c for c in costs if c is not None))
+    return {
+        "cpu_ms_per_frame": round(total, 3),
+        "cpu_bound_fps": round(cores * 1000 / total, 1) if total else None,
+        "kernel_share": round(1000 / kernel_fps / total, 3) if total else None,
+    }
+
+
 def run_once(
     out: Path, *, workers: int, frames: int, size: int, dtype: str, result: str, timeout_s: float
 ) -> dict[str, Any]:
@@ -146,5 +164,6 @@ def measure(
         ceiling = min(w, cores) * kernel_fps
         r["ceiling_fps"] = round(ceiling, 1)
         r["efficiency"] = round(r["fps"] / ceiling, 3) if ceiling else None
+        r.update(cpu_budget(r["components"], cores, kernel_fps))
         runs.append(r)
     return runs
