@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.bench.pipeline import pipeline_sections, start_pipeline
+from framepipe.bench.pipeline import pipeline_sections, rate, start_pipeline
 from framepipe.bench.processes import BenchError, Fleet, write_config
 
 SUBSCRIBER = "bench-latency"
@@ -55,9 +55,13 @@ def measure(
     if samples.size != frames or sink.get("missing") != 0:
         raise BenchError(f"latency run: {samples.size} of {frames} results seen, sink missing {sink.get('missing')}")
     p50, p95, p99 = (float(np.percentile(samples, q)) for q in (50, 95, 99))
+    achieved = rate(sink, "received")
     return {
         "workers": workers,
         "fps": fps,
+        "achieved_fps": round(achieved, 1),
+        # the pipeline could not keep up: the latency is mostly time queued in the HWMs
+        "saturated": achieved < 0.95 * fps,
         "frames": frames,
         "p50_ms": round(p50, 2),
         "p95_ms": round(p95, 2),

@@ -107,7 +107,7 @@ def _driver(ports: list[int], workers: int, frames: int, size: int, dtype: str, 
 
 def measure(out: Path, *, workers: int, frames: int, size: int, dtype: str, timeout_s: float = 300.0) -> dict[str, Any]:
     """Frames/s of the tutorial-style pipeline with ``workers`` workers on the same frames."""
-    from framepipe.bench.pipeline import rate
+    from framepipe.bench.pipeline import component_costs, rate, total_cpu_ms
 
     run_dir = out / "runs" / f"naive-w{workers}"
     ports = free_ports(3)
@@ -132,6 +132,7 @@ def measure(out: Path, *, workers: int, frames: int, size: int, dtype: str, time
         fleet.wait(timeout_s=timeout_s)
         fleet.check()
         summary = json.loads((run_dir / "driver.json").read_text())
+        components = component_costs({c.name: c for c in (driver, *procs)}, summary)
     if summary["received"] != frames:
         raise BenchError(f"naive baseline: {summary['received']} of {frames} results")
     fps = rate({**summary, "received": summary["received"]}, "received")
@@ -141,7 +142,8 @@ def measure(out: Path, *, workers: int, frames: int, size: int, dtype: str, time
         "fps": round(fps, 1),
         "mb_per_s": round(fps * size * size * np.dtype(dtype).itemsize / 1e6, 1),
         "result": "complex128 full spectrum, pickled",
-        "components": {c.name: c.memory() for c in (driver, *procs)},
+        "cpu_ms_per_frame": total_cpu_ms(components),
+        "components": components,
     }
 
 

@@ -64,16 +64,17 @@ def rate(summary: dict[str, Any], key: str) -> float:
     return (n - 1) / ((last - first) / 1e9)
 
 
-def component_costs(procs: dict[str, Child], sink: dict[str, Any], frames: int) -> dict[str, Any]:
-    """Peak RSS of each component, and its CPU per frame in the steady state.
+def component_costs(procs: dict[str, Child], sink: dict[str, Any], key: str = "received") -> dict[str, Any]:
+    """Peak RSS of each process, and its CPU per frame in the steady state.
 
-    ``cpu_ms_per_frame`` divides the CPU a process used between the sink's first and
-    last result by the frames the sink received in that time, so interpreter start-up
-    and imports (≈ 1 s of CPU per process) are not counted; ``cpu_s`` is the whole life.
+    ``cpu_ms_per_frame`` divides the CPU a process used between the first and last
+    frame counted by ``sink[key]`` (the component at the end of the line) by the frames
+    counted in that time, so interpreter start-up and imports (≈ 1 s of CPU per process)
+    are not counted; ``cpu_s`` is the whole life.
     """
     out: dict[str, Any] = {}
     first, last = sink.get("first_ns"), sink.get("last_ns")
-    steady_frames = max(sink.get("received", 0) - 1, 1)
+    steady_frames = max(sink.get(key, 0) - 1, 1)
     steady = (first, last) if first and last else None
     for name, child in procs.items():
         info = child.memory(steady)
@@ -83,6 +84,14 @@ def component_costs(procs: dict[str, Child], sink: dict[str, Any], frames: int) 
     return out
 
 
+def total_cpu_ms(components: dict[str, Any]) -> float | None:
+    """CPU per frame of all the processes together, or None if one was not measured."""
+    costs = [c.get("cpu_ms_per_frame") for c in components.values()]
+    if not costs or any(c is None for c in costs):
+        return None
+    return round(float(sum(c for c in costs if c is not None)), 3)
+
+
 def cpu_budget(components: dict[str, Any], cores: int, kernel_fps: float) -> dict[str, Any]:
     """Where the CPU goes per frame, and the rate this machine's cores allow at that cost.
 
@@ -90,10 +99,9 @@ def cpu_budget(components: dict[str, Any], cores: int, kernel_fps: float) -> dic
     cores ÷ (CPU per frame of all components together), however fast the kernel is:
     ``cpu_bound_fps``. ``kernel_share`` is the part of that CPU the kernel itself needs.
     """
-    costs = [c.get("cpu_ms_per_frame") for c in components.values()]
-    if not costs or any(c is None for c in costs):
+    total = total_cpu_ms(components)
+    if total is None:
         return {"cpu_ms_per_frame": None, "cpu_bound_fps": None, "kernel_share": None}
-    total = float(sum(c for c in costs if c is not None))
     return {
         "cpu_ms_per_frame": round(total, 3),
         "cpu_bound_fps": round(cores * 1000 / total, 1) if total else None,
@@ -140,7 +148,7 @@ def run_once(
             "per_worker": sink.get("per_worker", {}),
             "worker_busy_ms_per_frame": round(sum(busy) / 1e6 / frames, 3),
             "latency_ms": sink.get("latency_ms", {}),
-            "components": component_costs(procs, sink, frames),
+            "components": component_costs(procs, sink),
             "config": str(config),
         }
 

@@ -82,7 +82,7 @@ def write_config(path: Path, sections: dict[str, Any]) -> Path:
     return path
 
 
-def local_ports() -> dict[str, dict[str, int]]:
+def local_ports() -> dict[str, dict[str, Any]]:
     """Config sections binding every stable component's ports to free loopback ports."""
     p = iter(free_ports(7))
     return {

@@ -7,6 +7,10 @@ after the first ÷ time from the first to the last write, from its own summary.
 h5py side: this process writes the same frames, one chunk per frame, into a dataset
 created the way the recorder creates its own, with the same filter
 (:func:`dataset_options`), then closes the file. Both files land in the same directory.
+
+The recorder's file layer (:class:`~framepipe.subscribers.h5file.FrameFile`, frames plus
+the id and timestamp columns) is also timed alone in this process, so the cost of the
+file format and the cost of receiving the stream can be told apart.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from framepipe.bench.processes import BenchError, Fleet, local_ports, write_config
 from framepipe.bench.transport import DISTINCT_FRAMES
 from framepipe.cameras import synthetic_frame
+from framepipe.subscribers.h5file import FrameFile
 
 
 def dataset_options() -> dict[str, Any]:
@@ -45,22 +50,44 @@ def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str
             "frames", shape=(frames, size, size), dtype=dtype, chunks=(1, size, size), **dataset_options()
         )
         t_first = t_last = 0
+        cpu0 = time.process_time()
         for k in range(frames):
             t = time.time_ns()
             t_first = t_first or t
             ds[k] = data[k % DISTINCT_FRAMES]
             t_last = time.time_ns()
+        cpu = time.process_time() - cpu0
         t0 = time.perf_counter()
     close_s = time.perf_counter() - t0
     # the same definition of rate as the recorder's: n-1 intervals between first and last
     fps = (frames - 1) / ((t_last - t_first) / 1e9) if frames > 1 and t_last > t_first else 0.0
     path.unlink(missing_ok=True)
-    return {"fps": round(fps, 1), "close_s": round(close_s, 3)}
+    return {"fps": round(fps, 1), "cpu_ms_per_frame": round(1000 * cpu / frames, 3), "close_s": round(close_s, 3)}
+
+
+def framefile_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str, Any]:
+    """The recorder's file layer alone (:class:`FrameFile`, in this process, no stream)."""
+    data = [synthetic_frame(k, size, size, dtype) for k in range(DISTINCT_FRAMES)]
+    path.unlink(missing_ok=True)
+    f = FrameFile(path)
+    f.open()
+    try:
+        cpu0 = time.process_time()
+        t_first = time.time_ns()
+        for k in range(frames):
+            f.append(data[k % DISTINCT_FRAMES], frame_id=k, t_acq_ns=k, t_recv_ns=k)
+        t_last = time.time_ns()
+        cpu = time.process_time() - cpu0
+    finally:
+        f.close({})
+    path.unlink(missing_ok=True)
+    fps = frames / ((t_last - t_first) / 1e9) if t_last > t_first else 0.0
+    return {"fps": round(fps, 1), "cpu_ms_per_frame": round(1000 * cpu / frames, 3)}
 
 
 def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float = 300.0) -> dict[str, Any]:
     """The recorder process and raw h5py, same frames, same directory, same filter."""
-    from framepipe.bench.pipeline import rate
+    from framepipe.bench.pipeline import component_costs, rate, total_cpu_ms
 
     frame_bytes = size * size * np.dtype(dtype).itemsize
     run_dir = out / "runs" / "recorder"
@@ -82,7 +109,7 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         fleet.wait(timeout_s=timeout_s)
         fleet.check()
         summary = rec.summary()
-        components = {c.name: c.memory() for c in (pub, rec)}
+        components = component_costs({"publisher": pub, "recorder": rec}, summary, key="written")
     if summary.get("written") != frames or summary.get("missing"):
         raise BenchError(f"recorder wrote {summary.get('written')} of {frames} frames")
     with h5py.File(h5_path, "r") as f:  # what the recorder wrote is really there
@@ -92,10 +119,18 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
     fps = rate(summary, "written")
     h5_path.unlink()
     raw = raw_h5py_rate(data_dir / "raw_h5py.h5", frames=frames, size=size, dtype=dtype)
+    layer = framefile_rate(data_dir / "framefile.h5", frames=frames, size=size, dtype=dtype)
     return {
         "frames": frames,
         "filter": filters or "none",
-        "framepipe": {"fps": round(fps, 1), "mb_per_s": round(fps * frame_bytes / 1e6, 1), "components": components},
+        "framepipe": {
+            "fps": round(fps, 1),
+            "mb_per_s": round(fps * frame_bytes / 1e6, 1),
+            "cpu_ms_per_frame": total_cpu_ms(components),
+            "recorder_cpu_ms_per_frame": components["recorder"]["cpu_ms_per_frame"],
+            "components": components,
+        },
         "raw_h5py": {**raw, "mb_per_s": round(raw["fps"] * frame_bytes / 1e6, 1)},
+        "file_layer": layer,
         "ratio": round(fps / raw["fps"], 3) if raw["fps"] else None,
     }

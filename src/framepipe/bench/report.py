@@ -20,7 +20,8 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 def _rate_line(label: str, r: dict[str, Any]) -> str:
-    return f"  {label:<34}{r['fps']:>8.1f} frames/s {r['gb_per_s']:.2f} GB/s"
+    cpu = _fmt(r.get("cpu_ms_per_frame"), ".2f")
+    return f"  {label:<34}{r['fps']:>8.1f} frames/s {r['gb_per_s']:.2f} GB/s  CPU {cpu} ms/frame (both ends)"
 
 
 def _verdict(value: float | None, target: float, *, below: bool = False) -> str:
@@ -67,7 +68,10 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"  {k['size']}×{k['size']} {k['dtype']:<7} {k['fps']:>8.1f} frames/s  {k['ms_per_frame']:.2f} ms")
     if results.get("pipeline"):
         lines += ["", "pipeline (publisher → ventilator → W workers → sink, real processes)"]
-        lines.append(f"  {'W':>2} {'frames/s':>9} {'MB/s':>8} {'ceiling':>8} {'effic.':>7}  CPU ms/frame per component")
+        lines.append(
+            f"  {'W':>2} {'frames/s':>9} {'MB/s':>8} {'ceiling':>8} {'effic.':>7} {'CPU ms':>7} {'CPU-bound':>9}"
+            "  CPU ms/frame per component"
+        )
         for r in results["pipeline"]:
             costs = ", ".join(
                 f"{n} {c['cpu_ms_per_frame']}"
@@ -76,13 +80,19 @@ def table(results: dict[str, Any]) -> str:
             )
             lines.append(
                 f"  {r['workers']:>2} {r['fps']:>9.1f} {r['mb_per_s']:>8.1f} {r['ceiling_fps']:>8.1f} "
-                f"{r['efficiency']:>7.3f}  {costs}"
+                f"{r['efficiency']:>7.3f} {_fmt(r.get('cpu_ms_per_frame'), '.2f'):>7} "
+                f"{_fmt(r.get('cpu_bound_fps')):>9}  {costs}"
             )
+        lines.append(
+            "  ceiling = min(W, cores) × kernel rate; CPU ms = CPU per frame of all components (steady state);"
+        )
+        lines.append("  CPU-bound = cores × 1000 ÷ CPU ms: the most these cores allow when every component shares them")
     naive = results.get("naive")
     if naive:
         lines += [
             "",
-            f"naive baseline (send_pyobj + fft2 complex128), W={naive['workers']}: {naive['fps']:.1f} frames/s",
+            f"naive baseline (send_pyobj + fft2 complex128), W={naive['workers']}: {naive['fps']:.1f} frames/s, "
+            f"CPU {_fmt(naive.get('cpu_ms_per_frame'), '.2f')} ms/frame",
         ]
     t = results.get("transport")
     if t:
@@ -97,8 +107,13 @@ def table(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"recorder (filter: {rec['filter']})",
-            f"  framepipe record   {rec['framepipe']['fps']:>8.1f} frames/s {rec['framepipe']['mb_per_s']:.0f} MB/s",
-            f"  h5py directly      {rec['raw_h5py']['fps']:>8.1f} frames/s {rec['raw_h5py']['mb_per_s']:.0f} MB/s",
+            f"  framepipe record   {rec['framepipe']['fps']:>8.1f} frames/s {rec['framepipe']['mb_per_s']:.0f} MB/s"
+            f"  CPU {_fmt(rec['framepipe'].get('recorder_cpu_ms_per_frame'), '.2f')} ms/frame in the recorder",
+            f"  h5py directly      {rec['raw_h5py']['fps']:>8.1f} frames/s {rec['raw_h5py']['mb_per_s']:.0f} MB/s"
+            f"  CPU {_fmt(rec['raw_h5py'].get('cpu_ms_per_frame'), '.2f')} ms/frame",
+            f"  FrameFile alone    {rec['file_layer']['fps']:>8.1f} frames/s"
+            f"  CPU {_fmt(rec['file_layer'].get('cpu_ms_per_frame'), '.2f')} ms/frame"
+            f"  ({rec.get('file_layer_ratio')} of h5py: the file layer without the stream)",
         ]
     lat = results.get("latency")
     if lat:
@@ -107,6 +122,11 @@ def table(results: dict[str, Any]) -> str:
             f"latency at {lat['fps']:g} frames/s, W={lat['workers']}, acquisition → sink: "
             f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms",
         ]
+        if lat.get("saturated"):
+            lines.append(
+                f"  SATURATED: the pipeline sustained only {lat['achieved_fps']} of {lat['fps']:g} frames/s here,"
+                " so these latencies are mostly time queued in the high-water marks"
+            )
     mem = results.get("memory")
     if mem:
         lines += ["", "memory: peak RSS in MB (VmHWM); RSS early → late in the steady part of the run"]

@@ -183,6 +183,9 @@ def run(opts: Options) -> dict[str, Any]:
             for _ in range(plan.repeat)
         ]
         results["recorder"] = _best_pair(runs, "framepipe", "raw_h5py")
+        results["recorder"]["file_layer"] = _best([r["file_layer"] for r in runs])
+        raw_fps = results["recorder"]["raw_h5py"]["fps"]
+        results["recorder"]["file_layer_ratio"] = round(results["recorder"]["file_layer"]["fps"] / raw_fps, 3)
     if "latency" in opts.only:
         w = min(2, cores)
         _say(f"latency: {plan.latency_frames} frames at {opts.latency_fps:g} fps, W={w}")

@@ -75,17 +75,12 @@ class StreamSubscriber(Component):
         self.latency_ms: list[float] = []
 
     def run(self) -> int:
+        pub, sink = self.config.publisher, self.config.sink
         if self.stream_name == "frames":
-            ep, pub_port = self.config.publisher, self.config.publisher.frames_port
+            urls = pub.connect_url(pub.frames_port), pub.connect_url(pub.sync_port)
         else:
-            ep, pub_port = self.config.sink, self.config.sink.results_port
-        sub = Subscription(
-            self,
-            stream=self.stream_name,
-            pub_url=ep.connect_url(pub_port),
-            sync_url=ep.connect_url(ep.sync_port),
-            hwm=64,
-        )
+            urls = sink.connect_url(sink.results_port), sink.connect_url(sink.sync_port)
+        sub = Subscription(self, stream=self.stream_name, pub_url=urls[0], sync_url=urls[1], hwm=64)
         self.ready(f"subscribing to {self.stream_name}")
         sub.hello(30.0)
         while not self.stopping:
@@ -120,7 +115,7 @@ def _raw_push(url: str, count: int, size: int, dtype: str) -> int:
     push.setsockopt(zmq.SNDHWM, 32)  # the publisher's default hwm_frames
     push.connect(url)
     for k in range(count):
-        push.send(frames[k % DISTINCT_FRAMES], copy=False)
+        push.send(frames[k % DISTINCT_FRAMES].data, copy=False)  # the array's buffer, not a copy
     push.close(linger=-1)  # deliver everything before exiting
     ctx.term()
     return 0
@@ -156,6 +151,8 @@ def _result(summary: dict[str, Any], frame_bytes: int) -> dict[str, Any]:
 
 def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float = 300.0) -> dict[str, Any]:
     """framepipe publisher → subscriber and raw PUSH/PULL, same buffers, same count."""
+    from framepipe.bench.pipeline import component_costs, total_cpu_ms
+
     frame_bytes = size * size * np.dtype(dtype).itemsize
     me = [sys.executable, "-m", "framepipe.bench.transport"]
     run_dir = out / "runs" / "transport"
@@ -174,7 +171,8 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         fleet.check()
         framepipe = _result(sub.summary(), frame_bytes)
         framepipe["gaps"] = sub.summary().get("gaps")
-        framepipe["components"] = {c.name: c.memory() for c in (pub, sub)}
+        framepipe["components"] = component_costs({"publisher": pub, "subscriber": sub}, sub.summary())
+        framepipe["cpu_ms_per_frame"] = total_cpu_ms(framepipe["components"])
     if framepipe["received"] != frames or framepipe["gaps"]:
         raise BenchError(f"transport: subscriber got {framepipe['received']} of {frames}, gaps {framepipe['gaps']}")
 
@@ -187,7 +185,10 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         fleet.start("raw-push", [*me, "raw-push", url, str(frames), str(size), dtype], summary=False)
         fleet.wait(timeout_s=timeout_s)
         fleet.check()
-        raw = _result(json.loads((run_dir / "raw-pull.json").read_text()), frame_bytes)
+        raw_summary = json.loads((run_dir / "raw-pull.json").read_text())
+        raw = _result(raw_summary, frame_bytes)
+        raw["components"] = component_costs({c.name: c for c in fleet.children}, raw_summary)
+        raw["cpu_ms_per_frame"] = total_cpu_ms(raw["components"])
     return {
         "frames": frames,
         "frame_bytes": frame_bytes,
