@@ -178,7 +178,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     except ImportError:
         return "no plot: OpenCV is missing (pip install 'framepipe[bench]')"
     img = np.full((H, W, 3), 255, np.uint8)
-    black, blue, red, grey = (0, 0, 0), (200, 90, 20), (40, 40, 210), (150, 150, 150)
+    black, blue, red, grey, orange = (0, 0, 0), (200, 90, 20), (40, 40, 210), (150, 150, 150), (0, 140, 255)
     font = cv2.FONT_HERSHEY_SIMPLEX
 
     runs = results.get("pipeline", [])
@@ -189,7 +189,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         ws = [r["workers"] for r in runs]
         ceil = [r["ceiling_fps"] for r in runs]
         naive = results.get("naive") or {}
-        ymax = _nice_max(max([*ceil, *(r["fps"] for r in runs), naive.get("fps", 0)]) * 1.1)
+        ymax = _nice_max(max([*ceil, *(r["fps"] for r in runs), naive.get("fps", 0)]) * 1.15)
         wmin, wmax = min(ws) - 0.5, max(ws) + 0.5
 
         def px(w: float, v: float) -> tuple[int, int]:
@@ -205,6 +205,9 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         pts = [px(r["workers"], r["ceiling_fps"]) for r in runs]
         for a, b in itertools.pairwise(pts):
             cv2.line(img, a, b, red, 2, cv2.LINE_AA)
+        bound = [px(r["workers"], r["cpu_bound_fps"]) for r in runs if r.get("cpu_bound_fps")]
+        for a, b in itertools.pairwise(bound):
+            cv2.line(img, a, b, orange, 1, cv2.LINE_AA)
         pts = [px(r["workers"], r["fps"]) for r in runs]
         for a, b in itertools.pairwise(pts):
             cv2.line(img, a, b, blue, 2, cv2.LINE_AA)
@@ -215,6 +218,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
             cv2.drawMarker(img, p, grey, cv2.MARKER_SQUARE, 10, 2)
         legend = [
             (red, "ceiling: min(W, cores) x kernel"),
+            (orange, "CPU-bound: cores / CPU per frame of all components"),
             (blue, "measured pipeline"),
             (grey, "naive baseline"),
         ]
