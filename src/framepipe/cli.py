@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-timeout", type=float, default=2.0, metavar="S", help="give up on a device after S s")
     p.add_argument("--json", action="store_true", help="print JSON")
     _bench_parser(sub)
+    p = sub.add_parser("view", help="live view in the browser: latest frame and its spectrum ([viewer] config)")
+    _common(p)
     return parser
 
 
@@ -245,4 +247,8 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
 
         name = args.name or (config.recorders[0].name if config.recorders else "recorder")
         return Recorder(config, name=name)
+    if args.command == "view":
+        from framepipe.subscribers.viewer import Viewer
+
+        return Viewer(config)
     raise AssertionError(args.command)

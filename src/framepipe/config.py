@@ -241,6 +241,31 @@ class RecorderConfig(Endpoint):
         return value
 
 
+class ViewerConfig(Section):
+    """The live view: a passive subscriber serving the latest frame and its spectrum to a browser."""
+
+    name: str = "viewer"
+    """Name in logs and status; the viewer is never in a publisher's subscribers list."""
+    host: str = "127.0.0.1"
+    """Interface the web page is served on; loopback by default, ``*`` for every interface."""
+    port: Port = 5590
+    """TCP port of the web page (http://host:port/)."""
+    streams: list[Literal["frames", "results"]] = Field(["frames", "results"], min_length=1)
+    """Streams to watch: frames (the publisher) and/or results (the sink). Without results,
+    the viewer computes the spectrum of the frame it shows itself."""
+    max_updates_per_s: float = Field(10.0, gt=0, le=60)
+    """Page updates per second at most; between updates, the newest frame wins."""
+    max_side: int = Field(1024, ge=64, le=8192)
+    """Larger frames are shown subsampled to at most this many pixels per side."""
+    hwm_frames: int = Field(8, gt=0)
+    """Receive high-water mark per stream, in frames (the viewer drains it continuously)."""
+
+    @field_validator("host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        return _check_host(value)
+
+
 class LimitsConfig(Section):
     """Guards on what a process accepts from the network."""
 
@@ -299,6 +324,7 @@ class Config(Section):
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    viewer: ViewerConfig = Field(default_factory=ViewerConfig)
 
     @model_validator(mode="after")
     def _ports_unique(self) -> Config:

@@ -1,0 +1,511 @@
+"""The live view: the latest frame and its power spectrum in a browser, updated live.
+
+``framepipe view`` subscribes to the frames stream (publisher) and/or the results stream
+(sink) and serves one page on ``viewer.host:viewer.port`` (loopback by default) with the
+standard library's ``ThreadingHTTPServer``.
+
+Never slows the pipeline:
+
+- It is a *passive* late subscriber: it is in no publisher's ``subscribers`` list and
+  never says hello, so no publisher waits for it, at the start or at the end of a stream
+  (a hello would make the publisher wait for its bye at end of stream).
+- Its loop only drains the SUB sockets (zero-copy receive, header validation), keeping
+  references to the newest messages, so a lossless publisher never waits on it. Images
+  are made at most ``max_updates_per_s`` times a second and only while a browser is
+  watching; in between, the newest frame wins (counted as ``decimated``, not as drops).
+- Sequence gaps (frames the viewer did not get: joined late, or PUB dropped at the
+  high-water mark under ``policy = "drop"``) are counted per stream and shown.
+
+The frame and the spectrum shown side by side belong to the same frame id: the viewer
+keeps the last few frames (bounded by count and bytes) to pair with the newest result; when
+it watches frames only, or the result's frame is gone, it computes the spectrum itself.
+After an end of stream the viewer keeps the last image and waits for the next run.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import html
+import json
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import zmq
+
+from framepipe.component import POLL_MS, Component
+from framepipe.config import Config
+from framepipe.display import encode_png, frame_image, frame_spectrum_image, spectrum_image
+from framepipe.errors import ConfigError
+from framepipe.ledger import SequenceTracker
+from framepipe.protocol import Message
+from framepipe.subscription import Subscription
+
+#: frames kept to pair with results that arrive later (count, and bytes whichever is smaller)
+PAIR_FRAMES = 64
+PAIR_BYTES = 256 * 1024 * 1024
+#: without a page request for this long, nobody is watching: stop making images
+WATCHED_S = 5.0
+#: messages taken from one socket before looking at the others and the clock
+DRAIN_BATCH = 512
+#: rendered views kept, so a page gets the image pair it was told about
+VIEWS_KEPT = 4
+
+
+@dataclasses.dataclass
+class View:
+    """One rendered update: a frame and its spectrum as PNGs, with what they show."""
+
+    view_id: int
+    frame_png: bytes | None
+    spectrum_png: bytes | None
+    meta: dict[str, Any]
+
+
+class StreamWatch:
+    """One watched stream: its subscription, gap and rate accounting across runs."""
+
+    def __init__(self, owner: Viewer, stream: str, pub_url: str, hwm: int):
+        self.stream = stream
+        self.pub_url = pub_url
+        self.sub = Subscription(owner, stream=stream, pub_url=pub_url, sync_url="", hwm=hwm)
+        self.received = 0
+        self.gaps_before = 0  # gaps of the runs that ended
+        self.joined_at_seq: int | None = None
+        self.missed_before_joining = 0  # gaps that are only the viewer arriving mid-run
+        self.runs_ended = 0
+        self.data_since_eos = 0
+        self.latest: Message | None = None
+        self.rate_fps = 0.0
+        self._rate_n = 0
+        self._rate_t = time.monotonic()
+
+    @property
+    def gaps(self) -> int:
+        return self.gaps_before + self.sub.sequence.gaps
+
+    def end_of_run(self) -> None:
+        """An end of stream: keep its gaps, get ready for the next run's sequence from 0."""
+        if self.data_since_eos:
+            self.runs_ended += 1
+            self.gaps_before += self.sub.sequence.gaps
+        # a repeated end-of-stream of a run already closed is not a new run: nothing counted
+        self.sub.eos = None
+        self.sub.sequence = SequenceTracker()
+        self.data_since_eos = 0
+        self.joined_at_seq = None
+
+    def update_rate(self, now: float) -> None:
+        dt = now - self._rate_t
+        if dt >= 1.0:
+            self.rate_fps = (self.received - self._rate_n) / dt
+            self._rate_n, self._rate_t = self.received, now
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.pub_url,
+            "received": self.received,
+            "frames_per_s": round(self.rate_fps, 1),
+            "gaps": self.gaps,
+            "joined_at_seq": self.joined_at_seq,
+            # frames missed while watching, as opposed to before the viewer joined
+            "dropped": max(0, self.gaps - self.missed_before_joining),
+            "runs_ended": self.runs_ended,
+            "state": "streaming" if self.data_since_eos else ("ended" if self.runs_ended else "waiting"),
+        }
+
+
+class Viewer(Component):
+    """SUB frames/results (passive, decimated) → a live web page."""
+
+    role = "viewer"
+
+    def __init__(self, config: Config, name: str | None = None):
+        super().__init__(config, name or config.viewer.name)
+        self.cfg = config.viewer
+        self.watches: dict[str, StreamWatch] = {}
+        self.recent_frames: collections.OrderedDict[int, Message] = collections.OrderedDict()
+        self._recent_bytes = 0
+        self.views: collections.OrderedDict[int, View] = collections.OrderedDict()
+        self._views_changed = threading.Condition()
+        self._view_id = 0
+        self._shown_key: tuple[str, int] | None = None
+        self._last_request = 0.0
+        self._updates: collections.deque[float] = collections.deque(maxlen=64)
+        self._server: ThreadingHTTPServer | None = None
+        self._server_thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def run(self) -> int:
+        cfg = self.cfg
+        pub, sink = self.config.publisher, self.config.sink
+        urls = {"frames": pub.connect_url(pub.frames_port), "results": sink.connect_url(sink.results_port)}
+        for stream in dict.fromkeys(cfg.streams):
+            self.watches[stream] = StreamWatch(self, stream, urls[stream], cfg.hwm_frames)
+        self._serve()
+        self.ready("watching " + " ".join(f"{s}={w.pub_url}" for s, w in self.watches.items()))
+        period = 1.0 / cfg.max_updates_per_s
+        next_render = 0.0
+        poller = zmq.Poller()
+        for watch in self.watches.values():
+            poller.register(watch.sub.sub, zmq.POLLIN)
+        while not self.stopping:
+            events = dict(poller.poll(POLL_MS))
+            for watch in self.watches.values():
+                if events.get(watch.sub.sub):
+                    self._drain(watch)
+            now = time.monotonic()
+            for watch in self.watches.values():
+                watch.update_rate(now)
+            if now >= next_render and self._watched(now):
+                if self._render():
+                    next_render = now + period
+        self.log.info("stopping: %d view(s) served", self._view_id)
+        return 0
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        with self._views_changed:
+            self._views_changed.notify_all()  # long polls see the server gone and answer
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        super().close()
+
+    def _serve(self) -> None:
+        host = "" if self.cfg.host == "*" else self.cfg.host
+        try:
+            server = ThreadingHTTPServer((host, self.cfg.port), _Handler)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot serve the live view on {self.cfg.host}:{self.cfg.port}: {e.strerror}"
+                " (another viewer running? choose another viewer.port)",
+                key="viewer.port",
+            ) from e
+        server.daemon_threads = True
+        server.viewer = self  # type: ignore[attr-defined]
+        self._server = server
+        self._server_thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="viewer-http", daemon=True
+        )
+        self._server_thread.start()
+        shown_host = self.cfg.host if self.cfg.host != "*" else "0.0.0.0"
+        self.bound.append(f"http=http://{shown_host}:{self.cfg.port}/")
+
+    def _watched(self, now: float) -> bool:
+        return not self.views or now - self._last_request < WATCHED_S
+
+    # ---------------------------------------------------------------- receiving
+    def _drain(self, watch: StreamWatch) -> None:
+        sock = watch.sub.sub
+        for _ in range(DRAIN_BATCH):
+            events = sock.getsockopt(zmq.EVENTS)
+            if not (isinstance(events, int) and events & zmq.POLLIN):
+                return
+            msg = watch.sub.receive()
+            if msg is None:
+                continue  # malformed (counted by the subscription) or a straggler
+            if msg.kind == "eos":
+                if watch.data_since_eos:
+                    self.log.info(
+                        "%s: end of stream (%s) after %d message(s), %d gap(s)",
+                        watch.stream,
+                        msg.header.get("reason"),
+                        watch.data_since_eos,
+                        watch.sub.sequence.gaps,
+                    )
+                watch.end_of_run()
+                continue
+            if watch.data_since_eos == 0:
+                watch.joined_at_seq = msg.seq
+                watch.missed_before_joining += msg.seq
+                self.log.info("%s: streaming (joined at seq %d)", watch.stream, msg.seq)
+            watch.data_since_eos += 1
+            watch.received += 1
+            self.counters[f"received_{watch.stream}"] += 1
+            watch.latest = msg
+            if watch.stream == "frames" and "results" in self.watches:
+                self._keep_for_pairing(msg)
+
+    def _keep_for_pairing(self, msg: Message) -> None:
+        assert msg.array is not None
+        old = self.recent_frames.pop(msg.frame_id, None)
+        if old is not None and old.array is not None:
+            self._recent_bytes -= old.array.nbytes
+        self.recent_frames[msg.frame_id] = msg
+        self._recent_bytes += msg.array.nbytes
+        while len(self.recent_frames) > 1 and (
+            len(self.recent_frames) > PAIR_FRAMES or self._recent_bytes > PAIR_BYTES
+        ):
+            _, gone = self.recent_frames.popitem(last=False)
+            if gone.array is not None:
+                self._recent_bytes -= gone.array.nbytes
+
+    # ---------------------------------------------------------------- rendering
+    def _choose(self) -> tuple[Message | None, Message | None]:
+        """The newest (frame, result) pair of one frame id; result None = compute it here."""
+        frames, results = self.watches.get("frames"), self.watches.get("results")
+        result = results.latest if results else None
+        if result is not None:
+            if frames is None:
+                return None, result
+            frame = self.recent_frames.get(result.frame_id)
+            if frame is not None:
+                return frame, result
+        return (frames.latest if frames else None), None
+
+    def _render(self) -> bool:
+        """Make a new view if there is something new to show; True if one was made."""
+        frame, result = self._choose()
+        shown = result if result is not None else frame
+        if shown is None:
+            return False
+        key = ("result" if result is not None else "frame", shown.frame_id)
+        if key == self._shown_key and self.views:
+            return False
+        max_side = self.cfg.max_side
+        meta: dict[str, Any] = {"frame_id": shown.frame_id, "t_acq_ns": shown.header["t_acq_ns"]}
+        frame_png = spectrum_png = None
+        if frame is not None:
+            assert frame.array is not None
+            meta["shape"], meta["dtype"] = list(frame.array.shape), frame.array.dtype.name
+            frame_png = encode_png(
+                frame_image(frame.array, max_side=max_side, pixel_format=frame.header.get("pixel_format"))
+            )
+        if result is not None:
+            assert result.array is not None
+            representation = str(result.header.get("representation", "power"))
+            frame_shape = result.header.get("frame_shape")
+            width = frame_shape[1] if isinstance(frame_shape, list) and len(frame_shape) >= 2 else None
+            if not isinstance(width, int) or not 0 < width <= 2 * result.array.shape[1]:
+                width = None
+            img = spectrum_image(result.array, representation=representation, width=width, max_side=max_side)
+            meta["spectrum"] = f"worker {result.header.get('worker', '?')} ({representation})"
+            meta.setdefault("shape", frame_shape)
+            meta.setdefault("dtype", result.header.get("frame_dtype"))
+        else:
+            assert frame is not None and frame.array is not None
+            img = frame_spectrum_image(frame.array, max_side=max_side)
+            meta["spectrum"] = "computed by the viewer"
+        spectrum_png = encode_png(img)
+        self._shown_key = key
+        self._view_id += 1
+        self.counters["views"] += 1
+        self._updates.append(time.monotonic())
+        with self._views_changed:
+            self.views[self._view_id] = View(self._view_id, frame_png, spectrum_png, meta)
+            while len(self.views) > VIEWS_KEPT:
+                self.views.popitem(last=False)
+            self._views_changed.notify_all()
+        if self._view_id == 1:
+            self.log.info("showing frame %d (first view)", shown.frame_id)
+        return True
+
+    # ---------------------------------------------------------------- what the page asks for
+    def latest_view(self, view_id: int | None = None) -> View | None:
+        with self._views_changed:
+            if view_id is not None and view_id in self.views:
+                return self.views[view_id]
+            return next(reversed(self.views.values()), None)
+
+    def wait_for_view(self, after: int, timeout_s: float) -> None:
+        """Block (an HTTP thread) until a view newer than ``after`` exists, or the timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._views_changed:
+            while not self.views or next(reversed(self.views)) <= after:
+                now = time.monotonic()
+                if now >= deadline or self._server is None:
+                    return
+                self._last_request = now  # someone is watching: keep making views
+                self._views_changed.wait(min(1.0, deadline - now))
+
+    def status(self) -> dict[str, Any]:
+        """What the page shows next to the images (also ``/status.json``)."""
+        self._last_request = time.monotonic()
+        view = self.latest_view()
+        updates = list(self._updates)
+        recent = [t for t in updates if t > self._last_request - 2.0]
+        received = sum(w.received for w in self.watches.values() if w.stream == "frames") or sum(
+            w.received for w in self.watches.values()
+        )
+        out: dict[str, Any] = {
+            "viewer": self.name,
+            "view_id": view.view_id if view else None,
+            **(view.meta if view else {}),
+            "updates_per_s": round(len(recent) / 2.0, 1),
+            "max_updates_per_s": self.cfg.max_updates_per_s,
+            "shown": self.counters["views"],
+            "decimated": max(0, received - self.counters["views"]),
+            "rejected": self.counters["rejected"],
+            "streams": {s: w.status() for s, w in self.watches.items()},
+        }
+        if view:
+            out["age_ms"] = round((time.time_ns() - int(view.meta["t_acq_ns"])) / 1e6, 1)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        out["streams"] = {s: w.status() for s, w in self.watches.items()}
+        return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET / (the page), /status.json, /frame.png and /spectrum.png (?v=view id)."""
+
+    server_version = "framepipe-viewer"
+
+    @property
+    def viewer(self) -> Viewer:
+        return self.server.viewer  # type: ignore[attr-defined,no-any-return]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.viewer.log.debug("http %s: " + format, self.client_address[0], *args)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        try:
+            view_id: int | None = int(query["v"][0]) if "v" in query else None
+        except ValueError:
+            view_id = None
+        if url.path in ("/", "/index.html"):
+            self._send(_page(self.viewer).encode(), "text/html; charset=utf-8")
+        elif url.path == "/status.json":
+            if "after" in query:  # long poll: answer when there is a newer view (or on timeout)
+                try:
+                    after, timeout = int(query["after"][0]), float(query.get("timeout", ["2"])[0])
+                    if not 0 <= timeout <= 30:
+                        raise ValueError(timeout)
+                except ValueError:
+                    self.send_error(HTTPStatus.BAD_REQUEST, "after: a view id; timeout: 0 to 30 s")
+                    return
+                self.viewer.wait_for_view(after, timeout)
+            self._send(json.dumps(self.viewer.status()).encode(), "application/json")
+        elif url.path in ("/frame.png", "/spectrum.png"):
+            view = self.viewer.latest_view(view_id)
+            png = None if view is None else view.frame_png if url.path == "/frame.png" else view.spectrum_png
+            if png is None:
+                self.send_error(HTTPStatus.NOT_FOUND, "no image yet")
+            else:
+                self._send(png, "image/png")
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _send(self, body: bytes, content_type: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser moved on (a newer image): nothing to do
+
+
+def _stats_text(status: dict[str, Any]) -> str:
+    """The stats line, also rendered server-side so the first paint is complete."""
+    if status.get("view_id") is None:
+        return "waiting for frames…"
+    parts = [f"frame {status['frame_id']}"]
+    if status.get("shape"):
+        parts.append(f"{'×'.join(str(n) for n in status['shape'])} {status.get('dtype', '')}")
+    for name, s in status["streams"].items():
+        parts.append(f"{name}: {s['frames_per_s']} frames/s, {s['received']} received, {s['dropped']} dropped")
+    parts.append(f"{status['updates_per_s']} updates/s")
+    parts.append(f"decimated {status['decimated']}")
+    return " · ".join(parts)
+
+
+def _page(viewer: Viewer) -> str:
+    status = viewer.status()
+    view_id = status.get("view_id")
+    period_ms = max(16, int(1000 / viewer.cfg.max_updates_per_s))
+    initial = f"?v={view_id}" if view_id is not None else ""
+    hidden = "" if view_id is not None else " hidden"
+    return (
+        _PAGE.replace("{{TITLE}}", html.escape(f"framepipe · {viewer.config.run.name}"))
+        .replace("{{STATS}}", html.escape(_stats_text(status)))
+        .replace("{{SPECTRUM}}", html.escape(str(status.get("spectrum", ""))))
+        .replace("{{INITIAL}}", initial)
+        .replace("{{HIDDEN}}", hidden)
+        .replace("{{VIEW}}", json.dumps(view_id))
+        .replace("{{PERIOD}}", str(period_ms))
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{TITLE}}</title>
+<style>
+ body { margin: 0; padding: 12px 16px; background: #15181e; color: #d8dee9; font: 14px/1.4 system-ui, sans-serif; }
+ h1 { font-size: 16px; margin: 0 0 6px 0; font-weight: 600; }
+ #stats { font-variant-numeric: tabular-nums; margin-bottom: 10px; min-height: 1.4em; }
+ #state { color: #ebcb8b; }
+ .pair { display: flex; gap: 16px; align-items: flex-start; }
+ figure { margin: 0; flex: 1 1 0; min-width: 0; }
+ figcaption { color: #8f9bb3; margin-bottom: 4px; }
+ img { width: 100%; height: auto; display: block; image-rendering: pixelated; background: #000; }
+</style></head>
+<body>
+<h1>{{TITLE}} <span id="state"></span></h1>
+<div id="stats">{{STATS}}</div>
+<div class="pair">
+ <figure><figcaption>frame (auto-contrast)</figcaption>
+  <img id="frame" alt="latest frame" src="frame.png{{INITIAL}}"{{HIDDEN}}></figure>
+ <figure><figcaption>power spectrum, log scale, centred · <span id="source">{{SPECTRUM}}</span></figcaption>
+  <img id="spectrum" alt="power spectrum" src="spectrum.png{{INITIAL}}"{{HIDDEN}}></figure>
+</div>
+<script>
+"use strict";
+let shown = {{VIEW}};
+let busy = false;
+const period = {{PERIOD}};
+const fmt = (s) => {
+  if (s.view_id === null) return "waiting for frames…";
+  const parts = ["frame " + s.frame_id];
+  if (s.shape) parts.push(s.shape.join("×") + " " + (s.dtype || ""));
+  for (const [name, st] of Object.entries(s.streams))
+    parts.push(`${name}: ${st.frames_per_s} frames/s, ${st.received} received, ${st.dropped} dropped`);
+  parts.push(`${s.updates_per_s} updates/s`, `decimated ${s.decimated}`);
+  return parts.join(" · ");
+};
+function load(src) {
+  return new Promise((ok, fail) => {
+    const im = new Image(); im.onload = () => ok(src); im.onerror = fail; im.src = src;
+  });
+}
+async function tick() {
+  try {
+    // a long poll: the answer comes when there is a newer view, or after 2 s regardless
+    const s = await (await fetch(`status.json?after=${shown ?? 0}&timeout=2`, {cache: "no-store"})).json();
+    document.getElementById("stats").textContent = fmt(s);
+    const states = Object.values(s.streams).map((st) => st.state);
+    document.getElementById("state").textContent = states.includes("streaming") ? "" : "· " + states.join(", ");
+    if (s.view_id !== null && s.view_id !== shown && !busy) {
+      busy = true;
+      const q = "?v=" + s.view_id;
+      try {
+        // both images of one view are fetched before either is shown, so they match
+        const [f, p] = await Promise.all([load("frame.png" + q), load("spectrum.png" + q)]);
+        for (const [id, src] of [["frame", f], ["spectrum", p]]) {
+          const el = document.getElementById(id); el.src = src; el.hidden = false;
+        }
+        document.getElementById("source").textContent = s.spectrum || "";
+        shown = s.view_id;
+      } catch (e) { /* that view was replaced meanwhile: the next tick takes the newer one */ }
+      busy = false;
+    }
+  } catch (e) {
+    document.getElementById("state").textContent = "· viewer not reachable";
+  }
+  setTimeout(tick, period);
+}
+setTimeout(tick, period);
+</script>
+</body></html>
+"""

@@ -1,0 +1,175 @@
+"""`framepipe view` in a real browser (headless Chromium) against a running pipeline.
+
+The pipeline is real (publisher → ventilator → worker → sink, a slow synthetic camera);
+the viewer joins both streams late, as a passive subscriber. Chromium loads the page and
+takes screenshots; the test checks that the frame (grayscale) and its spectrum
+(colour-mapped) are on the page and that both change as frames move, that the page's own
+script swaps in newer images, and that the viewer never held the pipeline up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.helpers.deployment import Deployment, Proc, free_ports
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+H, W = 128, 160
+WINDOW = (1200, 640)
+
+
+def chromium(*args: str, user_data: Path, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={user_data}",
+            f"--window-size={WINDOW[0]},{WINDOW[1]}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def screenshot(url: str, path: Path, tmp: Path) -> np.ndarray:
+    out = chromium(f"--screenshot={path}", url, user_data=tmp / f"profile-{path.stem}")
+    assert path.is_file(), f"chromium wrote no screenshot ({out.returncode}):\n{out.stderr[-3000:]}"
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[:2] == (WINDOW[1], WINDOW[0])
+    return img[..., ::-1].astype(np.int16)  # RGB
+
+
+def get_status(base: str, after: int | None = None) -> dict[str, Any]:
+    query = f"?after={after}&timeout=10" if after is not None else ""
+    with urllib.request.urlopen(f"{base}status.json{query}", timeout=20) as resp:
+        return dict(json.load(resp))
+
+
+def gray_mask(img: np.ndarray) -> np.ndarray:
+    """The frame's pixels: exactly gray (the page's background and text never are)."""
+    return (img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2])
+
+
+def colour_mask(img: np.ndarray) -> np.ndarray:
+    """The colour-mapped spectrum's pixels: strongly coloured."""
+    return (img.max(axis=2) - img.min(axis=2)) > 40
+
+
+@pytest.fixture
+def pipeline(deployment: Deployment) -> tuple[Deployment, dict[str, Proc], str]:
+    (http_port,) = free_ports(1)
+    deployment.settings.update(
+        {
+            "camera.count": 0,  # until stopped
+            "camera.fps": 20.0,
+            "camera.height": H,
+            "camera.width": W,
+            "camera.dtype": "uint16",
+            "publisher.subscribers": ["ventilator"],  # the viewer is not on any list
+            "sink.subscribers": [],
+            "workers.count": 1,
+            "viewer.port": http_port,
+            "viewer.max_updates_per_s": 10.0,
+        }
+    )
+    deployment.write_config()
+    procs = {"sink": deployment.start("sink", "sink")}
+    procs["sink"].wait_for("ready:")
+    procs["worker"] = deployment.start("worker", "worker")
+    procs["ventilator"] = deployment.start("ventilator", "ventilator")
+    procs["publisher"] = deployment.start(
+        "publisher", "publisher", "--summary-json", str(deployment.dir / "publisher.json")
+    )
+    procs["publisher"].wait_for("all subscribers here: publishing", timeout=60)
+    procs["viewer"] = deployment.start("viewer", "view")
+    procs["viewer"].wait_for("ready:")
+    return deployment, procs, f"http://127.0.0.1:{http_port}/"
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="chromium is not installed (apt-get install chromium; CI installs it in .ci/run)",
+)
+@pytest.mark.timeout(240)
+def test_live_view_in_a_real_browser_changes_as_frames_move(
+    pipeline: tuple[Deployment, dict[str, Proc], str], tmp_path: Path
+) -> None:
+    assert CHROMIUM is not None, "CI must run the browser test: install chromium (.ci/run)"
+    deployment, procs, base = pipeline
+    viewer = procs["viewer"]
+    log = viewer.wait_for("(first view)", timeout=60)
+    assert "ready: http=" in log and base in log
+
+    first = get_status(base)
+    shot1 = screenshot(base, tmp_path / "view1.png", tmp_path)
+    # wait (long poll on the viewer, bounded) until at least 10 frames later is on show
+    status = first
+    for _ in range(20):
+        status = get_status(base, after=status["view_id"])
+        if status["frame_id"] >= first["frame_id"] + 10:
+            break
+    assert status["frame_id"] >= first["frame_id"] + 10, status
+    shot2 = screenshot(base, tmp_path / "view2.png", tmp_path)
+
+    for shot in (shot1, shot2):
+        gray, colour = gray_mask(shot), colour_mask(shot)
+        area = shot.shape[0] * shot.shape[1]
+        assert gray.sum() > 0.15 * area, "the grayscale frame is on the page"
+        assert shot[gray][:, 0].std() > 20, "…and it is an image, not a flat patch"
+        assert colour.sum() > 0.15 * area, "the colour-mapped spectrum is on the page"
+        # frame on the left, spectrum on the right
+        assert np.median(np.nonzero(gray)[1]) < WINDOW[0] / 2 < np.median(np.nonzero(colour)[1])
+    both_gray = gray_mask(shot1) & gray_mask(shot2)
+    assert np.mean(shot1[both_gray][:, 0] != shot2[both_gray][:, 0]) > 0.3, "the frame moved"
+    both_colour = colour_mask(shot1) & colour_mask(shot2)
+    assert np.mean(np.any(shot1[both_colour] != shot2[both_colour], axis=1)) > 0.1, "the spectrum moved"
+
+    # the page's own script keeps it live: after a while it shows a newer view than it loaded with
+    dom = chromium("--dump-dom", "--virtual-time-budget=4000", base, user_data=tmp_path / "profile-dom").stdout
+    loaded = get_status(base)
+    assert 'id="frame"' in dom and "frames/s" in dom, dom[-2000:]
+    shown = [int(v) for v in re.findall(r'id="frame"[^>]*src="frame\.png\?v=(\d+)"', dom)]
+    assert shown and shown[0] > first["view_id"], dom[-2000:]
+
+    # decimated to the configured rate, frames counted, nothing dropped while watching
+    assert loaded["updates_per_s"] <= 10.0 + 1.0
+    frames = loaded["streams"]["frames"]
+    assert frames["received"] > 20 and frames["dropped"] == 0
+    assert frames["gaps"] == frames["joined_at_seq"], "the only gap is the part of the run before it joined"
+    assert loaded["streams"]["results"]["dropped"] == 0
+    assert loaded["spectrum"].startswith("worker "), "the spectrum shown is the worker's result"
+
+    # end of the run: the publisher stops; the viewer sees the end of stream and keeps serving
+    procs["publisher"].signal(signal.SIGINT)
+    assert procs["publisher"].wait(60) == 0
+    viewer.wait_for("frames: end of stream", timeout=30)
+    assert get_status(base)["streams"]["frames"]["state"] == "ended"
+    viewer.signal(signal.SIGTERM)
+    assert viewer.wait(30) == 0
+    # passive: the publisher never heard of the viewer, so it never waited for it (start or end)
+    assert "viewer" not in procs["publisher"].log()
+    published = json.loads((deployment.dir / "publisher.json").read_text())
+    assert published["published"] > frames["received"]
