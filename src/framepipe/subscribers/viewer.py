@@ -456,7 +456,7 @@ _PAGE = """<!doctype html>
 <div id="stats">{{STATS}}</div>
 <div class="pair">
  <figure><figcaption>frame (auto-contrast)</figcaption>
-  <img id="frame" alt="latest frame" src="frame.png{{INITIAL}}"{{HIDDEN}}></figure>
+  <img id="frame" alt="latest frame" data-loaded-with="{{VIEW}}" src="frame.png{{INITIAL}}"{{HIDDEN}}></figure>
  <figure><figcaption>power spectrum, log scale, centred · <span id="source">{{SPECTRUM}}</span></figcaption>
   <img id="spectrum" alt="power spectrum" src="spectrum.png{{INITIAL}}"{{HIDDEN}}></figure>
 </div>
