@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole pipeline on this machine, one process per component")
     _common(p)
+    p.add_argument(
+        "--no-tui", action="store_true", help="no live dashboard: plain progress log lines (automatic when piped)"
+    )
     for name, helptext in (
         ("publisher", "camera → frames stream"),
         ("ventilator", "frames → worker pool, exactly once"),
@@ -168,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from framepipe.launcher import run_pipeline
 
         log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
-        return run_pipeline(config, path, args.overrides, log_args)
+        return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui)
     if args.command == "worker" and args.n > 1:
         from framepipe.launcher import ChildSet, component_args
 
@@ -190,10 +193,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         return children.wait_all(stop_on_failure=False)
 
+    from framepipe.component import SummaryFile
+
     component = _component(args, config)
     component.install_signal_handlers()
     try:
-        with component:
+        with component, SummaryFile(component, args.summary_json):
             code = component.run()
     finally:
         component.write_summary(args.summary_json)

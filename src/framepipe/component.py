@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket as pysocket
+import threading
 import time
 from types import FrameType, TracebackType
 from typing import Any
@@ -30,6 +31,8 @@ from framepipe.status import StatusServer
 POLL_MS = 100
 #: linger on close: long enough to flush a final message, short enough to exit promptly
 LINGER_MS = 1000
+#: how often a running component rewrites its --summary-json file (the dashboard reads it)
+SUMMARY_EVERY_S = 0.5
 
 
 class Component:
@@ -193,3 +196,45 @@ class Component:
             with open(tmp, "w") as fh:
                 json.dump(self.summary(), fh)
             os.replace(tmp, path)
+
+
+class SummaryFile:
+    """Rewrites a component's summary file while it runs, so ``framepipe run`` can show it live.
+
+    A background thread calls ``write_summary`` every ``interval_s`` (atomically: tmp file
+    + rename). ``summary()`` runs in that thread while the loop changes the counters; a
+    snapshot that hits a dict changing under it is skipped, the next one is taken. The
+    interval stretches to 20× the time one snapshot takes, so the snapshot never costs
+    the component more than 5 % of its time, however long the run.
+    """
+
+    def __init__(self, component: Component, path: str | None, interval_s: float = SUMMARY_EVERY_S):
+        self.component = component
+        self.path = path
+        self.interval_s = interval_s
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SummaryFile:
+        if self.path:
+            self._thread = threading.Thread(target=self._loop, name="summary-file", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _loop(self) -> None:
+        wait = self.interval_s
+        while not self._done.wait(wait):
+            t0 = time.monotonic()
+            try:
+                self.component.write_summary(self.path)
+            except Exception as e:  # a snapshot must never take the component down
+                # typically a dict changed during the snapshot, or the disk hiccuped: next time
+                self.component.log.debug("summary snapshot skipped: %r", e)
+            wait = max(self.interval_s, 20 * (time.monotonic() - t0))

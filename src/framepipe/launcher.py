@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,8 +46,14 @@ class ChildSet:
         self.codes: dict[str, int] = {}
         self._stop_at: float | None = None
 
-    def start(self, name: str, argv: list[str]) -> None:
-        self.procs[name] = subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    def start(self, name: str, argv: list[str], output: Any = None) -> None:
+        """Start one child; ``output`` (a file) takes its stdout and stderr, else it shares ours."""
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=output,
+            stderr=output,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
 
     def signal_all(self, sig: int) -> None:
         for name, proc in self.procs.items():
@@ -61,8 +68,11 @@ class ChildSet:
             self._stop_at = time.monotonic()
             self.signal_all(signal.SIGTERM)
 
-    def wait_all(self, *, stop_on_failure: bool = True) -> int:
-        """Wait for every child; forward SIGINT/SIGTERM; return the worst exit code."""
+    def wait_all(self, *, stop_on_failure: bool = True, on_tick: Callable[[], None] | None = None) -> int:
+        """Wait for every child; forward SIGINT/SIGTERM; return the worst exit code.
+
+        ``on_tick`` is called about ten times a second meanwhile (the dashboard).
+        """
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("%s: stopping all components", signal.Signals(signum).name)
@@ -86,6 +96,8 @@ class ChildSet:
                         if name not in self.codes and proc.poll() is None:
                             log.error("%s did not stop within %g s: killed", name, STOP_GRACE_S)
                             proc.kill()
+                if on_tick is not None:
+                    on_tick()
                 running = [p for n, p in self.procs.items() if n not in self.codes]
                 if running:
                     try:
@@ -107,27 +119,43 @@ def component_args(config_path: str | None, overrides: list[str]) -> list[str]:
     return args
 
 
-def run_pipeline(config: Config, config_path: str | None, overrides: list[str], log_args: list[str]) -> int:
-    """Start every component locally, wait, print the summary; 0 only if nothing is missing."""
+def run_pipeline(
+    config: Config, config_path: str | None, overrides: list[str], log_args: list[str], *, tui: bool = True
+) -> int:
+    """Start every component locally, wait, print the summary; 0 only if nothing is missing.
+
+    Meanwhile a live dashboard (``tui`` and a terminal) or a progress log line every few seconds.
+    """
+    from framepipe.dashboard import RunMonitor
+
     Path(config.run.data_dir).mkdir(parents=True, exist_ok=True)
     common = component_args(config_path, overrides) + log_args
     with tempfile.TemporaryDirectory(prefix="framepipe-run-") as tmp:
         children = ChildSet()
+        monitor = RunMonitor(
+            tmp,
+            title=f"framepipe run '{config.run.name}'",
+            total=config.camera.count,
+            log_path=Path(config.run.data_dir, f"{config.run.name}.log"),
+            tui=tui,
+        )
 
         def start(name: str, *argv: str) -> None:
             summary = os.path.join(tmp, f"{name}.json")
-            children.start(name, [sys.executable, "-m", "framepipe", *argv, *common, "--summary-json", summary])
+            argv_all = [sys.executable, "-m", "framepipe", *argv, *common, "--summary-json", summary]
+            children.start(name, argv_all, output=monitor.child_output)
 
         t0 = time.monotonic()
-        start("sink", "sink")
-        for i in range(config.workers.count):
-            start(f"worker-{i}", "worker", "--index", str(i))
-        for rec in config.recorders:
-            start(rec.name, "record", "--name", rec.name)
-        start("ventilator", "ventilator")
-        if config.ventilator.source == "publisher" or any(r.stream == "frames" for r in config.recorders):
-            start("publisher", "publisher")
-        code = children.wait_all()
+        with monitor:
+            start("sink", "sink")
+            for i in range(config.workers.count):
+                start(f"worker-{i}", "worker", "--index", str(i))
+            for rec in config.recorders:
+                start(rec.name, "record", "--name", rec.name)
+            start("ventilator", "ventilator")
+            if config.ventilator.source == "publisher" or any(r.stream == "frames" for r in config.recorders):
+                start("publisher", "publisher")
+            code = children.wait_all(on_tick=monitor.tick)
         elapsed = time.monotonic() - t0
         summaries = {}
         for name in children.procs:

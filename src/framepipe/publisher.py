@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from framepipe.broadcast import Broadcast
 from framepipe.cameras import Camera, open_camera
@@ -73,6 +74,7 @@ class Publisher(Component):
                 if not stream.publish(encode_data(header, frame.array), frame.frame_id):
                     break
                 self.counters["published"] += 1
+                self.counters["bytes"] += frame.array.nbytes
                 self.counters["last_ns"] = time.time_ns()
                 # between frames: subscription changes and late hellos, without waiting
                 events = stream.poll(timeout_ms=0) if any(s.poll(0) for s in sockets) else {}
@@ -88,3 +90,11 @@ class Publisher(Component):
         timeout = STOP_GRACE_S if self.stopping else self.config.run.finish_timeout_s
         stream.finish(timeout, reason=reason)
         return code
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        stream = getattr(self, "stream", None)
+        if stream is not None:  # live figures for the dashboard, while it runs
+            out["blocked_ms"] = int(stream.blocked_s * 1000)
+            out["subscribers"] = sorted(stream.hellos)
+        return out

@@ -203,6 +203,7 @@ class Sink(Component):
                 self.counters["first_ns"] = now_ns
             self.counters["last_ns"] = now_ns
             self.counters["received"] += 1
+            self.counters["bytes"] += msg.array.nbytes if msg.array is not None else 0
             self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
             if len(self._latency_ns) < 100_000:
                 self._latency_ns.append(now_ns - msg.header["t_acq_ns"])
@@ -245,8 +246,9 @@ class Sink(Component):
             expected=led["expected"],
             missing=led["missing"],
             missing_ids=led["missing_ids"],
-            per_worker=self.per_worker,
-            workers_lost=self.lost_workers,
+            per_worker=dict(self.per_worker),
+            workers_lost=list(self.lost_workers),
+            workers_alive=len(self.workers),
         )
         if self._latency_ns:
             import numpy as np

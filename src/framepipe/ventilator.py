@@ -153,6 +153,7 @@ class Ventilator(Component):
         if self.accepted.received == 1:
             self.counters["first_ns"] = time.time_ns()
         self.counters["accepted"] += 1
+        self.counters["bytes"] += memoryview(parts[1]).nbytes
         self.in_flight[frame_id] = _InFlight(parts)
         self.queue.append(frame_id)
 
@@ -287,6 +288,10 @@ class Ventilator(Component):
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        if self.source is not None:
-            out["source_gaps"] = self.source.sequence.gaps
+        source = getattr(self, "source", None)  # set in run(); the summary may be asked for before
+        if source is not None:
+            out["source_gaps"] = source.sequence.gaps
+        # live figures for the dashboard
+        out.update(in_flight=len(self.in_flight), queued=len(self.queue), workers_alive=len(self.workers))
+        out["window"] = self.config.ventilator.window
         return out

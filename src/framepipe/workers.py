@@ -123,6 +123,7 @@ class Worker(Component):
         else:
             return
         self.counters["processed"] += 1
+        self.counters["bytes"] += msg.array.nbytes
         self.counters["busy_ns"] += time.time_ns() - t0
 
 

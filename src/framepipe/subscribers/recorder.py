@@ -6,6 +6,7 @@ it carried, and writes the frame ledger: missing ids, counts, and ``complete``.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -107,6 +108,7 @@ class Recorder(Component):
                 self.counters["first_ns"] = now
             self.file.append(msg.array, frame_id=msg.frame_id, t_acq_ns=msg.header["t_acq_ns"], t_recv_ns=now)
             self.counters["written"] += 1
+            self.counters["bytes"] += msg.array.nbytes
             self.counters["last_ns"] = now
         return False
 
@@ -127,3 +129,15 @@ class Recorder(Component):
         self.counters["missing"] = led["missing"]
         self.counters["gaps"] = self.sub.sequence.gaps
         self.log.info("closed %s: %d frame(s), %d missing", self.path(), self.counters["written"], led["missing"])
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        out["path"] = self.path()
+        try:
+            out["file_bytes"] = os.stat(out["path"]).st_size
+        except OSError:
+            pass  # not created yet
+        sub = getattr(self, "sub", None)
+        if sub is not None and "gaps" not in out:
+            out["gaps"] = sub.sequence.gaps  # live; the final figure is set at close
+        return out

@@ -1,0 +1,453 @@
+"""What operators see while a pipeline runs: a live terminal dashboard, or plain log lines.
+
+The input is a list of component status dicts, the schema of ``Component.summary()``
+(``component``, ``role``, ``uptime_s``, counters such as ``published`` / ``processed`` /
+``written`` and ``bytes``, plus each role's live fields). Where they come from does not
+matter: ``framepipe run`` reads the ``--summary-json`` files its children rewrite every
+half second; ``framepipe status --watch`` can pass what the status endpoints answer.
+
+- :func:`stage_rows`: the numbers per stage (pure; rates from two snapshots).
+- :func:`render`: a rich renderable (table + progress bar with ETA); needs the ``ui``
+  extra (``pip install 'framepipe[ui]'``).
+- :func:`render_text`: the same in one plain line, for logs, pipes and CI.
+- :class:`RunMonitor`: drives either one for ``framepipe run``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+log = logging.getLogger("run")
+
+#: the counter that says "frames through this stage", per role
+THROUGHPUT = {
+    "publisher": "published",
+    "ventilator": "accepted",
+    "worker": "processed",
+    "sink": "received",
+    "recorder": "written",
+    "viewer": "received_frames",
+}
+#: stage order on screen: the way frames flow
+ORDER = ("publisher", "ventilator", "worker", "sink", "recorder", "viewer")
+#: the dashboard redraws this often; plain mode logs a line this often
+REFRESH_S = 0.5
+PLAIN_EVERY_S = 2.0
+#: warning and error lines of the children shown under the table
+LOG_TAIL = 6
+
+Status = dict[str, Any]
+
+
+@dataclasses.dataclass
+class StageRow:
+    """One line of the dashboard."""
+
+    stage: str
+    component: str
+    frames: int | None
+    frames_per_s: float | None
+    mb_per_s: float | None
+    queue: str = ""
+    drops: int = 0
+    rejects: int = 0
+    notes: str = ""
+    indent: bool = False
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a finite run is: frames done of total, at what rate, how long to go."""
+
+    done: int
+    total: int | None
+    frames_per_s: float | None
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.done / self.total)
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.total or not self.frames_per_s or self.frames_per_s <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.frames_per_s)
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def _by_name(statuses: Iterable[Status] | None) -> dict[str, Status]:
+    return {str(s.get("component")): s for s in statuses or () if s}
+
+
+def _rates(now: Status, before: Status | None) -> tuple[int | None, float | None, float | None]:
+    """(frames, frames/s, MB/s): from the change since ``before`` when there is one,
+    else the component's lifetime average (first to last frame)."""
+    key = THROUGHPUT.get(str(now.get("role")), "")
+    frames = now.get(key)
+    if not isinstance(frames, int):
+        return None, None, None
+    if before is not None:
+        dt = float(now.get("uptime_s", 0)) - float(before.get("uptime_s", 0))
+        if dt > 0:
+            df = frames - int(before.get(key, 0) or 0)
+            db = int(now.get("bytes", 0) or 0) - int(before.get("bytes", 0) or 0)
+            if df >= 0 and db >= 0:
+                return frames, df / dt, db / dt / 1e6
+    first, last = now.get("first_ns"), now.get("last_ns")
+    if frames > 1 and isinstance(first, int) and isinstance(last, int) and last > first:
+        seconds = (last - first) / 1e9
+        fps = (frames - 1) / seconds
+        mb = int(now.get("bytes", 0) or 0) / frames * fps / 1e6
+        return frames, fps, mb
+    return frames, None, None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def _row(s: Status, before: Status | None, stage: str) -> StageRow:
+    frames, fps, mbps = _rates(s, before)
+    role = s.get("role")
+    row = StageRow(stage, str(s.get("component")), frames, fps, mbps, rejects=int(s.get("rejected", 0) or 0))
+    if role == "publisher":
+        row.queue = f"blocked {int(s.get('blocked_ms', 0) or 0)} ms" if s.get("blocked_ms") else ""
+        row.notes = f"acquired {s.get('acquired', 0)}"
+        if s.get("camera_lost"):
+            row.drops = int(s["camera_lost"])
+            row.notes += f", camera lost {s['camera_lost']}"
+    elif role == "ventilator":
+        if "in_flight" in s:
+            row.queue = f"in flight {s['in_flight']}/{s.get('window', '?')}, queued {s.get('queued', 0)}"
+        row.drops = int(s.get("source_gaps", 0) or 0)
+        row.notes = f"acked {s.get('acknowledged', 0)}, re-sent {s.get('redispatched', 0)}"
+    elif role == "sink":
+        row.notes = f"duplicates {s.get('duplicates', 0)}"
+        if s.get("missing"):
+            row.notes += f", missing {s['missing']}"
+        lat = s.get("latency_ms")
+        if isinstance(lat, dict) and "p50" in lat:
+            row.notes += f", latency p50 {lat['p50']:.0f} ms"
+    elif role == "recorder":
+        row.drops = int(s.get("gaps", 0) or 0)
+        path = s.get("path")
+        if path:
+            size = s.get("file_bytes")
+            row.notes = f"{path}" + (f" ({_size(size)})" if isinstance(size, int) else "")
+    elif role == "viewer":
+        streams = s.get("streams") or {}
+        row.drops = sum(int(v.get("dropped", 0) or 0) for v in streams.values() if isinstance(v, dict))
+    return row
+
+
+def stage_rows(statuses: Sequence[Status], previous: Sequence[Status] | None = None) -> list[StageRow]:
+    """The dashboard's rows: one per stage in flow order; workers summed, then one row each."""
+    now, before = _by_name(statuses), _by_name(previous)
+    rows: list[StageRow] = []
+    workers = sorted((s for s in now.values() if s.get("role") == "worker"), key=lambda s: str(s["component"]))
+    sinks = [s for s in now.values() if s.get("role") == "sink"]
+    for role in ORDER:
+        if role == "worker":
+            if not workers:
+                continue
+            each = [_row(w, before.get(str(w["component"])), "") for w in workers]
+            alive = sinks[0].get("workers_alive") if sinks else None
+            lost = sinks[0].get("workers_lost") if sinks else None
+            total = StageRow(
+                "workers",
+                f"{len(workers)} started" + (f", {alive} alive" if isinstance(alive, int) else ""),
+                sum(r.frames or 0 for r in each),
+                sum(r.frames_per_s or 0.0 for r in each) if any(r.frames_per_s for r in each) else None,
+                sum(r.mb_per_s or 0.0 for r in each) if any(r.mb_per_s for r in each) else None,
+                rejects=sum(r.rejects for r in each),
+                notes=f"lost: {', '.join(lost)}" if isinstance(lost, list) and lost else "",
+            )
+            rows.append(total)
+            if len(each) <= 8:  # beyond that the table would scroll: the total says it
+                for r in each:
+                    r.indent = True
+                rows.extend(each)
+            continue
+        for s in sorted(now.values(), key=lambda s: str(s["component"])):
+            if s.get("role") == role:
+                rows.append(_row(s, before.get(str(s["component"])), role))
+    known = set(ORDER)
+    for s in now.values():
+        if s.get("role") not in known:
+            rows.append(_row(s, before.get(str(s["component"])), str(s.get("role", "?"))))
+    return rows
+
+
+def progress(statuses: Sequence[Status], total: int | None, previous: Sequence[Status] | None = None) -> Progress:
+    """Frames fully processed (the sink's count; the publisher's without a sink) of ``total``."""
+    now, before = _by_name(statuses), _by_name(previous)
+    for role in ("sink", "recorder", "publisher", "ventilator"):
+        found = [s for s in now.values() if s.get("role") == role]
+        if found:
+            s = found[0]
+            frames, fps, _ = _rates(s, before.get(str(s["component"])))
+            return Progress(frames or 0, total, fps)
+    return Progress(0, total, None)
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    h, rem = divmod(round(seconds), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60:02d}:{rem % 60:02d}"
+
+
+def render_text(
+    statuses: Sequence[Status],
+    previous: Sequence[Status] | None = None,
+    *,
+    total: int | None = None,
+) -> str:
+    """One plain line: progress, then per stage frames and rates, drops and rejects."""
+    prog = progress(statuses, total, previous)
+    parts = []
+    if prog.total:
+        parts.append(f"{prog.done}/{prog.total} frames ({100 * (prog.fraction or 0):.0f}%), ETA {_clock(prog.eta_s)}")
+    for row in stage_rows(statuses, previous):
+        if row.indent:
+            continue
+        name = row.component if row.stage == "recorder" else row.stage
+        text = f"{name} {_num(row.frames, '{}')}"
+        if row.frames_per_s is not None:
+            text += f" @ {row.frames_per_s:.1f}/s {_num(row.mb_per_s)} MB/s"
+        if row.queue:
+            text += f" [{row.queue}]"
+        if row.stage == "workers":
+            text += f" [{row.component}]"
+        if row.drops:
+            text += f" drops {row.drops}"
+        if row.rejects:
+            text += f" rejects {row.rejects}"
+        parts.append(text)
+    return " · ".join(parts) if parts else "waiting for components…"
+
+
+def rich_available() -> bool:
+    """True when the ``ui`` extra (rich) is installed."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render(
+    statuses: Sequence[Status],
+    previous: Sequence[Status] | None = None,
+    *,
+    title: str = "framepipe",
+    total: int | None = None,
+    elapsed_s: float | None = None,
+    log_tail: Sequence[str] = (),
+) -> Any:
+    """The dashboard as a rich renderable (print it, or hand it to ``rich.live.Live``).
+
+    Needs the ``ui`` extra; without it, use :func:`render_text`.
+    """
+    try:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+    except ImportError as e:
+        raise ImportError("the live dashboard needs the 'ui' extra: pip install 'framepipe[ui]'") from e
+
+    head = Text(title, style="bold")
+    if elapsed_s is not None:
+        head.append(f"  {_clock(elapsed_s)}", style="dim")
+    parts: list[Any] = [head]
+    prog = progress(statuses, total, previous)
+    if prog.total:
+        line = Table.grid(padding=(0, 1))
+        line.add_column(width=40)
+        line.add_column()
+        line.add_row(
+            ProgressBar(total=prog.total, completed=min(prog.done, prog.total), width=40),
+            Text(
+                f"{prog.done}/{prog.total} frames  {100 * (prog.fraction or 0):3.0f}%  ETA {_clock(prog.eta_s)}",
+                style="cyan",
+            ),
+        )
+        parts.append(line)
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    for name, justify in (
+        ("stage", "left"),
+        ("component", "left"),
+        ("frames", "right"),
+        ("frames/s", "right"),
+        ("MB/s", "right"),
+        ("queue / in flight", "left"),
+        ("drops", "right"),
+        ("rejects", "right"),
+        ("notes", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "notes")  # type: ignore[arg-type]
+    for row in stage_rows(statuses, previous):
+        table.add_row(
+            "" if row.indent else row.stage,
+            ("  " if row.indent else "") + row.component,
+            _num(row.frames, "{}"),
+            _num(row.frames_per_s),
+            _num(row.mb_per_s),
+            row.queue,
+            Text(str(row.drops), style="yellow" if row.drops else "dim"),
+            Text(str(row.rejects), style="red" if row.rejects else "dim"),
+            row.notes,
+            style="dim" if row.indent else None,
+        )
+    parts.append(table)
+    for line_text in log_tail:
+        parts.append(Text(line_text, style="red" if " ERROR " in line_text else "yellow", overflow="ellipsis"))
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------------------- framepipe run
+
+
+def read_status_dir(directory: str | os.PathLike[str]) -> list[Status]:
+    """Every ``*.json`` status file in ``directory`` (half-written ones are never seen:
+    components write a temp file and rename it)."""
+    out = []
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out
+
+
+class RunMonitor:
+    """Shows a running ``framepipe run``: the live dashboard on a terminal, plain lines elsewhere.
+
+    The dashboard is used when ``tui`` is true, stdout is a terminal and rich is installed.
+    Then the children's log lines would scribble over it, so they go to ``log_path``
+    (see :attr:`child_output`) and their warnings and errors are shown under the table.
+    """
+
+    def __init__(
+        self,
+        status_dir: str | os.PathLike[str],
+        *,
+        title: str,
+        total: int | None,
+        log_path: str | os.PathLike[str],
+        tui: bool = True,
+    ):
+        self.status_dir = Path(status_dir)
+        self.title = title
+        self.total = total or None
+        self.log_path = Path(log_path)
+        self.tui = tui and sys.stdout.isatty() and rich_available()
+        self.child_output: Any = None
+        self._live: Any = None
+        self._previous: list[Status] | None = None
+        self._last: list[Status] = []
+        self._history: collections.deque[tuple[float, list[Status]]] = collections.deque(maxlen=8)
+        self._t0 = time.monotonic()
+        self._next = 0.0
+        self._next_plain = time.monotonic() + PLAIN_EVERY_S
+        self._log_offset = 0
+        self._tail: list[str] = []
+
+    def __enter__(self) -> RunMonitor:
+        if self.tui:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.child_output = open(self.log_path, "ab")  # closed in __exit__
+            self._log_offset = self.log_path.stat().st_size
+            self._live = Live(self._renderable([]), console=Console(), refresh_per_second=4, redirect_stderr=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.tick(force=True, final=True)
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+            self._live = None
+        if self.child_output is not None:
+            self.child_output.close()
+            self.child_output = None
+            print(f"  logs of every component: {self.log_path}")
+
+    def _renderable(self, statuses: list[Status]) -> Any:
+        return render(
+            statuses,
+            self._previous,
+            title=self.title,
+            total=self.total,
+            elapsed_s=time.monotonic() - self._t0,
+            log_tail=self._tail,
+        )
+
+    def _read_log(self) -> None:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                chunk = fh.read(1 << 20)
+        except OSError:
+            return
+        # only whole lines; a half-written one is read next time
+        end = chunk.rfind(b"\n") + 1
+        self._log_offset += end
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            if " WARNING " in line or " ERROR " in line or "error:" in line:
+                self._tail = [*self._tail, line.strip()][-LOG_TAIL:]
+
+    def tick(self, force: bool = False, final: bool = False) -> None:
+        """Called often by the launcher's wait loop; redraws or logs when due.
+
+        ``final``: every component has written its last summary; rates are then each
+        component's average from its first frame to its last, not the last second's.
+        """
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + REFRESH_S
+        statuses = read_status_dir(self.status_dir)
+        if statuses:
+            # rates over a second or more: half-second snapshots of a busy machine are jumpy
+            self._history.append((now, statuses))
+            older = [snapshot for t, snapshot in self._history if now - t >= 1.0]
+            self._previous = older[-1] if older and not final else None
+            self._last = statuses
+        if self._live is not None:
+            self._read_log()
+            self._live.update(self._renderable(self._last))
+        elif now >= self._next_plain or force:
+            self._next_plain = now + PLAIN_EVERY_S
+            if self._last:
+                log.info("progress: %s", render_text(self._last, self._previous, total=self.total))

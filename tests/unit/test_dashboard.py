@@ -1,0 +1,153 @@
+"""The dashboard's numbers and its two renderings, from component status dicts.
+
+Status dicts here have the schema of ``Component.summary()`` (what the components write
+to their ``--summary-json`` files); the integration tests check real ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from framepipe.dashboard import RunMonitor, progress, read_status_dir, render, render_text, stage_rows
+
+MB = 1_000_000
+
+
+def snapshot(t: float, n: int, *, workers_alive: int = 2) -> list[dict[str, Any]]:
+    """A five-stage pipeline after ``t`` seconds with ``n`` frames through every stage (1 MB each)."""
+    common = {"uptime_s": t, "first_ns": 1_000_000_000, "last_ns": 1_000_000_000 + int(t * 1e9), "rejected": 0}
+    return [
+        {"component": "publisher", "role": "publisher", "published": n, "acquired": n, "bytes": n * MB, **common},
+        {
+            "component": "ventilator",
+            "role": "ventilator",
+            "accepted": n,
+            "bytes": n * MB,
+            "in_flight": 5,
+            "window": 16,
+            "queued": 1,
+            "source_gaps": 0,
+            **common,
+        },
+        {"component": "worker-a", "role": "worker", "processed": n // 2, "bytes": n // 2 * MB, **common},
+        {"component": "worker-b", "role": "worker", "processed": n - n // 2, "bytes": (n - n // 2) * MB, **common},
+        {
+            "component": "sink",
+            "role": "sink",
+            "received": n,
+            "bytes": n * MB,
+            "workers_alive": workers_alive,
+            "workers_lost": [] if workers_alive == 2 else ["worker-b"],
+            **common,
+        },
+        {
+            "component": "recorder-frames",
+            "role": "recorder",
+            "written": n,
+            "bytes": n * MB,
+            "gaps": 3,
+            "path": "data/run_frames.h5",
+            "file_bytes": 42 * MB,
+            **{**common, "rejected": 2},
+        },
+    ]
+
+
+def test_rates_come_from_the_change_between_two_snapshots() -> None:
+    rows = {r.component: r for r in stage_rows(snapshot(12.0, 400), snapshot(10.0, 300))}
+    assert rows["publisher"].frames == 400
+    assert rows["publisher"].frames_per_s == pytest.approx(50.0)  # 100 frames in 2 s
+    assert rows["publisher"].mb_per_s == pytest.approx(50.0)
+    assert rows["ventilator"].queue == "in flight 5/16, queued 1"
+    assert rows["recorder-frames"].drops == 3 and rows["recorder-frames"].rejects == 2
+    assert "data/run_frames.h5 (42.0 MB)" in rows["recorder-frames"].notes
+
+
+def test_without_a_previous_snapshot_rates_are_the_lifetime_average() -> None:
+    rows = {r.component: r for r in stage_rows(snapshot(10.0, 501))}
+    assert rows["sink"].frames_per_s == pytest.approx(50.0)  # 500 intervals in 10 s
+
+
+def test_workers_are_summed_then_listed_and_losses_named() -> None:
+    rows = stage_rows(snapshot(12.0, 400, workers_alive=1), snapshot(10.0, 300))
+    stages = [r.stage for r in rows]
+    assert stages == ["publisher", "ventilator", "workers", "", "", "sink", "recorder"]
+    total = rows[2]
+    assert total.frames == 400 and total.frames_per_s == pytest.approx(50.0)
+    assert total.component == "2 started, 1 alive" and "lost: worker-b" in total.notes
+    assert [r.component for r in rows[3:5]] == ["worker-a", "worker-b"] and all(r.indent for r in rows[3:5])
+
+
+def test_progress_and_eta_of_a_finite_run() -> None:
+    prog = progress(snapshot(12.0, 400), 1000, snapshot(10.0, 300))
+    assert (prog.done, prog.total, prog.fraction) == (400, 1000, 0.4)
+    assert prog.eta_s == pytest.approx(12.0)  # 600 frames to go at 50/s
+    endless = progress(snapshot(12.0, 400), None)
+    assert endless.fraction is None and endless.eta_s is None
+
+
+def test_plain_line_has_progress_rates_queue_and_drops() -> None:
+    line = render_text(snapshot(12.0, 400), snapshot(10.0, 300), total=1000)
+    assert "\n" not in line
+    assert line.startswith("400/1000 frames (40%), ETA 00:12")
+    assert "publisher 400 @ 50.0/s 50.0 MB/s" in line
+    assert "[in flight 5/16, queued 1]" in line
+    assert "recorder-frames 400 @ 50.0/s 50.0 MB/s drops 3 rejects 2" in line
+    assert render_text([]) == "waiting for components…"
+
+
+def test_rich_dashboard_shows_every_stage_a_progress_bar_and_the_log_tail() -> None:
+    console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
+    console.print(
+        render(
+            snapshot(12.0, 400),
+            snapshot(10.0, 300),
+            title="framepipe run 'lab'",
+            total=1000,
+            elapsed_s=12.0,
+            log_tail=["09:00:01 recorder-frames WARNING frames: 3 message(s) missed before seq 7"],
+        )
+    )
+    text = console.export_text()
+    assert "framepipe run 'lab'  00:12" in text
+    assert "400/1000 frames   40%  ETA 00:12" in text
+    assert "━" in text  # the bar
+    for header in ("frames/s", "MB/s", "queue / in flight", "drops", "rejects"):
+        assert header in text
+    for name in ("publisher", "ventilator", "2 started, 2 alive", "worker-a", "sink", "recorder-frames"):
+        assert name in text
+    assert "missed before seq 7" in text
+
+
+def test_status_files_are_read_and_half_written_ones_ignored(tmp_path: Path) -> None:
+    (tmp_path / "sink.json").write_text(json.dumps(snapshot(1.0, 10)[4]))
+    (tmp_path / "publisher.json").write_text('{"component": "publ')  # a writer that died mid-write
+    (tmp_path / "worker.json.tmp").write_text("{}")
+    assert [s["component"] for s in read_status_dir(tmp_path)] == ["sink"]
+
+
+def test_monitor_falls_back_to_plain_lines_without_a_terminal_or_rich(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for status in snapshot(2.0, 20):
+        (tmp_path / f"{status['component']}.json").write_text(json.dumps(status))
+    # stdout is not a terminal under pytest: plain, even when the dashboard is asked for
+    monitor = RunMonitor(tmp_path, title="t", total=40, log_path=tmp_path / "run.log", tui=True)
+    assert not monitor.tui and monitor.child_output is None
+    with caplog.at_level("INFO", logger="run"), monitor:
+        pass
+    assert any(r.getMessage().startswith("progress: 20/40 frames (50%)") for r in caplog.records)
+    # and without rich installed (the `ui` extra), even on a terminal
+    for name in [m for m in sys.modules if m == "rich" or m.startswith("rich.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError on import
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert not RunMonitor(tmp_path, title="t", total=40, log_path=tmp_path / "run.log").tui
+    with pytest.raises(ImportError, match=r"framepipe\[ui\]"):
+        render(snapshot(2.0, 20))
