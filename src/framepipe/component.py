@@ -48,6 +48,7 @@ class Component:
         self.counters: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
         self.bound: list[str] = []
+        self.connected: list[str] = []
         self.ctx: zmq.Context[Any] | None = None
         self._sockets: list[zmq.Socket[Any]] = []
         self._stopping = False
@@ -148,9 +149,12 @@ class Component:
             sock.connect(url)
         except zmq.ZMQError as e:
             raise ConfigError(f"cannot connect to {url}: {e.strerror}") from e
+        if url not in self.connected:
+            self.connected.append(url)
 
     def ready(self, extra: str = "", status_section: Any = None) -> None:
-        """The one line tests and operators wait for; starts the status endpoint first.
+        """The one line tests and operators wait for (what it bound, what it connects to);
+        starts the status endpoint first.
 
         ``status_section`` is the config section holding ``status_port`` and the host to
         bind it on; by default the section named after the component's role.
@@ -159,7 +163,7 @@ class Component:
         port = getattr(section, "status_port", None)
         if section is not None and port is not None and self._status is None:
             self._start_status(section.bind_url(port))
-        where = " ".join(self.bound) if self.bound else "connected"
+        where = " ".join([*self.bound, *(["connected to " + " ".join(self.connected)] if self.connected else [])])
         self.log.info("ready: %s%s", where, f" {extra}" if extra else "")
 
     def _start_status(self, url: str) -> None:

@@ -65,6 +65,7 @@ class Recorder(Component):
         self.file.open()
         self.ready(f"writing {self.path()}", status_section=self.rec)
         welcome = self.sub.hello(timeout)
+        self.log.info("%s stream: welcome from %s, recording", self.rec.stream, self.sub.sync_url)
         if isinstance(welcome.get("camera"), dict):
             self.file.set_camera(welcome["camera"])
         # start sync with this host: round trip and the publisher's clock offset (sync.py)

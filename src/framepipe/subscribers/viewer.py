@@ -147,7 +147,7 @@ class Viewer(Component):
         for stream in dict.fromkeys(cfg.streams):
             self.watches[stream] = StreamWatch(self, stream, urls[stream], cfg.hwm_frames)
         self._serve()
-        self.ready("watching " + " ".join(f"{s}={w.pub_url}" for s, w in self.watches.items()))
+        self.ready("streams=" + ",".join(self.watches))
         period = 1.0 / cfg.max_updates_per_s
         next_render = 0.0
         poller = zmq.Poller()
