@@ -149,7 +149,8 @@ def _row(s: Status, before: Status | None, stage: str) -> StageRow:
         path = s.get("path")
         if path:
             size = s.get("file_bytes")
-            row.notes = f"{path}" + (f" ({_size(size)})" if isinstance(size, int) else "")
+            # size first: on a narrow terminal the end of a long path is what gets cut
+            row.notes = (f"{_size(size)} " if isinstance(size, int) else "") + str(path)
     elif role == "viewer":
         streams = s.get("streams") or {}
         row.drops = sum(int(v.get("dropped", 0) or 0) for v in streams.values() if isinstance(v, dict))
@@ -309,7 +310,9 @@ def render(
         ("rejects", "right"),
         ("notes", "left"),
     ):
-        table.add_column(name, justify=justify, no_wrap=name != "notes")  # type: ignore[arg-type]
+        # figures keep their width; on a narrow terminal only the notes are cut short
+        width = {"notes": None, "stage": 10, "component": 18}.get(name, max(len(name), 6))
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", min_width=width)  # type: ignore[arg-type]
     for row in stage_rows(statuses, previous):
         table.add_row(
             "" if row.indent else row.stage,

@@ -123,6 +123,9 @@ class Worker(Component):
         else:
             return
         self.counters["processed"] += 1
+        if self.counters["processed"] == 1:
+            self.counters["first_ns"] = t0
+        self.counters["last_ns"] = time.time_ns()
         self.counters["bytes"] += msg.array.nbytes
         self.counters["busy_ns"] += time.time_ns() - t0
 

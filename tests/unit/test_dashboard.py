@@ -67,7 +67,7 @@ def test_rates_come_from_the_change_between_two_snapshots() -> None:
     assert rows["publisher"].mb_per_s == pytest.approx(50.0)
     assert rows["ventilator"].queue == "in flight 5/16, queued 1"
     assert rows["recorder-frames"].drops == 3 and rows["recorder-frames"].rejects == 2
-    assert "data/run_frames.h5 (42.0 MB)" in rows["recorder-frames"].notes
+    assert rows["recorder-frames"].notes == "42.0 MB data/run_frames.h5"
 
 
 def test_without_a_previous_snapshot_rates_are_the_lifetime_average() -> None:
