@@ -139,7 +139,7 @@ def _row(s: Status, before: Status | None, stage: str) -> StageRow:
         row.notes = f"acked {s.get('acknowledged', 0)}, re-sent {s.get('redispatched', 0)}"
     elif role == "sink":
         row.notes = f"duplicates {s.get('duplicates', 0)}"
-        if s.get("missing"):
+        if s.get("missing") and s.get("expected") is not None:  # before the end, holes are just late
             row.notes += f", missing {s['missing']}"
         lat = s.get("latency_ms")
         if isinstance(lat, dict) and "p50" in lat:
