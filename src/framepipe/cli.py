@@ -217,6 +217,12 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         return 0
     rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
     statuses: list[dict[str, object]] = []
+    from framepipe.dashboard import rich_available, watch_live
+
+    if args.watch and not args.json and sys.stdout.isatty() and rich_available():
+        # on a terminal: the live dashboard of `framepipe run`, fed by the status endpoints
+        statuses = watch_live(rounds, title=f"framepipe status '{config.run.name}'")
+        rounds = iter(())
     for statuses in rounds:
         if args.json:
             print(json.dumps(statuses), flush=True)

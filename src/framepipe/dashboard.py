@@ -10,7 +10,9 @@ half second; ``framepipe status --watch`` can pass what the status endpoints ans
 - :func:`render`: a rich renderable (table + progress bar with ETA); needs the ``ui``
   extra (``pip install 'framepipe[ui]'``).
 - :func:`render_text`: the same in one plain line, for logs, pipes and CI.
-- :class:`RunMonitor`: drives either one for ``framepipe run``.
+- :class:`RunMonitor`: drives either one for ``framepipe run``; :func:`watch_live` drives
+  the dashboard for ``framepipe status --watch``, whose answers :func:`from_status_endpoint`
+  turns into the same schema.
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ def _row(s: Status, before: Status | None, stage: str) -> StageRow:
     frames, fps, mbps = _rates(s, before)
     role = s.get("role")
     row = StageRow(stage, str(s.get("component")), frames, fps, mbps, rejects=int(s.get("rejected", 0) or 0))
+    if s.get("state") in ("down", "lost"):
+        row.notes = f"{s['state'].upper()}" + (f": {s['error']}" if s.get("error") else "")
+        return row
     if role == "publisher":
         row.queue = f"blocked {int(s.get('blocked_ms', 0) or 0)} ms" if s.get("blocked_ms") else ""
         row.notes = f"acquired {s.get('acquired', 0)}"
@@ -168,12 +173,17 @@ def stage_rows(statuses: Sequence[Status], previous: Sequence[Status] | None = N
             if not workers:
                 continue
             each = [_row(w, before.get(str(w["component"])), "") for w in workers]
+            # a worker known only from the sink's heartbeats (status endpoints): the sink's count
+            per_worker = sinks[0].get("per_worker") if sinks else None
+            for r in each:
+                if r.frames is None and isinstance(per_worker, dict) and r.component in per_worker:
+                    r.frames = int(per_worker[r.component])
             alive = sinks[0].get("workers_alive") if sinks else None
             lost = sinks[0].get("workers_lost") if sinks else None
             total = StageRow(
                 "workers",
                 f"{len(workers)} started" + (f", {alive} alive" if isinstance(alive, int) else ""),
-                sum(r.frames or 0 for r in each),
+                sum(r.frames or 0 for r in each) if any(r.frames is not None for r in each) else None,
                 sum(r.frames_per_s or 0.0 for r in each) if any(r.frames_per_s for r in each) else None,
                 sum(r.mb_per_s or 0.0 for r in each) if any(r.mb_per_s for r in each) else None,
                 rejects=sum(r.rejects for r in each),
@@ -330,6 +340,44 @@ def render(
     for line_text in log_tail:
         parts.append(Text(line_text, style="red" if " ERROR " in line_text else "yellow", overflow="ellipsis"))
     return Group(*parts)
+
+
+# ---------------------------------------------------------------------------- framepipe status --watch
+
+
+def from_status_endpoint(status: Status) -> Status:
+    """A status endpoint's answer (``framepipe status``, see status.py) in the summary schema."""
+    out: Status = dict(status.get("counters") or {})
+    out.update(
+        component=status.get("name", "?"),
+        role=status.get("role", "?"),
+        uptime_s=status.get("uptime_s") or 0.0,
+        state=status.get("state"),
+    )
+    queue = status.get("queue") or {}
+    if "in_flight" in queue:
+        out["in_flight"] = queue["in_flight"]
+        out["queued"] = queue.get("waiting", 0)
+    if status.get("error"):
+        out["error"] = status["error"]
+    return out
+
+
+def watch_live(rounds: Iterable[list[Status]], *, title: str) -> list[Status]:
+    """Show each round of status answers on the live dashboard until the rounds end (or
+    Ctrl-C); returns the last round."""
+    from rich.live import Live
+
+    last: list[Status] = []
+    previous: list[Status] | None = None
+    with Live(render([], title=title), refresh_per_second=4) as live:
+        for statuses in rounds:
+            flat = [from_status_endpoint(s) for s in statuses]
+            down = sum(1 for s in flat if s.get("state") == "down")
+            heading = f"{title}  ({len(flat)} component(s){f', {down} DOWN' if down else ''})"
+            live.update(render(flat, previous, title=heading))
+            previous, last = flat, statuses
+    return last
 
 
 # ---------------------------------------------------------------------------- framepipe run

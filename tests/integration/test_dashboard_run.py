@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.deployment import PORT_KEYS, child_env, free_ports
+from tests.helpers.deployment import PORT_KEYS, Deployment, child_env, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,61 @@ def test_run_without_a_terminal_logs_plain_progress_lines(tmp_path: Path) -> Non
     assert "every frame accounted for" in proc.stdout
     assert "\x1b[" not in proc.stdout + proc.stderr, "no terminal control codes in logs"
     assert not (tmp_path / "data" / "local.log").exists(), "logs stay on stderr when there is no dashboard"
+
+
+@pytest.mark.timeout(180)
+def test_status_watch_on_a_terminal_shows_the_same_dashboard(deployment: Deployment) -> None:
+    status_ports = free_ports(3)
+    deployment.settings.update(
+        {
+            "camera.count": 0,
+            "camera.fps": 20.0,
+            "camera.width": 64,
+            "camera.height": 48,
+            "publisher.subscribers": ["ventilator"],
+            "sink.subscribers": [],
+            "publisher.status_port": status_ports[0],
+            "ventilator.status_port": status_ports[1],
+            "sink.status_port": status_ports[2],
+        }
+    )
+    deployment.write_config()
+    deployment.start("sink", "sink").wait_for("ready:")
+    deployment.start("worker", "worker")
+    deployment.start("ventilator", "ventilator")
+    deployment.start("publisher", "publisher").wait_for("all subscribers here: publishing", timeout=60)
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen(
+        deployment.argv("status", "--watch", "--interval", "0.5"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=deployment.dir,
+        env=child_env({"TERM": "xterm-256color"}),
+    )
+    os.close(slave)
+    screen = ""
+    try:
+        deadline = time.monotonic() + 60
+        # until a redraw shows the publisher's rate (a second round: rates need two snapshots)
+        while time.monotonic() < deadline and not re.search(r"publisher\s+publisher\s+\d+\s+\d+\.\d", screen):
+            ready, _, _ = select.select([master], [], [], 0.5)  # bounded wait for output
+            if ready:
+                screen += ANSI.sub("", os.read(master, 65536).decode(errors="replace"))
+            assert proc.poll() is None, screen[-3000:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(master)
+    # publisher, ventilator, sink, and the worker the sink hears from
+    assert "framepipe status 'run'  (4 component(s))" in screen, screen[-3000:]
+    for header in ("frames/s", "MB/s", "queue / in flight", "drops", "rejects"):
+        assert header in screen
+    assert re.search(r"publisher\s+publisher\s+\d+\s+\d+\.\d", screen), screen[-3000:]
+    assert re.search(r"ventilator\s+ventilator\s+\d+", screen) and "in flight " in screen
+    assert re.search(r"workers\s+1 started, 1 alive\s+\d+", screen), "the worker's frames, from the sink"

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from framepipe.dashboard import RunMonitor, progress, read_status_dir, render, render_text, stage_rows
+from framepipe.dashboard import (
+    RunMonitor,
+    from_status_endpoint,
+    progress,
+    read_status_dir,
+    render,
+    render_text,
+    stage_rows,
+)
 
 MB = 1_000_000
 
@@ -151,3 +159,20 @@ def test_monitor_falls_back_to_plain_lines_without_a_terminal_or_rich(
     assert not RunMonitor(tmp_path, title="t", total=40, log_path=tmp_path / "run.log").tui
     with pytest.raises(ImportError, match=r"framepipe\[ui\]"):
         render(snapshot(2.0, 20))
+
+
+def test_status_endpoint_answers_render_like_summaries_and_down_is_said() -> None:
+    from framepipe.config import Config
+    from framepipe.status import component_status
+    from framepipe.ventilator import Ventilator
+
+    vent = Ventilator(Config())  # opens nothing: its status is its summary and live parts
+    vent.counters.update(accepted=7, bytes=7 * MB)
+    answers = [
+        component_status(vent, {}),
+        {"name": "sink", "role": "sink", "url": "tcp://10.0.0.2:5574", "state": "down", "error": "no answer"},
+    ]
+    flat = [from_status_endpoint(a) for a in answers]
+    rows = {r.component: r for r in stage_rows(flat)}
+    assert rows["ventilator"].frames == 7 and rows["ventilator"].queue == "in flight 0/16, queued 0"
+    assert rows["sink"].frames is None and rows["sink"].notes == "DOWN: no answer"

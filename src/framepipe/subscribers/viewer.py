@@ -43,6 +43,7 @@ from framepipe.display import encode_png, frame_image, frame_spectrum_image, spe
 from framepipe.errors import ConfigError
 from framepipe.ledger import SequenceTracker
 from framepipe.protocol import Message
+from framepipe.security import is_exposed
 from framepipe.subscription import Subscription
 
 #: frames kept to pair with results that arrive later (count, and bytes whichever is smaller)
@@ -195,6 +196,14 @@ class Viewer(Component):
         self._server_thread.start()
         shown_host = self.cfg.host if self.cfg.host != "*" else "0.0.0.0"
         self.bound.append(f"http=http://{shown_host}:{self.cfg.port}/")
+        if is_exposed(f"tcp://{self.cfg.host}:{self.cfg.port}"):
+            # CURVE protects the streams, not this page: say so once, as for any exposed bind
+            self.log.warning(
+                "the live view is served on %s:%d without authentication: anyone who can reach it sees "
+                "the frames (keep viewer.host on loopback and use an ssh tunnel, docs/operators.md)",
+                self.cfg.host,
+                self.cfg.port,
+            )
 
     def _watched(self, now: float) -> bool:
         return not self.views or now - self._last_request < WATCHED_S
