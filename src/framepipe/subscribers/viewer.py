@@ -163,7 +163,13 @@ class Viewer(Component):
             for watch in self.watches.values():
                 watch.update_rate(now)
             if now >= next_render and self._watched(now):
-                if self._render():
+                try:
+                    made = self._render()
+                except ValueError as e:  # valid on the wire, but not an image (e.g. 4 channels)
+                    self.counters["unshowable"] += 1
+                    self.warn.warning("unshowable", "cannot show this frame: %s", e)
+                    self._shown_key, made = self._pending_key(), True
+                if made:
                     next_render = now + period
         self.log.info("stopping: %d view(s) served", self._view_id)
         return 0
@@ -267,6 +273,12 @@ class Viewer(Component):
                 return frame, result
         return (frames.latest if frames else None), None
 
+    def _pending_key(self) -> tuple[str, int] | None:
+        """The key of what :meth:`_render` would show now (so a bad one is not retried)."""
+        frame, result = self._choose()
+        shown = result if result is not None else frame
+        return None if shown is None else ("result" if result is not None else "frame", shown.frame_id)
+
     def _render(self) -> bool:
         """Make a new view if there is something new to show; True if one was made."""
         frame, result = self._choose()
@@ -274,7 +286,7 @@ class Viewer(Component):
         if shown is None:
             return False
         key = ("result" if result is not None else "frame", shown.frame_id)
-        if key == self._shown_key and self.views:
+        if key == self._shown_key:
             return False
         max_side = self.cfg.max_side
         meta: dict[str, Any] = {"frame_id": shown.frame_id, "t_acq_ns": shown.header["t_acq_ns"]}
