@@ -137,10 +137,13 @@ def test_status_watch_on_a_terminal_shows_the_same_dashboard(deployment: Deploym
         }
     )
     deployment.write_config()
+    # binders before who connects to them (see test_viewer.py: TCP self-connect)
     deployment.start("sink", "sink").wait_for("ready:")
+    publisher = deployment.start("publisher", "publisher")
+    publisher.wait_for("ready:")
+    deployment.start("ventilator", "ventilator").wait_for("ready:")
     deployment.start("worker", "worker")
-    deployment.start("ventilator", "ventilator")
-    deployment.start("publisher", "publisher").wait_for("all subscribers here: publishing", timeout=60)
+    publisher.wait_for("all subscribers here: publishing", timeout=60)
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))

@@ -96,13 +96,17 @@ def pipeline(deployment: Deployment) -> tuple[Deployment, dict[str, Proc], str]:
         }
     )
     deployment.write_config()
+    # binders first, then who connects: a connect to a port nobody listens on yet can, by
+    # chance, get that very port as its ephemeral source port (TCP self-connect) and take it
     procs = {"sink": deployment.start("sink", "sink")}
     procs["sink"].wait_for("ready:")
-    procs["worker"] = deployment.start("worker", "worker")
-    procs["ventilator"] = deployment.start("ventilator", "ventilator")
     procs["publisher"] = deployment.start(
         "publisher", "publisher", "--summary-json", str(deployment.dir / "publisher.json")
     )
+    procs["publisher"].wait_for("ready:")
+    procs["ventilator"] = deployment.start("ventilator", "ventilator")
+    procs["ventilator"].wait_for("ready:")
+    procs["worker"] = deployment.start("worker", "worker")
     procs["publisher"].wait_for("all subscribers here: publishing", timeout=60)
     procs["viewer"] = deployment.start("viewer", "view")
     procs["viewer"].wait_for("ready:")
