@@ -78,16 +78,12 @@ def colour_mask(img: np.ndarray) -> np.ndarray:
     return (img.max(axis=2) - img.min(axis=2)) > 40
 
 
-@pytest.fixture
-def pipeline(deployment: Deployment) -> tuple[Deployment, dict[str, Proc], str]:
+def start_pipeline(deployment: Deployment, camera: dict[str, Any]) -> tuple[dict[str, Proc], str]:
+    """publisher → ventilator → 1 worker → sink, then the viewer; returns the processes and the page URL."""
     (http_port,) = free_ports(1)
     deployment.settings.update(
         {
-            "camera.count": 0,  # until stopped
-            "camera.fps": 20.0,
-            "camera.height": H,
-            "camera.width": W,
-            "camera.dtype": "uint16",
+            **{f"camera.{k}": v for k, v in camera.items()},
             "publisher.subscribers": ["ventilator"],  # the viewer is not on any list
             "sink.subscribers": [],
             "workers.count": 1,
@@ -110,13 +106,24 @@ def pipeline(deployment: Deployment) -> tuple[Deployment, dict[str, Proc], str]:
     procs["publisher"].wait_for("all subscribers here: publishing", timeout=60)
     procs["viewer"] = deployment.start("viewer", "view")
     procs["viewer"].wait_for("ready:")
-    return deployment, procs, f"http://127.0.0.1:{http_port}/"
+    return procs, f"http://127.0.0.1:{http_port}/"
 
 
-@pytest.mark.skipif(
+@pytest.fixture
+def pipeline(deployment: Deployment) -> tuple[Deployment, dict[str, Proc], str]:
+    """The slow synthetic camera (grayscale uint16), until stopped."""
+    camera = {"count": 0, "fps": 20.0, "height": H, "width": W, "dtype": "uint16"}
+    procs, base = start_pipeline(deployment, camera)
+    return deployment, procs, base
+
+
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"),
     reason="chromium is not installed (apt-get install chromium; CI installs it in .ci/run)",
 )
+
+
+@needs_chromium
 @pytest.mark.timeout(240)
 def test_live_view_in_a_real_browser_changes_as_frames_move(
     pipeline: tuple[Deployment, dict[str, Proc], str], tmp_path: Path
@@ -184,3 +191,35 @@ def test_live_view_in_a_real_browser_changes_as_frames_move(
     assert "viewer" not in procs["publisher"].log()
     published = json.loads((deployment.dir / "publisher.json").read_text())
     assert published["published"] > frames["received"]
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_colour_video_is_shown_in_colour(deployment: Deployment, tmp_path: Path) -> None:
+    """A real colour video file (cv2.VideoWriter) through the OpenCV camera, RGB uint8 frames:
+    left half red, right half blue, a moving white bar."""
+    assert CHROMIUM is not None, "CI must run the browser test: install chromium (.ci/run)"
+    video = tmp_path / "colour.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (W, H))
+    assert writer.isOpened()
+    for k in range(400):
+        bgr = np.zeros((H, W, 3), np.uint8)
+        bgr[:, : W // 2, 2] = 220  # red (OpenCV writes BGR)
+        bgr[:, W // 2 :, 0] = 220  # blue
+        bgr[(4 * k) % H : (4 * k) % H + 8, :, :] = 255
+        writer.write(bgr)
+    writer.release()
+    camera = {"kind": "opencv", "path": str(video), "colour": "rgb", "fps": 20.0, "count": 0}
+    procs, base = start_pipeline(deployment, camera)
+    procs["viewer"].wait_for("(first view)", timeout=60)
+
+    status = get_status(base, after=get_status(base)["view_id"])
+    assert status["shape"] == [H, W, 3] and status["dtype"] == "uint8"
+    shot = screenshot(base, tmp_path / "colour.png", tmp_path)
+    left = shot[:, : WINDOW[0] // 2].reshape(-1, 3)
+    red = (left[:, 0] > 150) & (left[:, 1] < 80) & (left[:, 2] < 80)
+    blue = (left[:, 2] > 150) & (left[:, 0] < 80) & (left[:, 1] < 80)
+    area = left.shape[0]
+    assert red.sum() > 0.05 * area and blue.sum() > 0.05 * area, "the frame keeps its red and blue halves"
+    right = shot[:, WINDOW[0] // 2 :]
+    assert colour_mask(right).sum() > 0.15 * right.shape[0] * right.shape[1], "and its spectrum is shown"
