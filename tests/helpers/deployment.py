@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from framepipe.ports import free_ports
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -23,20 +24,6 @@ PORT_KEYS = {
     "ventilator": ("tasks_port",),
     "sink": ("results_in_port", "results_port", "control_port", "sync_port"),
 }
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on loopback (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -17,7 +17,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import FramepipeError
+from framepipe.ports import free_ports
 
 #: how often a running child's VmRSS and CPU time are sampled, in seconds
 RSS_SAMPLE_S = 0.1
@@ -33,20 +33,6 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(FramepipeError):
     """A benchmark run that failed (a component exited non-zero or did not finish)."""
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on loopback (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _toml_value(value: Any) -> str:

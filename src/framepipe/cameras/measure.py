@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 from framepipe.cameras.basler import load_pylon, lock_emulator
 from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
+from framepipe.ports import free_ports
 from framepipe.subscription import Subscription
 
 
@@ -123,17 +123,6 @@ class _Counter(Component):
         return 0
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _rate(n: int, first_ns: int, last_ns: int) -> float:
     return (n - 1) / ((last_ns - first_ns) / 1e9) if n > 1 and last_ns > first_ns else 0.0
 
@@ -152,7 +141,7 @@ def publisher_rate(
     ``subscriber=False`` runs it with none (XPUB discards every frame): the camera side of
     the publisher alone, to tell it apart from the transport when the ratio is low.
     """
-    frames_port, sync_port = _free_ports(2)
+    frames_port, sync_port = free_ports(2)
     settings = {
         "camera": {
             "kind": "basler",
