@@ -47,6 +47,13 @@ COLUMNS = ("frame_id", "t_acq_ns", "t_recv_ns")
 LIBVER = ("v110", "v110")
 
 
+def describe(e: OSError) -> str:
+    """An OSError from HDF5 as one line: the OS's reason when there is one (HDF5's text spans lines)."""
+    if e.errno:
+        return f"{os.strerror(e.errno)} (errno {e.errno})"
+    return " ".join(str(e).split())[:300]
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
@@ -99,7 +106,7 @@ class FrameFile:
         except FileExistsError as e:
             raise RecorderError(f"{self.path}: file exists; framepipe never overwrites data") from e
         except OSError as e:
-            raise RecorderError(f"{self.path}: cannot create: {e}") from e
+            raise RecorderError(f"{self.path}: cannot create: {describe(e)}") from e
         try:
             entry = self._h5.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
@@ -121,7 +128,7 @@ class FrameFile:
             instrument.create_group("camera").attrs["NX_class"] = "NXcollection"
         except OSError as e:
             self.abort()
-            raise RecorderError(f"{self.path}: cannot write the layout: {e}") from e
+            raise RecorderError(f"{self.path}: cannot write the layout: {describe(e)}") from e
 
     def set_camera(self, meta: dict[str, Any]) -> None:
         """The camera's metadata as attributes (before the first frame: SWMR forbids new attributes)."""
@@ -192,7 +199,17 @@ class FrameFile:
                 self.first_id = frame_id
             self.last_id = frame_id
         except OSError as e:
-            raise RecorderError(f"{self.path}: write failed at frame {frame_id}: {e}") from e
+            self._rollback()
+            raise RecorderError(f"{self.path}: write failed at frame {frame_id}: {describe(e)}") from e
+
+    def _rollback(self) -> None:
+        """After a failed append, shrink every dataset back to the frames fully written."""
+        for dset in (self._frames, *self._columns.values()):
+            if dset is not None and dset.shape[0] != self.n:
+                try:
+                    dset.id.set_extent((self.n, *dset.shape[1:]))
+                except OSError:
+                    pass  # the close that follows reports the state of the disk
 
     def flush(self) -> None:
         """Make what was appended durable and visible to SWMR readers."""
@@ -201,7 +218,7 @@ class FrameFile:
         try:
             self._h5.flush()
         except OSError as e:
-            raise RecorderError(f"{self.path}: flush failed after {self.n} frame(s): {e}") from e
+            raise RecorderError(f"{self.path}: flush failed after {self.n} frame(s): {describe(e)}") from e
 
     def close(self) -> None:
         """Flush and close. Safe twice; raises RecorderError if the flush fails (file still closed)."""
@@ -213,7 +230,7 @@ class FrameFile:
                 self.stored_bytes = self._frames.id.get_storage_size()
             h5.flush()
         except OSError as e:
-            raise RecorderError(f"{self.path}: flush at close failed after {self.n} frame(s): {e}") from e
+            raise RecorderError(f"{self.path}: flush at close failed after {self.n} frame(s): {describe(e)}") from e
         finally:
             try:
                 h5.close()
@@ -246,4 +263,4 @@ def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, A
                 del grp["missing_ids"]
             grp.create_dataset("missing_ids", data=missing)
     except OSError as e:
-        raise RecorderError(f"{path}: cannot write the ledger: {e}") from e
+        raise RecorderError(f"{path}: cannot write the ledger: {describe(e)}") from e

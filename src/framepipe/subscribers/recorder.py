@@ -257,7 +257,12 @@ class Recorder(Component):
             "files": [os.path.basename(f.path) for f, _ in self.files],
             "missing_ids": missing,
         }
-        for index, (frame_file, closed_at) in enumerate(self.files):
+        if self.error is not None:
+            # After a write error (full disk, say) a reopened file would fail to close again
+            # and be left flagged "open for writing"; a file without ledger already reads as
+            # not complete, and the counts are in the log, the summary and the bye.
+            self.log.error("no ledger written into the file(s) after the error above")
+        for index, (frame_file, closed_at) in enumerate(self.files if self.error is None else []):
             per_file = {
                 **ledger,
                 "file_index": index,
