@@ -241,6 +241,9 @@ class RecorderConfig(Endpoint):
     direct_chunks: bool = True
     """Compress each frame in the recorder and write it with H5Dwrite_chunk; false goes
     through HDF5's filter pipeline (same file, more work in HDF5)."""
+    compress_threads: int = Field(2, ge=0, le=16)
+    """Threads compressing chunks while the recorder receives and writes (direct chunks only);
+    0 compresses in the loop. Up to twice this many received frames are held in memory."""
     swmr: bool = True
     """Single-writer/multiple-reader: readers may open the file with swmr=True while it is written."""
     flush_frames: int = Field(50, ge=0)

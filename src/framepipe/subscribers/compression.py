@@ -27,6 +27,9 @@ from typing import Any
 import hdf5plugin
 import numpy as np
 
+#: a stored chunk: any buffer (H5Dwrite_chunk takes it without a copy)
+Chunk = bytes | np.ndarray
+
 KINDS = ("none", "bitshuffle-lz4", "blosc-lz4", "gzip")
 
 
@@ -37,7 +40,7 @@ def _load(lib_name: str) -> ctypes.CDLL | None:
         return None
 
 
-def _bitshuffle_lz4() -> Callable[[np.ndarray], bytes] | None:
+def _bitshuffle_lz4() -> Callable[[np.ndarray], Chunk] | None:
     lib = _load("libh5bshuf.so")
     try:
         compress = lib.bshuf_compress_lz4 if lib else None
@@ -64,12 +67,12 @@ def _bitshuffle_lz4() -> Callable[[np.ndarray], bytes] | None:
         n = compress(array.ctypes.data, out.ctypes.data + 12, size, itemsize, block)
         if n < 0:
             raise ValueError(f"bitshuffle-lz4 failed with code {n}")
-        return out[: 12 + n].tobytes()
+        return out[: 12 + n]
 
     return run
 
 
-def _blosc_lz4(level: int) -> Callable[[np.ndarray], bytes] | None:
+def _blosc_lz4(level: int) -> Callable[[np.ndarray], Chunk] | None:
     lib = _load("libh5blosc.so")
     try:
         compress = lib.blosc_compress_ctx if lib else None
@@ -98,7 +101,7 @@ def _blosc_lz4(level: int) -> Callable[[np.ndarray], bytes] | None:
         n = compress(level, 1, array.itemsize, array.nbytes, array.ctypes.data, out.ctypes.data, out.size, b"lz4", 0, 1)
         if n <= 0:
             raise ValueError(f"blosc-lz4 failed with code {n}")
-        return out[:n].tobytes()
+        return out[:n]
 
     return run
 
@@ -111,9 +114,9 @@ class Codec:
             raise ValueError(f"unknown compression {kind!r}; choose one of {', '.join(KINDS)}")
         self.kind = kind
         self.level = level
-        self._compress: Callable[[np.ndarray], bytes] | None
+        self._compress: Callable[[np.ndarray], Chunk] | None
         if kind == "none":
-            self._compress = lambda a: a.tobytes()
+            self._compress = lambda a: a  # the array's own buffer: no copy
         elif kind == "bitshuffle-lz4":
             self._compress = _bitshuffle_lz4()
         elif kind == "blosc-lz4":
@@ -136,7 +139,7 @@ class Codec:
             return {"compression": "gzip", "compression_opts": self.level}
         return {}
 
-    def compress(self, array: np.ndarray) -> bytes:
+    def compress(self, array: np.ndarray) -> Chunk:
         """The stored bytes of one chunk holding exactly ``array`` (C-contiguous)."""
         if self._compress is None:
             raise RuntimeError(f"{self.kind}: no direct compressor available")

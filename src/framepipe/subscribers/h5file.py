@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from framepipe.errors import RecorderError
-from framepipe.subscribers.compression import Codec
+from framepipe.subscribers.compression import Chunk, Codec
 
 #: rows per chunk of the per-frame columns (4 KiB of int64: rewriting it per frame is cheap)
 COLUMN_CHUNK = 512
@@ -162,7 +162,10 @@ class FrameFile:
         for key, value in attrs.items():
             self._h5["entry"].attrs[key] = _attr(value)
 
-    def append(self, array: np.ndarray, *, frame_id: int, t_acq_ns: int, t_recv_ns: int) -> None:
+    def append(
+        self, array: np.ndarray, *, frame_id: int, t_acq_ns: int, t_recv_ns: int, chunk: Chunk | None = None
+    ) -> None:
+        """Append one frame; ``chunk`` is its stored form if already compressed (by ``self.codec``)."""
         assert self._h5 is not None
         try:
             if self._frames is None:
@@ -176,9 +179,10 @@ class FrameFile:
             n = self.n
             self._frames.id.set_extent((n + 1, *array.shape))
             if self.direct:
-                chunk = self.codec.compress(array)
+                if chunk is None:
+                    chunk = self.codec.compress(array)
                 self._frames.id.write_direct_chunk((n,) + (0,) * array.ndim, chunk)
-                self.stored_bytes += len(chunk)
+                self.stored_bytes += memoryview(chunk).nbytes
             else:
                 self._frames[n] = array
                 self.stored_bytes += array.nbytes  # refined from the file at close

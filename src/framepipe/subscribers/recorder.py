@@ -15,9 +15,11 @@ code 1; it says bye to the publisher first, so the stream and its other subscrib
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from framepipe import __version__
@@ -25,7 +27,7 @@ from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
 from framepipe.errors import ProtocolError, RecorderError
 from framepipe.ledger import FrameLedger
-from framepipe.protocol import from_ranges
+from framepipe.protocol import Message, from_ranges
 from framepipe.subscribers.compression import Codec
 from framepipe.subscribers.h5file import FrameFile, finalize, now_iso
 from framepipe.subscription import Subscription
@@ -55,6 +57,17 @@ class Recorder(Component):
         self._unflushed = 0
         self._flushed_at = time.monotonic()
         self.sub: Subscription | None = None
+        # compression pipeline: frames received, their chunks being compressed by the pool
+        threads = self.rec.compress_threads if self.rec.direct_chunks and self.codec.direct else 0
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-compress")
+            if threads and self.codec.kind != "none"
+            else None
+        )
+        #: bound of the pipeline, in frames (memory: this many received frames held)
+        self._max_pending = 2 * threads if self._pool is not None else 0
+        self._pending: collections.deque[tuple[Future[Any] | None, Message, int]] = collections.deque()
+        self._pending_ids: set[int] = set()
 
     def path(self, index: int = 0) -> str:
         run = self.config.run
@@ -190,13 +203,16 @@ class Recorder(Component):
         return code
 
     def _drain(self) -> bool:
-        """Write what is waiting; True at end of stream."""
+        """Take what is waiting and write it; True at end of stream (everything written)."""
         assert self.sub is not None
         for _ in range(64):
             msg = self.sub.receive()
             if msg is None:
+                # nothing else to do: write what is still being compressed, keeping latency low
+                self._write_pending(0)
                 return False
             if msg.kind == "eos":
+                self._write_pending(0)
                 try:
                     self.ledger.expect(from_ranges(msg.header.get("frame_ids", [])))
                 except ProtocolError as e:
@@ -206,20 +222,53 @@ class Recorder(Component):
             assert msg.array is not None
             self.counters["received"] += 1
             frame_id = msg.frame_id
-            if frame_id in self.ledger:
+            if frame_id in self.ledger or frame_id in self._pending_ids:
                 self.ledger.duplicates += 1
                 self.counters["duplicates"] += 1
                 continue
             now = time.time_ns()
+            # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
+            # this thread receives and writes; the message buffer lives until its chunk is written
+            job = self._pool.submit(self.codec.compress, msg.array) if self._pool is not None else None
+            self._pending.append((job, msg, now))
+            self._pending_ids.add(frame_id)
+            self._write_pending(self._max_pending)
+        return False
+
+    def _head_ready(self) -> bool:
+        job = self._pending[0][0]
+        return job is None or job.done()
+
+    def _write_pending(self, keep: int) -> None:
+        """Write pending frames in arrival order until at most ``keep`` are left
+        (more if the oldest ones are already compressed)."""
+        while self._pending and (
+            len(self._pending) > keep or self._pending[0][0] is None or self._pending[0][0].done()
+        ):
+            job, msg, t_recv = self._pending.popleft()
+            self._pending_ids.discard(msg.frame_id)
+            assert msg.array is not None
+            t0 = time.time_ns()
+            try:
+                chunk = job.result() if job is not None else None
+            except Exception as e:  # a codec failure is a recorder failure, with the frame named
+                raise RecorderError(f"{self.codec.kind} compression failed at frame {msg.frame_id}: {e}") from e
             if self.file is None:
                 self._open_next()
             assert self.file is not None
-            self.file.append(msg.array, frame_id=frame_id, t_acq_ns=msg.header["t_acq_ns"], t_recv_ns=now)
-            self.ledger.add(frame_id)
+            self.file.append(
+                msg.array, frame_id=msg.frame_id, t_acq_ns=msg.header["t_acq_ns"], t_recv_ns=t_recv, chunk=chunk
+            )
+            self.counters["write_ns"] += time.time_ns() - t0
+            self.ledger.add(msg.frame_id)
+            now = time.time_ns()
+            cpu = time.process_time_ns()  # all threads: the recorder's CPU cost per frame, load or not
             if self.counters["written"] == 0:
                 self.counters["first_ns"] = now
+                self.counters["cpu_first_ns"] = cpu
             self.counters["written"] += 1
             self.counters["last_ns"] = now
+            self.counters["cpu_last_ns"] = cpu
             self._unflushed += 1
             rec = self.rec
             if (rec.rotate_frames and self.file.n >= rec.rotate_frames) or (
@@ -228,10 +277,20 @@ class Recorder(Component):
                 self._close_current()  # the next frame opens the next file
             elif self._flush_due():
                 self._flush()
-        return False
 
     def _finish(self, code: int) -> int:
         """Close the open file and write the ledger into every file of the series."""
+        if self._pending and self.error is None:
+            try:
+                self._write_pending(0)  # stopped by a signal: what was received is written
+            except RecorderError as e:
+                self.log.error("%s", e)
+                self.error = str(e)
+                code = 1
+        self._pending.clear()
+        self._pending_ids.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         try:
             self._close_current()
         except RecorderError as e:
