@@ -349,3 +349,13 @@ def test_full_disk_stops_recorder_cleanly_while_stream_goes_on(
     with h5py.File(small_tmpfs / "full.h5", "r") as f:
         written = len(f["entry/data/frame_id"])
         assert len(f["entry/data/frames"]) == written <= summary["written"]
+
+
+def test_unwritable_directory_fails_before_the_run_with_one_line(deployment: Deployment) -> None:
+    blocker = deployment.dir / "not-a-dir"
+    blocker.write_text("a file where the data directory should be")  # root ignores permissions; this it cannot
+    out = deployment.run_cli("record", "--name", "recorder-frames", "--set", f"recorders.0.path={blocker}/x/run.h5")
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "cannot create" in errors[0] and "Not a directory" in errors[0], out.stderr
+    assert "ready:" not in out.stderr, "nothing started"
