@@ -28,7 +28,7 @@ import hdf5plugin
 import numpy as np
 
 #: a stored chunk: any buffer (H5Dwrite_chunk takes it without a copy)
-Chunk = bytes | np.ndarray
+Chunk = Any
 
 KINDS = ("none", "bitshuffle-lz4", "blosc-lz4", "gzip")
 
@@ -57,13 +57,13 @@ def _bitshuffle_lz4() -> Callable[[np.ndarray], Chunk] | None:
     default_block.restype = ctypes.c_size_t
     default_block.argtypes = [ctypes.c_size_t]
 
-    def run(array: np.ndarray) -> bytes:
+    def run(array: np.ndarray) -> Chunk:
         # The bitshuffle HDF5 filter's chunk: big-endian uint64 uncompressed bytes,
         # big-endian uint32 block size in bytes, then the LZ4-compressed blocks.
         size, itemsize = array.size, array.itemsize
         block = default_block(itemsize)
         out = np.empty(12 + bound(size, itemsize, block), np.uint8)
-        struct.pack_into(">QI", out, 0, array.nbytes, block * itemsize)
+        out[:12] = np.frombuffer(struct.pack(">QI", array.nbytes, block * itemsize), np.uint8)
         n = compress(array.ctypes.data, out.ctypes.data + 12, size, itemsize, block)
         if n < 0:
             raise ValueError(f"bitshuffle-lz4 failed with code {n}")
@@ -94,7 +94,7 @@ def _blosc_lz4(level: int) -> Callable[[np.ndarray], Chunk] | None:
         ctypes.c_int,  # internal threads
     ]
 
-    def run(array: np.ndarray) -> bytes:
+    def run(array: np.ndarray) -> Chunk:
         # Blosc's own header (16 bytes) makes the chunk self-describing; the HDF5 filter
         # stores exactly this buffer. Blosc never expands by more than its header.
         out = np.empty(array.nbytes + 16, np.uint8)
@@ -122,7 +122,7 @@ class Codec:
         elif kind == "blosc-lz4":
             self._compress = _blosc_lz4(level)
         else:
-            self._compress = lambda a: zlib.compress(a, level)
+            self._compress = lambda a: zlib.compress(a.data, level)
 
     @property
     def direct(self) -> bool:
