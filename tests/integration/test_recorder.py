@@ -303,6 +303,14 @@ def test_kill_9_keeps_every_flushed_frame(deployment: Deployment, feeder: Stream
         for row in range(len(ids)):
             np.testing.assert_array_equal(frames[row], frame(row))
         assert "ledger" not in f["entry"], "an unfinished recording has no ledger (never complete)"
+    shown = subprocess.run(
+        [sys.executable, "-m", "framepipe", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert shown.returncode == 0 and "NOT FINISHED" in shown.stdout and re.search(r"complete\s+false", shown.stdout)
     if shutil.which("h5clear"):
         # HDF5's documented repair clears the flag; then any reader opens it normally
         subprocess.run(["h5clear", "-s", str(path)], check=True, timeout=60)

@@ -197,7 +197,7 @@ class FrameFile:
                 buf[row] = value
                 col = self._columns[name]
                 col.id.set_extent((n + 1,))
-                col.id.write_direct_chunk((start,), buf.tobytes())
+                col.id.write_direct_chunk((start,), buf)
             self.n = n + 1
             if self.first_id is None:
                 self.first_id = frame_id
