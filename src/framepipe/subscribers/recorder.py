@@ -58,14 +58,10 @@ class Recorder(Component):
         self._flushed_at = time.monotonic()
         self.sub: Subscription | None = None
         # compression pipeline: frames received, their chunks being compressed by the pool
-        threads = self.rec.compress_threads if self.rec.direct_chunks and self.codec.direct else 0
-        self._pool = (
-            ThreadPoolExecutor(threads, thread_name_prefix=f"{name}-compress")
-            if threads and self.codec.kind != "none"
-            else None
-        )
+        # (made in run(): __init__ opens nothing)
+        self._pool: ThreadPoolExecutor | None = None
         #: bound of the pipeline, in frames (memory: this many received frames held)
-        self._max_pending = 2 * threads if self._pool is not None else 0
+        self._max_pending = 0
         self._pending: collections.deque[tuple[Future[Any] | None, Message, int]] = collections.deque()
         self._pending_ids: set[int] = set()
 
@@ -160,6 +156,10 @@ class Recorder(Component):
         self.sub = Subscription(
             self, stream=self.rec.stream, pub_url=pub_url, sync_url=sync_url, hwm=self.rec.hwm_frames
         )
+        threads = self.rec.compress_threads if self.rec.direct_chunks and self.codec.direct else 0
+        if threads and self.codec.kind != "none":
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{self.name}-compress")
+            self._max_pending = 2 * threads
         self.ready(
             f"writing {self.path(0)} compression={self.codec.kind} direct={self.rec.direct_chunks}",
             status_section=self.rec,
