@@ -8,7 +8,7 @@ first, so SWMR readers see new frames and a ``kill -9`` loses at most what was n
 At the end (end of stream, stop, or an error) the recorder compares the frame ids it wrote
 with those the stream says it carried and writes the frame ledger into every file of the
 series: missing ids, counts (received, written, dropped upstream, rejected, duplicates) and
-``complete``, true only when the stream ended normally and nothing is missing. A write
+``complete``, true only when the end of stream arrived and nothing it carried is missing. A write
 error (full disk, unwritable directory) stops the recorder with a clear message and exit
 code 1; it says bye to the publisher first, so the stream and its other subscribers go on.
 """
@@ -302,7 +302,9 @@ class Recorder(Component):
         assert self.sub is not None
         eos = self.sub.eos
         missing = self.ledger.missing()
-        complete = eos is not None and not missing and self.error is None and eos.get("reason") == "complete"
+        # complete: the file(s) hold every frame the stream says it carried. Why the stream
+        # ended (a camera error, a stop) is end_reason's business, not complete's.
+        complete = eos is not None and not missing and self.error is None
         ledger: dict[str, Any] = {
             "complete": complete,
             "end_of_stream": eos is not None,
