@@ -187,7 +187,8 @@ def measure(
     """Recorder vs plain h5py, per compression: ``{compression: {"h5py": …, "writer": …,
     "recorder": …, "recorder_vs_h5py": …}}``; rates in frames/s and MB/s.
 
-    Each variant runs ``repeat`` times, interleaved; the best run is reported (with every
+    Each variant runs ``repeat`` times, interleaved and in a turning order, after an
+    ``os.sync()``; the best run is reported (with every
     run's rate in ``all_fps``). Uses 8 distinct synthetic frames in a loop (the camera's pattern: realistic entropy).
     Files go to ``directory`` (default: a temporary directory, removed afterwards).
     """
@@ -202,10 +203,17 @@ def measure(
             for i in range(repeat):
                 base = Path(tmp) / f"{compression}-{i}"
                 base.mkdir()
-                runs["h5py"].append(bench_h5py(base / "h5py.h5", frames, n, codec))
-                runs["writer"].append(bench_writer(base / "writer.h5", frames, n, codec))
-                if recorder:
-                    runs["recorder"].append(bench_recorder(base, frames, n, compression))
+                # the order turns every repeat: on this kind of VM a variant that follows
+                # another one's ~600 MB of writes is measurably slower, so none always goes last
+                names = ["h5py", "writer", "recorder"] if recorder else ["h5py", "writer"]
+                for what in names[i % len(names) :] + names[: i % len(names)]:
+                    os.sync()  # and none inherits the previous one's dirty pages
+                    if what == "h5py":
+                        runs[what].append(bench_h5py(base / "h5py.h5", frames, n, codec))
+                    elif what == "writer":
+                        runs[what].append(bench_writer(base / "writer.h5", frames, n, codec))
+                    else:
+                        runs[what].append(bench_recorder(base, frames, n, compression))
                 shutil.rmtree(base)
             row: dict[str, Any] = {}
             for what, rs in runs.items():
