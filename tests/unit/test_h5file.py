@@ -139,3 +139,12 @@ def test_inspect_summary_and_contact_sheet(tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
     assert img.ndim == 2 and img.shape[1] == 56 + 4 + 56 and img.shape[0] == 4 * (40 + 4)
+
+
+def test_close_with_a_ledger_finalizes(tmp_path: Path) -> None:
+    out = FrameFile(tmp_path / "c.h5", codec=Codec("none"))
+    out.open()
+    out.append(np.ones((3, 3), np.uint8), frame_id=0, t_acq_ns=0, t_recv_ns=0)
+    out.close({"complete": True, "missing_ids": []})
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert bool(f["entry/ledger"].attrs["complete"]) and f["entry"].attrs["end_time"]

@@ -224,10 +224,19 @@ class FrameFile:
         except OSError as e:
             raise RecorderError(f"{self.path}: flush failed after {self.n} frame(s): {describe(e)}") from e
 
-    def close(self) -> None:
-        """Flush and close. Safe twice; raises RecorderError if the flush fails (file still closed)."""
+    def close(self, ledger: dict[str, Any] | None = None) -> None:
+        """Flush and close; with ``ledger``, then :func:`finalize` the file with it (and the end time).
+
+        Safe twice; raises RecorderError if the flush fails (the file is closed all the same).
+        """
         if self._h5 is None:
             return
+        self._close()
+        if ledger is not None:
+            finalize(self.path, end_time=now_iso(), ledger=ledger)
+
+    def _close(self) -> None:
+        assert self._h5 is not None
         h5, self._h5 = self._h5, None
         try:
             if self._frames is not None and not self.direct:
