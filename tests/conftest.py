@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import hdf5plugin  # noqa: F401  (recorders compress with bitshuffle-lz4 by default: h5py reads need the filters)
 import pytest
 
 from tests.helpers.deployment import Deployment

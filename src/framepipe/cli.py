@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     p = sub.add_parser("view", help="live view in the browser: latest frame and its spectrum ([viewer] config)")
     _common(p)
+    p = sub.add_parser("inspect", help="summary of a recorded HDF5 file (frames, compression, missing ids)")
+    p.add_argument("file", metavar="FILE", help="an HDF5 file written by a recorder")
+    p.add_argument("--png", metavar="OUT", help="also write a contact sheet: frames beside their FFT power (log)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(log_level="warning", log_json=False)
     return parser
 
 
@@ -158,6 +163,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "bench":
         return _bench(args)
+    if args.command == "inspect":  # a file, no deployment config
+        from framepipe.inspect import main as inspect_main
+
+        return inspect_main(args.file, args.png, args.json)
     config, path = _load(args)
     if args.command == "status":
         return _status(args, config)

@@ -227,11 +227,33 @@ class RecorderConfig(Endpoint):
     stream: Literal["frames", "results"] = "frames"
     """Which stream: raw frames from the publisher or FFT results from the sink."""
     path: str = "{data_dir}/{run}_{stream}.h5"
-    """File path template: {data_dir}, {run}, {stream}, {name}."""
+    """File path template: {data_dir}, {run}, {stream}, {name}, {run_id} (recorder start,
+    UTC, e.g. 20260102T030405Z) and {index} (file number in a rotated series, from 0; format
+    specs allowed, e.g. {index:04d}). An existing file is never overwritten."""
     hwm_frames: int = Field(64, gt=0)
     """Receive high-water mark, in frames."""
     status_port: Port | None = None
     """Status endpoint on ``host`` (JSON status and stop); none if unset."""
+    compression: Literal["none", "bitshuffle-lz4", "blosc-lz4", "gzip"] = "bitshuffle-lz4"
+    """Chunk compression (HDF5 filters from hdf5plugin; readers need ``import hdf5plugin``)."""
+    compression_level: int = Field(4, ge=1, le=9)
+    """Level for gzip and blosc-lz4 (bitshuffle-lz4 has none)."""
+    direct_chunks: bool = True
+    """Compress each frame in the recorder and write it with H5Dwrite_chunk; false goes
+    through HDF5's filter pipeline (same file, more work in HDF5)."""
+    compress_threads: int = Field(2, ge=0, le=16)
+    """Threads compressing chunks while the recorder receives and writes (direct chunks only);
+    0 compresses in the loop. Up to twice this many received frames are held in memory."""
+    swmr: bool = True
+    """Single-writer/multiple-reader: readers may open the file with swmr=True while it is written."""
+    flush_frames: int = Field(50, ge=0)
+    """Flush (make durable and visible to SWMR readers) every this many frames; 0 = no count limit."""
+    flush_s: float = Field(0.5, ge=0)
+    """Flush at least this often while frames arrive, in seconds; 0 = no time limit."""
+    rotate_frames: int = Field(0, ge=0)
+    """Start a new file after this many frames; 0 = never (path must contain {index} otherwise)."""
+    rotate_bytes: int = Field(0, ge=0)
+    """Start a new file once this many stored (compressed) frame bytes are in it; 0 = never."""
 
     @field_validator("name")
     @classmethod
@@ -239,6 +261,16 @@ class RecorderConfig(Endpoint):
         if not value or not value.replace("-", "").replace("_", "").isalnum():
             raise ValueError("use letters, digits, '-' and '_'")
         return value
+
+    @model_validator(mode="after")
+    def _rotation_needs_index(self) -> RecorderConfig:
+        if (self.rotate_frames or self.rotate_bytes) and "{index" not in self.path:
+            raise ValueError("path: rotation needs {index} in the path template, e.g. {data_dir}/{run}_{index:04d}.h5")
+        try:
+            self.path.format(data_dir="d", run="r", stream="s", name="n", run_id="i", index=0)
+        except (KeyError, ValueError, IndexError) as e:
+            raise ValueError(f"path: bad template {self.path!r}: {e!r}") from None
+        return self
 
 
 class ViewerConfig(Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import h5py
+import hdf5plugin  # noqa: F401  (the recorder compresses with bitshuffle-lz4 by default)
 import numpy as np
 import pytest
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401  (the recorder compresses with bitshuffle-lz4 by default)
 import numpy as np
 import pytest
 

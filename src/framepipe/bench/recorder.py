@@ -30,15 +30,14 @@ from framepipe.subscribers.h5file import FrameFile
 
 
 def dataset_options() -> dict[str, Any]:
-    """h5py ``create_dataset`` keywords of the recorder's frames dataset, beyond shape and chunks.
+    """h5py ``create_dataset`` keywords of the recorder's frames dataset, beyond shape and chunks:
+    the filter of the recorder's default compression (see subscribers/compression.py), so the
+    raw-h5py comparison uses the very same filter."""
+    from framepipe.config import RecorderConfig
+    from framepipe.subscribers.compression import Codec
 
-    HOOK for compressed recording: today's :class:`~framepipe.subscribers.h5file.FrameFile`
-    writes uncompressed chunks, so this is empty. When the recorder gains a filter
-    (compression is being built in the recorder's own branch), return the same keywords
-    it passes (e.g. ``hdf5plugin.Blosc2(...)`` as ``compression=``) so the raw-h5py
-    comparison keeps using the very same filter.
-    """
-    return {}
+    rec = RecorderConfig()
+    return Codec(rec.compression, rec.compression_level).dataset_options()
 
 
 def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str, Any]:
@@ -115,7 +114,7 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
     with h5py.File(h5_path, "r") as f:  # what the recorder wrote is really there
         if f["entry/data/frames"].shape[0] != frames:
             raise BenchError(f"{h5_path}: {f['entry/data/frames'].shape[0]} frames, expected {frames}")
-        filters = f["entry/data/frames"].compression
+        filters = f["entry"].attrs.get("compression") or f["entry/data/frames"].compression
     fps = rate(summary, "written")
     h5_path.unlink()
     raw = raw_h5py_rate(data_dir / "raw_h5py.h5", frames=frames, size=size, dtype=dtype)

@@ -1,19 +1,27 @@
-"""One HDF5 file of a stream, NeXus-style (see docs/hdf5-layout.md).
+"""One HDF5 file of a stream, NeXus-style (the full description is docs/hdf5-layout.md).
 
 ::
 
-    /entry                    NXentry   attrs: run, stream, start_time, end_time, framepipe_version, config
+    /entry                    NXentry   attrs: run, run_id, stream, file_index, start_time, end_time,
+                                               framepipe_version, config (JSON), host, recorder
       /data                   NXdata    attrs: signal="frames"
-        frames                (N, H, W) chunked one frame per chunk
+        frames                (N, H, W) one frame per chunk, compressed (see compression.py)
         frame_id              (N,) int64
-        t_acq_ns              (N,) int64  acquisition time (host clock, ns)
-        t_recv_ns             (N,) int64  arrival at the recorder (ns)
-      /instrument/camera      NXcollection  attrs: the camera's metadata
-      /ledger                 NXcollection  attrs: complete, received, written, missing,
-                                            dropped_upstream, rejected; dataset missing_ids
+        t_acq_ns              (N,) int64  acquisition time (source host clock, ns since epoch)
+        t_recv_ns             (N,) int64  arrival at the recorder (recorder host clock, ns)
+      /instrument             NXinstrument
+        /camera               NXcollection  attrs: the camera's metadata
+      /ledger                 NXcollection  attrs: complete, received, written, missing, ...
+        missing_ids           (M,) int64    written when the recording ends (finalize)
 
-Readable by plain h5py (and HDF5's tools). ``complete`` is true only when the ledger
-found no frame missing.
+Crash safety and SWMR: every dataset exists before ``swmr_mode`` is switched on (with the
+first frame, whose shape and dtype fix the frames dataset). Each append extends
+``frames`` and the three columns together and writes the frame's chunk and the columns'
+current chunks, so whatever HDF5 has put on disk has the four datasets at one length;
+``flush()`` makes it visible to SWMR readers and durable against ``kill -9``. The ledger
+and ``end_time`` are written by :func:`finalize` after the SWMR handle is closed (new
+attributes are not SWMR-safe): a file without ``/entry/ledger`` is one whose recording
+did not finish, and is never ``complete``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -28,104 +37,243 @@ import h5py
 import numpy as np
 
 from framepipe.errors import RecorderError
+from framepipe.subscribers.compression import Chunk, Codec
 
-GROW = 256  # rows added to every dataset at a time
+#: rows per chunk of the per-frame columns (4 KiB of int64: rewriting it per frame is cheap)
+COLUMN_CHUNK = 512
+COLUMNS = ("frame_id", "t_acq_ns", "t_recv_ns")
+#: format bounds: SWMR needs the 1.10 format; capping it at 1.10 keeps the files readable
+#: by HDF5 1.10 tools (Debian's h5dump) and by any h5py of the last years.
+LIBVER = ("v110", "v110")
 
 
-def _now() -> str:
+def describe(e: OSError) -> str:
+    """An OSError from HDF5 as one line: the OS's reason when there is one (HDF5's text spans lines)."""
+    if e.errno:
+        return f"{os.strerror(e.errno)} (errno {e.errno})"
+    return " ".join(str(e).split())[:300]
+
+
+def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-class FrameFile:
-    """Appends frames (any 2-D/3-D array, all of one shape and dtype) with their ids."""
+def _attr(value: Any) -> Any:
+    """Attributes are scalars or strings; anything else is stored as JSON text."""
+    if isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+        return value
+    return json.dumps(value)
 
-    def __init__(self, path: str | os.PathLike[str], *, attrs: dict[str, Any] | None = None):
+
+class FrameFile:
+    """Appends frames (all of one shape and dtype) with their ids and timestamps."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        attrs: dict[str, Any] | None = None,
+        codec: Codec | None = None,
+        swmr: bool = True,
+        direct: bool = True,
+    ):
         self.path = Path(path)
         self.attrs = attrs or {}
+        self.codec = codec or Codec("bitshuffle-lz4")
+        self.swmr = swmr
+        #: compress chunks here and write them with H5Dwrite_chunk (else HDF5's filter pipeline)
+        self.direct = direct and self.codec.direct
         self.n = 0
+        #: bytes of frame chunks as stored (compressed), for rotation by size and the ratio
+        self.stored_bytes = 0
+        self.raw_bytes = 0
+        self.first_id: int | None = None
+        self.last_id: int | None = None
         self._h5: h5py.File | None = None
         self._frames: h5py.Dataset | None = None
         self._columns: dict[str, h5py.Dataset] = {}
+        self._colbuf = {name: np.zeros(COLUMN_CHUNK, np.int64) for name in COLUMNS}
+
+    @property
+    def is_open(self) -> bool:
+        return self._h5 is not None
 
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # never overwrite: "x" fails if the file exists
-            self._h5 = h5py.File(self.path, "x", libver="latest")
+            self._h5 = h5py.File(self.path, "x", libver=LIBVER)
         except FileExistsError as e:
             raise RecorderError(f"{self.path}: file exists; framepipe never overwrites data") from e
         except OSError as e:
-            raise RecorderError(f"{self.path}: cannot create: {e}") from e
-        entry = self._h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["start_time"] = _now()
-        for key, value in self.attrs.items():
-            entry.attrs[key] = value if not isinstance(value, (dict, list)) else json.dumps(value)
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
-        data.attrs["signal"] = "frames"
-        for name in ("frame_id", "t_acq_ns", "t_recv_ns"):
-            self._columns[name] = data.create_dataset(name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(4096,))
+            raise RecorderError(f"{self.path}: cannot create: {describe(e)}") from e
+        try:
+            entry = self._h5.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            entry.attrs["start_time"] = now_iso()
+            entry.attrs["host"] = socket.gethostname()
+            entry.attrs["compression"] = self.codec.kind
+            entry.attrs["direct_chunk_writes"] = self.direct
+            for key, value in self.attrs.items():
+                entry.attrs[key] = _attr(value)
+            data = entry.create_group("data")
+            data.attrs["NX_class"] = "NXdata"
+            data.attrs["signal"] = "frames"
+            for name in COLUMNS:
+                self._columns[name] = data.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(COLUMN_CHUNK,)
+                )
+            instrument = entry.create_group("instrument")
+            instrument.attrs["NX_class"] = "NXinstrument"
+            instrument.create_group("camera").attrs["NX_class"] = "NXcollection"
+        except OSError as e:
+            self.abort()
+            raise RecorderError(f"{self.path}: cannot write the layout: {describe(e)}") from e
 
     def set_camera(self, meta: dict[str, Any]) -> None:
+        """The camera's metadata as attributes (before the first frame: SWMR forbids new attributes)."""
         assert self._h5 is not None
-        cam = self._h5.require_group("entry/instrument/camera")
-        cam.attrs["NX_class"] = "NXcollection"
+        if self._frames is not None:
+            raise RecorderError(f"{self.path}: camera metadata must come before the first frame")
+        cam = self._h5["entry/instrument/camera"]
         for key, value in meta.items():
-            cam.attrs[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+            cam.attrs[str(key)] = _attr(value)
+
+    def _start(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        assert self._h5 is not None
+        self._frames = self._h5["entry/data"].create_dataset(
+            "frames",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=dtype,
+            chunks=(1, *shape),
+            **self.codec.dataset_options(),
+        )
+        if self.swmr:
+            # every dataset exists now: from here on readers may open the file with swmr=True
+            self._h5.swmr_mode = True
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
-        """More attributes of /entry, known only after the file was opened."""
+        """More attributes of /entry, known only after the file was opened (before the first
+        frame: SWMR forbids new attributes)."""
         assert self._h5 is not None
+        if self._frames is not None:
+            raise RecorderError(f"{self.path}: entry attributes must come before the first frame")
         for key, value in attrs.items():
-            self._h5["entry"].attrs[key] = value
+            self._h5["entry"].attrs[key] = _attr(value)
 
-    def append(self, array: np.ndarray, *, frame_id: int, t_acq_ns: int, t_recv_ns: int) -> None:
+    def append(
+        self, array: np.ndarray, *, frame_id: int, t_acq_ns: int, t_recv_ns: int, chunk: Chunk | None = None
+    ) -> None:
+        """Append one frame; ``chunk`` is its stored form if already compressed (by ``self.codec``)."""
         assert self._h5 is not None
         try:
             if self._frames is None:
-                self._frames = self._h5["entry/data"].create_dataset(
-                    "frames",
-                    shape=(0, *array.shape),
-                    maxshape=(None, *array.shape),
-                    dtype=array.dtype,
-                    chunks=(1, *array.shape),
-                )
-            elif self._frames.shape[1:] != array.shape or self._frames.dtype != array.dtype:
+                self._start(array.shape, array.dtype)
+            assert self._frames is not None
+            if self._frames.shape[1:] != array.shape or self._frames.dtype != array.dtype:
                 raise RecorderError(
                     f"{self.path}: frame {frame_id} is {array.dtype}{array.shape}, "
                     f"the file holds {self._frames.dtype}{self._frames.shape[1:]}"
                 )
             n = self.n
-            if n >= self._frames.shape[0]:
-                self._frames.resize(n + GROW, axis=0)
-                for col in self._columns.values():
-                    col.resize(n + GROW, axis=0)
-            self._frames[n] = array
-            self._columns["frame_id"][n] = frame_id
-            self._columns["t_acq_ns"][n] = t_acq_ns
-            self._columns["t_recv_ns"][n] = t_recv_ns
+            self._frames.id.set_extent((n + 1, *array.shape))
+            if self.direct:
+                if chunk is None:
+                    chunk = self.codec.compress(array)
+                self._frames.id.write_direct_chunk((n,) + (0,) * array.ndim, chunk)
+                self.stored_bytes += memoryview(chunk).nbytes
+            else:
+                self._frames[n] = array
+                self.stored_bytes += array.nbytes  # refined from the file at close
+            self.raw_bytes += array.nbytes
+            # the columns: extend together with frames and rewrite their current chunk, so the
+            # four datasets never disagree on length in what reaches the disk
+            row, start = n % COLUMN_CHUNK, n - n % COLUMN_CHUNK
+            for name, value in zip(COLUMNS, (frame_id, t_acq_ns, t_recv_ns), strict=True):
+                buf = self._colbuf[name]
+                if row == 0:
+                    buf[:] = 0
+                buf[row] = value
+                col = self._columns[name]
+                col.id.set_extent((n + 1,))
+                col.id.write_direct_chunk((start,), buf)
             self.n = n + 1
+            if self.first_id is None:
+                self.first_id = frame_id
+            self.last_id = frame_id
         except OSError as e:
-            raise RecorderError(f"{self.path}: write failed at frame {frame_id}: {e}") from e
+            self._rollback()
+            raise RecorderError(f"{self.path}: write failed at frame {frame_id}: {describe(e)}") from e
 
-    def close(self, ledger: dict[str, Any] | None = None) -> None:
-        """Trim to the frames written, write the ledger, close. Safe twice."""
+    def _rollback(self) -> None:
+        """After a failed append, shrink every dataset back to the frames fully written."""
+        for dset in (self._frames, *self._columns.values()):
+            if dset is not None and dset.shape[0] != self.n:
+                try:
+                    dset.id.set_extent((self.n, *dset.shape[1:]))
+                except OSError:
+                    pass  # the close that follows reports the state of the disk
+
+    def flush(self) -> None:
+        """Make what was appended durable and visible to SWMR readers."""
         if self._h5 is None:
             return
+        try:
+            self._h5.flush()
+        except OSError as e:
+            raise RecorderError(f"{self.path}: flush failed after {self.n} frame(s): {describe(e)}") from e
+
+    def close(self, ledger: dict[str, Any] | None = None) -> None:
+        """Flush and close; with ``ledger``, then :func:`finalize` the file with it (and the end time).
+
+        Safe twice; raises RecorderError if the flush fails (the file is closed all the same).
+        """
+        if self._h5 is None:
+            return
+        self._close()
+        if ledger is not None:
+            finalize(self.path, end_time=now_iso(), ledger=ledger)
+
+    def _close(self) -> None:
+        assert self._h5 is not None
         h5, self._h5 = self._h5, None
         try:
-            if self._frames is not None:
-                self._frames.resize(self.n, axis=0)
-            for col in self._columns.values():
-                col.resize(self.n, axis=0)
-            h5["entry"].attrs["end_time"] = _now()
-            if ledger is not None:
-                grp = h5.require_group("entry/ledger")
-                grp.attrs["NX_class"] = "NXcollection"
-                missing = ledger.pop("missing_ids", [])
-                for key, value in ledger.items():
-                    grp.attrs[key] = value if value is not None else -1
-                grp.create_dataset("missing_ids", data=np.asarray(missing, dtype="i8"))
+            if self._frames is not None and not self.direct:
+                self.stored_bytes = self._frames.id.get_storage_size()
+            h5.flush()
+        except OSError as e:
+            raise RecorderError(f"{self.path}: flush at close failed after {self.n} frame(s): {describe(e)}") from e
         finally:
-            h5.close()
+            try:
+                h5.close()
+            except OSError:
+                pass  # the flush error above says why; the handle is released either way
+
+    def abort(self) -> None:
+        """Close without raising (after an error)."""
+        try:
+            self.close()
+        except RecorderError:
+            pass
+
+
+def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, Any]) -> None:
+    """Write ``end_time`` and the ledger into a closed file (reopened without SWMR).
+
+    ``ledger["missing_ids"]`` becomes a dataset; every other entry an attribute.
+    """
+    ledger = dict(ledger)
+    missing = np.asarray(ledger.pop("missing_ids", []), dtype="i8")
+    try:
+        with h5py.File(path, "r+", libver=LIBVER) as h5:
+            h5["entry"].attrs["end_time"] = end_time
+            grp = h5.require_group("entry/ledger")
+            grp.attrs["NX_class"] = "NXcollection"
+            for key, value in ledger.items():
+                grp.attrs[key] = _attr(value if value is not None else -1)
+            if "missing_ids" in grp:
+                del grp["missing_ids"]
+            grp.create_dataset("missing_ids", data=missing)
+    except OSError as e:
+        raise RecorderError(f"{path}: cannot write the ledger: {describe(e)}") from e
