@@ -35,10 +35,10 @@ from framepipe.protocol import (
     to_ranges,
 )
 
-#: most frame ids acknowledged in one message
+#: acks go out when a batch is pending (a quarter of the window, at most this many), or as
+#: soon as the results queue is empty: batching comes from bursts, and an idle sink never
+#: sits on acks the ventilator's window is waiting for
 ACK_BATCH = 64
-#: longest an acknowledgement is held back to batch it with others
-ACK_INTERVAL_S = 0.02
 WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
 
@@ -55,7 +55,6 @@ class Sink(Component):
         self.lost_workers: list[str] = []
         self.per_worker: dict[str, int] = {}
         self._acks: list[int] = []
-        self._ack_due = 0.0
         # The ventilator stops sending when `window` frames are unacknowledged, so a batch
         # must fill long before that: a quarter of the window (at most ACK_BATCH).
         self._ack_batch = max(1, min(ACK_BATCH, config.ventilator.window // 4))
@@ -84,15 +83,13 @@ class Sink(Component):
         started = time.monotonic()
         warned = False
         while True:
-            # while acks are held back, wake up when they are due: a full window waits on them
-            timeout = POLL_MS if not self._acks else max(0, int((self._ack_due - time.monotonic()) * 1000) + 1)
-            events = self.stream.poll(extra=(self.pull,), timeout_ms=min(timeout, POLL_MS))
+            # acks still pending (a drain cut short): come straight back for the rest
+            events = self.stream.poll(extra=(self.pull,), timeout_ms=0 if self._acks else POLL_MS)
             self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
             self._handle_deferred()
-            if events.get(self.pull):
-                self._drain_results()
+            if events.get(self.pull) and self._drain_results():
+                self._flush_acks()
             now = time.monotonic()
-            self._flush_acks(now)
             self._check_workers(now)
             if self._ventilator_waiting and not warned and now - started > cfg.sync_timeout_s:
                 self.log.warning("still waiting for: %s", self._not_ready_reason())
@@ -144,14 +141,14 @@ class Sink(Component):
         if missing and now < self._eos_deadline:
             return False
         peer, _ = self._eos_request
-        self._flush_acks(now, force=True)
+        self._flush_acks()
         self.stream.sync.reply(
             peer, "done", received=self.ledger.received, missing=len(missing), duplicates=self.ledger.duplicates
         )
         return True
 
     def _finish(self) -> int:
-        self._flush_acks(time.monotonic(), force=True)
+        self._flush_acks()
         summary = self.ledger.summary()
         reason = (
             "complete" if self._eos_request and not summary["missing"] else "stopped" if self.stopping else "incomplete"
@@ -174,12 +171,15 @@ class Sink(Component):
         return 0 if not summary["missing"] else 1
 
     # ---------------------------------------------------------------- results
-    def _drain_results(self) -> None:
+    def _drain_results(self) -> bool:
+        """Take up to 256 waiting results; True when the queue was emptied."""
         for _ in range(256):
+            if len(self._acks) >= self._ack_batch:
+                self._flush_acks()
             try:
                 parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                return True
             try:
                 msg = decode(parts, max_payload_bytes=self.max_payload)
             except ProtocolError as e:
@@ -209,15 +209,13 @@ class Sink(Component):
                 self._latency_ns.append(now_ns - msg.header["t_acq_ns"])
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
             self.stream.publish(encode_forward(header, msg.payload), fid)
+        return False
 
-    def _flush_acks(self, now: float, force: bool = False) -> None:
+    def _flush_acks(self) -> None:
         if not self._acks:
-            return
-        if not force and len(self._acks) < self._ack_batch and now < self._ack_due:
             return
         self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=to_ranges(self._acks)))
         self._acks.clear()
-        self._ack_due = now + ACK_INTERVAL_S
 
     # ---------------------------------------------------------------- liveness
     def _heard_from(self, name: str) -> None:

@@ -6,6 +6,13 @@ stream), re-sends frames not acknowledged within ``redispatch_after_s``, and sto
 taking new frames while ``window`` frames are in flight. The sink drops duplicates, so a
 lost ack or a late result from a hung worker costs a duplicate, never a frame.
 
+A worker that dies (SIGKILL, crash, network gone) or hangs (SIGSTOP: no answer to
+ZMTP heartbeats within ``sink.worker_timeout_s``) drops its connection; the ventilator
+sees that on a socket monitor and re-dispatches at once every frame sent before then and
+not yet acknowledged, rather than waiting for the deadline. PUSH does not say which
+worker held which frame, so some of those are duplicates the sink drops: at most one
+window per failure, the price of not waiting.
+
 Memory: at most ``window`` frames are held (frames × frame size), plus the PUSH
 high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
 """
@@ -17,6 +24,7 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.cameras import Camera, open_camera
 from framepipe.component import POLL_MS, Component
@@ -35,6 +43,10 @@ from framepipe.protocol import (
 )
 from framepipe.subscription import Subscription
 from framepipe.sync import request
+
+#: ZMTP heartbeat interval on the tasks socket: a hung worker's connection is closed
+#: after ``sink.worker_timeout_s`` without an answer, and its frames handed back
+HEARTBEAT_IVL_MS = 1000
 
 
 class _InFlight:
@@ -64,7 +76,11 @@ class Ventilator(Component):
         cfg = self.config.ventilator
         sink = self.config.sink
         self.push = self.socket(zmq.PUSH, sndhwm=cfg.hwm_frames)
+        self.push.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        self.push.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(sink.worker_timeout_s * 1000))
         self.bind(self.push, cfg.bind_url(cfg.tasks_port), "tasks")
+        self.monitor = self.push.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._sockets.insert(0, self.monitor)  # closed (with the monitor off) before the rest
         self.control = self.socket(zmq.SUB, rcvhwm=10_000)
         for topic in (TOPIC_ACK, TOPIC_WORKERS):
             self.control.setsockopt(zmq.SUBSCRIBE, topic)
@@ -125,6 +141,7 @@ class Ventilator(Component):
             room = len(self.in_flight) < cfg.window and not source_done
             poller = zmq.Poller()
             poller.register(self.control, zmq.POLLIN)
+            poller.register(self.monitor, zmq.POLLIN)
             if self.queue:
                 poller.register(self.push, zmq.POLLOUT)
             if room and self.source is not None:
@@ -133,6 +150,8 @@ class Ventilator(Component):
             events = dict(poller.poll(timeout))
             if events.get(self.control):
                 self._read_control()
+            if events.get(self.monitor):
+                self._read_monitor()
             if room:
                 if self.source is not None and events.get(self.source.sub):
                     source_done = self._take_from_stream()
@@ -226,6 +245,31 @@ class Ventilator(Component):
             self.queue.append(fid)
             self.in_flight.move_to_end(fid)
 
+    def _read_monitor(self) -> None:
+        """Worker connections come and go; when one goes, hand its frames back at once."""
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.counters["worker_connections"] += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.counters["worker_disconnects"] += 1
+                n = self._requeue_sent()
+                self.log.info("a worker disconnected: %d unacknowledged frame(s) re-dispatched", n)
+
+    def _requeue_sent(self) -> int:
+        """Queue again every frame sent and not acknowledged (duplicates are dropped by the sink)."""
+        n = 0
+        for fid, item in list(self.in_flight.items()):
+            if item.sent_at != 0.0:
+                item.sent_at = 0.0
+                self.queue.append(fid)
+                self.in_flight.move_to_end(fid)
+                n += 1
+        return n
+
     def _read_control(self) -> None:
         while True:
             try:
@@ -285,6 +329,12 @@ class Ventilator(Component):
         if self.in_flight and not self.stopping:
             return code or 1
         return code
+
+    def close(self) -> None:
+        push = getattr(self, "push", None)
+        if push is not None and not push.closed:
+            push.disable_monitor()
+        super().close()
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
