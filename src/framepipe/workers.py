@@ -20,6 +20,10 @@ from framepipe.errors import ProtocolError
 from framepipe.fft import spectrum
 from framepipe.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
 
+#: how long a worker's own pings to the ventilator may go unanswered (ms): effectively
+#: never; a dead ventilator closes the TCP connection, a hung one is waited for
+WORKER_PATIENCE_MS = 3_600_000
+
 
 def worker_name(index: int | None = None) -> str:
     """host-pid, unique across a LAN deployment; index for pools (-n)."""
@@ -39,6 +43,14 @@ class Worker(Component):
         cfg = self.config.workers
         vent, sink = self.config.ventilator, self.config.sink
         self.pull = self.socket(zmq.PULL, rcvhwm=cfg.hwm_frames)
+        # The ventilator closes a connection that stays silent past sink.worker_timeout_s
+        # (a hung worker) and hands its frames to others. A busy worker with a full
+        # receive queue stops reading, so it would not answer the ventilator's pings:
+        # it pings on its own, from zmq's I/O thread, which only a hung process stops.
+        self.pull.setsockopt(zmq.HEARTBEAT_IVL, int(cfg.heartbeat_s * 1000))
+        # ...and never gives up on the ventilator itself: after a SIGCONT the frames it
+        # still holds are processed (the sink drops them as duplicates) and it reconnects.
+        self.pull.setsockopt(zmq.HEARTBEAT_TIMEOUT, WORKER_PATIENCE_MS)
         self.connect(self.pull, vent.connect_url(vent.tasks_port))
         self.push = self.socket(zmq.PUSH, sndhwm=max(cfg.hwm_frames, 2))
         self.connect(self.push, sink.connect_url(sink.results_in_port))

@@ -174,3 +174,43 @@ def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment) -> None
     if os.environ.get("FRAMEPIPE_CHAOS_REPORT"):
         with open(os.environ["FRAMEPIPE_CHAOS_REPORT"], "a") as fh:
             fh.write(json.dumps(report) + "\n")
+
+
+def test_hung_worker_frames_redispatched_and_late_results_dropped(deployment: Deployment) -> None:
+    n = 1200
+    # paced, so the run is still going when the hung worker resumes
+    _configure(deployment, n, **{"camera.fps": 150.0})
+    sink, recorder, pool, watcher = _start_core(deployment, 3)
+    vent = deployment.start("ventilator", "ventilator", "--summary-json", str(deployment.dir / "ventilator.json"))
+    hung = pool[0]
+    name = _worker_name(hung)
+    try:
+        watcher.wait_distinct(150, timeout=60)
+        hung.signal(signal.SIGSTOP)
+        t_stop = time.monotonic()
+        sink.wait_for(f"worker {name} lost", timeout=30)
+        detected = time.monotonic() - t_stop
+        # the ventilator names it too, and stops feeding it (heartbeat timeout)
+        vent.wait_for(f"worker {name} lost", timeout=30)
+        vent.wait_for("a worker disconnected", timeout=30)
+        at_stop = len(watcher.ids)
+        watcher.wait_distinct(at_stop + 100, timeout=60)  # the run goes on without it
+        assert watcher.eos is None, "resume it while the run is still going"
+        hung.signal(signal.SIGCONT)
+        for proc in (vent, sink, recorder):
+            assert proc.wait(120) == 0, f"{proc.name} failed:\n{proc.log()[-4000:]}"
+        for proc in pool:
+            _stop_worker(proc)
+        watcher.pump(200)
+    finally:
+        hung.signal(signal.SIGCONT)
+        watcher.close()
+
+    summary = read_json(deployment.dir / "sink.json")
+    assert summary["received"] == n and summary["missing"] == 0
+    assert summary["duplicates"] > 0, "the resumed worker's late results were dropped as duplicates"
+    assert name in summary["workers_lost"]
+    assert "processed" in hung.log() and hung.popen.returncode == 0
+    assert max(watcher.ids.values()) == 1 and set(watcher.ids) == set(range(n))
+    _check_results_file(deployment.data / "run_results.h5", n)
+    print(json.dumps({"hung_detect_sink_s": round(detected, 2), "duplicates_dropped": summary["duplicates"]}))
