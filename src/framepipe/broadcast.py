@@ -1,8 +1,9 @@
 """The binding side of a broadcast stream: an XPUB socket plus its REQ/REP synchronisation.
 
-Used by the publisher (frames) and the sink (results). XPUB with ``XPUB_VERBOSE`` lets us
-count subscriptions as they arrive, which closes the slow-joiner gap the zguide warns
-about: a subscriber's hello alone does not prove its subscription reached us.
+Used by the publisher (frames) and the sink (results). XPUB with ``XPUB_VERBOSE`` shows
+us subscriptions as they arrive, which closes the slow-joiner gap the zguide warns
+about: a subscriber's hello alone does not prove its subscription reached us. Each
+subscriber also subscribes to a marker topic with its name, so we know whose arrived.
 
 Policies: ``drop`` — PUB drops at the per-subscriber high-water mark (never blocks the
 source; subscribers count the gaps from sequence numbers); ``lossless`` — ``XPUB_NODROP``,
@@ -19,11 +20,15 @@ import zmq
 
 from framepipe.component import POLL_MS, Component
 from framepipe.errors import ProtocolError, SyncError
-from framepipe.protocol import encode_control, to_ranges
+from framepipe.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
 from framepipe.sync import SyncServer
 
 #: how often an end-of-stream is repeated while waiting for subscribers' byes
 EOS_REPEAT_S = 0.2
+#: after a stop, how long a lossless send still waits for a full subscriber
+STOP_SEND_S = 1.0
+#: at most one "waiting for a slow subscriber" line per this many seconds
+BLOCKED_LOG_S = 5.0
 
 
 class Broadcast:
@@ -58,9 +63,12 @@ class Broadcast:
         self.hellos: dict[str, dict[str, Any]] = {}
         self.byes: dict[str, dict[str, Any]] = {}
         self.subscriptions = 0
+        #: subscribers whose own subscription reached this XPUB (by their marker topic)
+        self.subscribed: set[str] = set()
         self.seq = 0
         self.published_ids: list[int] = []
         self.blocked_s = 0.0
+        self._next_blocked_log = 0.0
         #: sync requests the owner handles itself (e.g. the sink's ventilator hello)
         self.deferred: list[tuple[bytes, str, dict[str, Any]]] = []
 
@@ -80,9 +88,16 @@ class Broadcast:
                     msg = self.pub.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if msg[:1] == b"\x01":
+                on, topic = msg[:1], msg[1:]
+                if topic.startswith(SUBSCRIBER_TOPIC):
+                    name = topic[len(SUBSCRIBER_TOPIC) :].decode(errors="replace")
+                    if on == b"\x01":
+                        self.subscribed.add(name)
+                    elif on == b"\x00":
+                        self.subscribed.discard(name)
+                elif on == b"\x01":
                     self.subscriptions += 1
-                elif msg[:1] == b"\x00":
+                elif on == b"\x00":
                     self.subscriptions = max(0, self.subscriptions - 1)
         if events.get(self.sync.sock, 0) & zmq.POLLIN:
             while self.sync.sock.poll(0):
@@ -122,7 +137,9 @@ class Broadcast:
         return [n for n in self.expected if n not in self.hellos]
 
     def all_here(self) -> bool:
-        return not self.missing_subscribers() and self.subscriptions >= len(self.expected)
+        """Every configured subscriber said hello *and* its subscription arrived: a
+        stranger's subscription (a viewer, a test probe) cannot stand in for it."""
+        return not self.missing_subscribers() and all(n in self.subscribed for n in self.expected)
 
     def wait_for_subscribers(self, timeout_s: float) -> None:
         """Block until every configured subscriber has said hello and subscribed."""
@@ -144,21 +161,29 @@ class Broadcast:
     def publish(self, parts: list[Any], frame_id: int) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
 
-        Returns False if the owner was stopped while waiting.
+        Returns False if the owner was stopped and the subscribers stayed full for
+        ``STOP_SEND_S`` more (a frame already acquired gets that long to go out).
         """
         if not self.lossless:
             self.pub.send_multipart(parts, copy=False)
         else:
             t0 = None
+            give_up: float | None = None
             while True:
                 try:
                     self.pub.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
                     break
                 except zmq.Again:
+                    now = time.monotonic()
                     if t0 is None:
-                        t0 = time.monotonic()
+                        t0 = now
+                        if now >= self._next_blocked_log:  # info, not a warning: lossless means this
+                            self.owner.log.info("%s: waiting for a slow subscriber (lossless)", self.stream)
+                            self._next_blocked_log = now + BLOCKED_LOG_S
                     if self.owner.stopping:
-                        return False
+                        give_up = give_up or now + STOP_SEND_S
+                        if now > give_up:
+                            return False
                     poller = zmq.Poller()
                     poller.register(self.pub, zmq.POLLOUT | zmq.POLLIN)
                     poller.register(self.sync.sock, zmq.POLLIN)

@@ -41,6 +41,17 @@ TOPIC_ACK = b"ack"
 TOPIC_STOP = b"stop"
 TOPIC_WORKERS = b"workers"
 
+#: a subscriber also subscribes to this prefix + its name: the publisher's XPUB sees
+#: that arrive and knows *this* subscriber's subscription is in place (no message
+#: starts with 0xff, so it never matches data)
+SUBSCRIBER_TOPIC = b"\xffsub:"
+
+
+def subscriber_topic(name: str) -> bytes:
+    """The per-subscriber marker topic (see SUBSCRIBER_TOPIC)."""
+    return SUBSCRIBER_TOPIC + name.encode()
+
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_NDIM = 3
 MAX_DIM = 1 << 16

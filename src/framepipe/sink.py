@@ -41,6 +41,8 @@ from framepipe.protocol import (
 ACK_BATCH = 64
 WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
+#: on SIGINT/SIGTERM, how long to wait for results subscribers' byes (exit within 5 s)
+STOP_BYE_S = 2.0
 
 
 class Sink(Component):
@@ -163,7 +165,7 @@ class Sink(Component):
             self.log.error("missing frame ids: %s", to_ranges(self.ledger.missing())[:20])
         for _ in range(STOP_REPEATS):
             self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
-        self.stream.finish(3.0 if self.stopping else self.config.run.finish_timeout_s, reason=reason)
+        self.stream.finish(STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s, reason=reason)
         # stop once more, for workers that reconnected while the stream ended
         self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
         if self._eos_request is None:

@@ -47,6 +47,10 @@ from framepipe.sync import request
 #: ZMTP heartbeat interval on the tasks socket: a hung worker's connection is closed
 #: after ``sink.worker_timeout_s`` without an answer, and its frames handed back
 HEARTBEAT_IVL_MS = 1000
+#: on SIGINT/SIGTERM: time for in-flight frames to come back, then for the sink to
+#: confirm the end of stream. With a 1 s socket linger the ventilator exits within 5 s.
+STOP_DRAIN_S = 1.5
+STOP_EOS_S = 1.5
 
 
 class _InFlight:
@@ -130,7 +134,7 @@ class Ventilator(Component):
         while True:
             if self.stopping and stop_deadline is None:
                 # stop taking new frames; give in-flight work a bounded time to finish
-                stop_deadline = time.monotonic() + min(3.0, self.config.run.finish_timeout_s)
+                stop_deadline = time.monotonic() + min(STOP_DRAIN_S, self.config.run.finish_timeout_s)
                 source_done = True
                 self.log.info("stopping: %d frame(s) in flight", len(self.in_flight))
             if source_done and not self.in_flight:
@@ -318,12 +322,16 @@ class Ventilator(Component):
                 sink.connect_url(sink.sync_port),
                 "eos",
                 self.name,
-                timeout_s=self.config.run.finish_timeout_s if not self.stopping else 3.0,
+                timeout_s=self.config.run.finish_timeout_s if not self.stopping else STOP_EOS_S,
                 frame_ids=to_ranges(self.accepted.ids()),
                 unacknowledged=to_ranges(list(self.in_flight)),
             )
             self.log.info("sink confirmed end of stream: %s", {k: reply.get(k) for k in ("received", "missing")})
         except SyncError as e:
+            if self.stopping:
+                # asked to stop: the unacknowledged frames are counted in the summary
+                self.log.warning("sink did not confirm end of stream: %s", e)
+                return code
             self.log.error("sink did not confirm end of stream: %s", e)
             return code or 1
         if self.in_flight and not self.stopping:

@@ -126,12 +126,21 @@ class Worker(Component):
             frame_dtype=h["dtype"],
         )
         out = encode_data(header, result)
+        # The sink may be full, or gone: keep listening for its stop (and for signals)
+        # while waiting, rather than blocking on a send nobody will take. A result
+        # abandoned here is not lost: the ventilator re-dispatches unacknowledged frames.
+        poller = zmq.Poller()
+        poller.register(self.push, zmq.POLLOUT)
+        poller.register(self.control, zmq.POLLIN)
         while not self.stopping:
             try:
                 self.push.send_multipart(out, copy=False, flags=zmq.NOBLOCK)
                 break
             except zmq.Again:
-                self.push.poll(POLL_MS, zmq.POLLOUT)
+                events = dict(poller.poll(POLL_MS))
+                if events.get(self.control) and self._stop_requested():
+                    self.log.info("stop from the sink while a result waited to be sent")
+                    self.stop()
         else:
             return
         self.counters["processed"] += 1
