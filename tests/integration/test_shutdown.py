@@ -7,6 +7,8 @@ the end of stream. Files are then read back with plain h5py.
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import subprocess
 import time
@@ -165,3 +167,77 @@ def test_sink_stops_and_everyone_downstream_follows(deployment: Deployment, sig:
     ids, _ = _readable(deployment.data / "run_results.h5")
     summary = read_json(deployment.dir / "sink.json")
     assert len(ids) == summary["received"] and len(set(ids)) == len(ids)
+
+
+# ---------------------------------------------------------------------------- framepipe run
+
+
+def _children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``, from /proc (no psutil)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command may contain spaces and parentheses: fields follow the last ")"
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _gone_within(pid: int, timeout: float) -> bool:
+    """True once ``pid`` has exited (a pidfd becomes readable), within ``timeout``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def _start_run(dep: Deployment) -> tuple[Proc, list[int]]:
+    dep.settings.update(
+        {"camera.count": 0, "camera.fps": 50.0, "camera.height": 32, "camera.width": 32, "workers.count": 2}
+    )
+    dep.write_config()
+    run = dep.start("run", "run")
+    run.wait_for("all subscribers here: publishing", timeout=60)
+    run.wait_for("ventilator released", timeout=60)
+    kids = _children_of(run.pid)
+    assert len(kids) == 7, f"sink, 2 workers, 2 recorders, ventilator, publisher: {kids}"
+    watcher = StreamWatcher(f"tcp://127.0.0.1:{dep.settings['sink.results_port']}")
+    try:
+        watcher.wait_distinct(20, timeout=60)
+    finally:
+        watcher.close()
+    return run, kids
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_run_forwards_signals_drains_and_leaves_nothing_behind(deployment: Deployment, sig: int) -> None:
+    run, kids = _start_run(deployment)
+    run.signal(sig)
+    code = run.wait(30)
+    out = run.log()
+    assert code == 0, f"run exited {code}:\n{out[-4000:]}"
+    assert "every frame accounted for" in out and "NOT every frame" not in out
+    for pid in kids:
+        assert _gone_within(pid, 1.0), f"child {pid} outlived `framepipe run`"
+    for stream in ("frames", "results"):
+        ids, ledger = _readable(deployment.data / f"run_{stream}.h5")
+        assert len(ids) >= 20 and sorted(ids) == list(range(len(ids)))
+        assert bool(ledger["complete"])
+
+
+def test_killed_run_takes_its_children_with_it(deployment: Deployment) -> None:
+    run, kids = _start_run(deployment)
+    run.signal(signal.SIGKILL)
+    for pid in kids:
+        assert _gone_within(pid, 15.0), f"child {pid} orphaned by a SIGKILLed `framepipe run`"
