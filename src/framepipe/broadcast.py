@@ -125,6 +125,9 @@ class Broadcast:
                     self.owner.log.info("%s said bye: %s", name, counts)
                     self.sync.reply(peer, "done")
                 else:
+                    self.owner.reject(
+                        ProtocolError(f"unexpected {kind} request", kind="bad_kind"), f"{self.stream}-sync"
+                    )
                     self.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
 
     def poll(self, extra: tuple[zmq.Socket[Any], ...] = (), timeout_ms: int = POLL_MS) -> dict[Any, int]:

@@ -156,7 +156,7 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
         raise ProtocolError("header is not JSON", kind="garbage") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object", kind="garbage")
-    if header.get("v") != VERSION:
+    if header.get("v") != VERSION or type(header.get("v")) is not int:  # not 1.0, not true
         raise ProtocolError(f"protocol version {header.get('v')!r}, expected {VERSION}", kind="bad_version")
     kind = header.get("kind")
     if kind in CONTROL_KINDS:
@@ -171,6 +171,9 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
             raise ProtocolError(f"missing field {field!r}", kind="missing_field")
         if not isinstance(value, typ) or isinstance(value, bool):
             raise ProtocolError(f"field {field!r} has the wrong type", kind="bad_field")
+        # ids, sequence numbers and timestamps end up in int64 columns and in id ranges
+        if typ is int and not 0 <= value < 1 << 63:
+            raise ProtocolError(f"field {field!r} is out of range", kind="bad_field")
     if len(parts) != 2:
         raise ProtocolError(f"{kind} message without payload", kind="bad_framing")
     dtype_name = header["dtype"]

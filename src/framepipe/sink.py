@@ -117,6 +117,10 @@ class Sink(Component):
         for peer, kind, header in self.stream.deferred:
             if kind == "hello":
                 self._ventilator_waiting.append(peer)
+            elif kind == "eos" and header["name"] != "ventilator":
+                # only the ventilator ends the work stream (CURVE, when on, proves who is who)
+                self.reject(ProtocolError(f"eos from {header['name']!r}", kind="bad_kind"), "results-sync")
+                self.stream.sync.reply(peer, "status", ok=False, error="only the ventilator sends eos")
             elif kind == "eos":
                 try:
                     ids = from_ranges(header.get("frame_ids"))
@@ -129,6 +133,7 @@ class Sink(Component):
                 self._eos_deadline = time.monotonic() + self.config.run.finish_timeout_s
                 self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
             else:
+                self.reject(ProtocolError(f"unexpected {kind} request", kind="bad_kind"), "results-sync")
                 self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
         self.stream.deferred.clear()
         if self._ventilator_waiting and self.workers and self.stream.all_here():
@@ -188,7 +193,11 @@ class Sink(Component):
                 self.reject(e, "results-in")
                 continue
             if msg.kind == "heartbeat":
-                self._heard_from(str(msg.header.get("name", "?")))
+                name = msg.header.get("name")
+                if not isinstance(name, str) or not name or len(name) > 200:
+                    self.reject(ProtocolError("heartbeat without a worker name", kind="missing_field"), "results-in")
+                else:
+                    self._heard_from(name)
                 continue
             if msg.kind != "result":
                 self.reject(ProtocolError(f"unexpected {msg.kind} on results-in", kind="bad_kind"), "results-in")
