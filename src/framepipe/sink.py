@@ -63,7 +63,8 @@ class Sink(Component):
         self._workers_due = 0.0
         self._eos_request: tuple[bytes, dict[str, Any]] | None = None
         self._eos_deadline = 0.0
-        self._ventilator_waiting: list[bytes] = []
+        self._ventilator_asked = False
+        self._ventilator_released = False
         self._latency_ns: list[int] = []
 
     def run(self) -> int:
@@ -93,7 +94,12 @@ class Sink(Component):
                 self._flush_acks()
             now = time.monotonic()
             self._check_workers(now)
-            if self._ventilator_waiting and not warned and now - started > cfg.sync_timeout_s:
+            if (
+                self._ventilator_asked
+                and not self._ventilator_released
+                and not warned
+                and now - started > cfg.sync_timeout_s
+            ):
                 self.log.warning("still waiting for: %s", self._not_ready_reason())
                 warned = True
             if self._eos_request is not None and self._try_finish(now):
@@ -116,7 +122,14 @@ class Sink(Component):
     def _handle_deferred(self) -> None:
         for peer, kind, header in self.stream.deferred:
             if kind == "hello":
-                self._ventilator_waiting.append(peer)
+                # answer at once, so the ventilator's timeout can say what is missing
+                self._ventilator_asked = True
+                if self.workers and self.stream.all_here():
+                    self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
+                    self._ventilator_released = True
+                    self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
+                else:
+                    self.stream.sync.reply(peer, "status", ok=False, waiting_for=self._not_ready_reason())
             elif kind == "eos" and header["name"] != "ventilator":
                 # only the ventilator ends the work stream (CURVE, when on, proves who is who)
                 self.reject(ProtocolError(f"eos from {header['name']!r}", kind="bad_kind"), "results-sync")
@@ -136,11 +149,6 @@ class Sink(Component):
                 self.reject(ProtocolError(f"unexpected {kind} request", kind="bad_kind"), "results-sync")
                 self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
         self.stream.deferred.clear()
-        if self._ventilator_waiting and self.workers and self.stream.all_here():
-            for peer in self._ventilator_waiting:
-                self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
-            self._ventilator_waiting.clear()
-            self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
 
     def _try_finish(self, now: float) -> bool:
         assert self._eos_request is not None

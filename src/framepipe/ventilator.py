@@ -106,17 +106,7 @@ class Ventilator(Component):
         try:
             self.ready(f"window={cfg.window}")
             assert self.ctx is not None
-            self.log.info("waiting for the sink and a worker")
-            welcome = request(
-                self.ctx,
-                sink.connect_url(sink.sync_port),
-                "hello",
-                self.name,
-                timeout_s=cfg.sync_timeout_s,
-                should_stop=lambda: self.stopping,
-            )
-            if not welcome.get("ok", True):
-                raise SyncError(f"sink refused: {welcome.get('error')}")
+            welcome = self._wait_for_sink()
             self.log.info("sink ready with workers: %s", ", ".join(welcome.get("workers", [])) or "?")
             if self.source is not None:
                 self.source.hello(self.config.publisher.sync_timeout_s)
@@ -124,6 +114,41 @@ class Ventilator(Component):
         finally:
             if camera is not None:
                 camera.close()
+
+    def _wait_for_sink(self) -> dict[str, Any]:
+        """Ask the sink until it has a worker and its results subscribers; bounded.
+
+        The sink answers at once, ``welcome`` or what it still waits for, so that a
+        timeout names the reason: no sink at all, or the sink's missing pieces.
+        """
+        assert self.ctx is not None
+        sink, timeout = self.config.sink, self.config.ventilator.sync_timeout_s
+        url = sink.connect_url(sink.sync_port)
+        deadline = time.monotonic() + timeout
+        waiting_for: str | None = None
+        self.log.info("waiting for the sink and a worker")
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise SyncError("timed out")
+                reply = request(self.ctx, url, "hello", self.name, timeout_s=left, should_stop=lambda: self.stopping)
+            except SyncError as e:
+                if self.stopping:
+                    raise
+                if waiting_for is None:
+                    raise SyncError(f"no answer from the sink at {url} within {timeout:g} s: is it running?") from e
+                raise SyncError(
+                    f"the sink at {url} was not ready within {timeout:g} s: still waiting for {waiting_for}"
+                ) from e
+            if reply.get("kind") == "welcome":
+                return reply
+            if reply.get("waiting_for") != waiting_for:
+                waiting_for = str(reply.get("waiting_for") or reply.get("error"))
+                self.log.info("sink is waiting for: %s", waiting_for)
+            # ask again when the sink publishes its next worker status (every 0.5 s)
+            if self.control.poll(1000):
+                self._read_control()
 
     # ---------------------------------------------------------------- main loop
     def _loop(self, camera: Camera | None) -> int:

@@ -241,3 +241,34 @@ def test_killed_run_takes_its_children_with_it(deployment: Deployment) -> None:
     run.signal(signal.SIGKILL)
     for pid in kids:
         assert _gone_within(pid, 15.0), f"child {pid} orphaned by a SIGKILLed `framepipe run`"
+
+
+# ---------------------------------------------------------------------------- bounded waits
+
+
+def test_ventilator_without_a_sink_fails_clearly_in_bounded_time(deployment: Deployment) -> None:
+    deployment.settings.update({"ventilator.source": "camera", "ventilator.sync_timeout_s": 2.0})
+    deployment.write_config()
+    done = deployment.run_cli("ventilator", timeout=30)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("framepipe ventilator: error: no answer from the sink") and "is it running?" in last
+
+
+def test_ventilator_with_a_sink_but_no_worker_says_so(deployment: Deployment) -> None:
+    deployment.settings.update(
+        {"ventilator.source": "camera", "ventilator.sync_timeout_s": 3.0, "sink.subscribers": []}
+    )
+    deployment.write_config()
+    sink = deployment.start("sink", "sink")
+    sink.wait_for("ready:")
+    done = deployment.run_cli("ventilator", timeout=30)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "was not ready within 3 s: still waiting for a worker" in last, done.stderr[-2000:]
+    # and a worker arriving later is all it takes
+    worker = deployment.start("w0", "worker")
+    worker.wait_for("ready:")
+    vent = deployment.start("ventilator", "ventilator", "--set", "camera.count=20")
+    assert vent.wait(60) == 0, vent.log()[-3000:]
+    assert sink.wait(60) == 0, sink.log()[-3000:]
