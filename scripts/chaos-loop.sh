@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 runs="${1:-10}"
 report="${2:-chaos-report.jsonl}"
 : > "$report"
+report="$(realpath "$report")"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-export FRAMEPIPE_CHAOS_REPORT="$PWD/$report"
+export FRAMEPIPE_CHAOS_REPORT="$report"
 base="$(mktemp -d -t framepipe-chaos-XXXXXX)"
 trap 'rm -rf "$base"' EXIT
 for i in $(seq 1 "$runs"); do
