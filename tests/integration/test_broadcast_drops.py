@@ -13,7 +13,7 @@ import h5py
 import pytest
 
 from tests.helpers.deployment import Deployment, Proc
-from tests.helpers.streams import read_json
+from tests.helpers.streams import StreamWatcher, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,50 @@ def test_lossless_policy_slow_subscriber_gets_every_frame(deployment: Deployment
     assert bool(ledger["complete"])
     pub_summary = read_json(deployment.dir / "pub.json")
     assert pub_summary["published"] == N and pub_summary["blocked_ms"] > 0, "the publisher waited for it"
+
+
+def test_restarted_subscriber_rejoins_and_its_gap_is_in_its_counts_and_ledger(deployment: Deployment) -> None:
+    n = 400
+    deployment.settings.update(
+        {
+            "camera.count": n,
+            "camera.fps": 100.0,
+            "camera.height": 32,
+            "camera.width": 32,
+            "publisher.subscribers": ["recorder-frames"],
+        }
+    )
+    deployment.write_config()
+    first = deployment.start("rec1", "record", "--name", "recorder-frames")
+    first.wait_for("ready:")
+    pub = deployment.start("publisher", "publisher")
+    watcher = StreamWatcher(f"tcp://127.0.0.1:{deployment.settings['publisher.frames_port']}")
+    try:
+        watcher.wait_distinct(100, timeout=60)
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        second = deployment.start(
+            "rec2",
+            "record",
+            "--name",
+            "recorder-frames",
+            "--set",
+            "recorders.0.path={data_dir}/rejoined.h5",
+            "--summary-json",
+            str(deployment.dir / "rec2.json"),
+        )
+        assert second.wait(60) == 0, second.log()[-3000:]
+        assert pub.wait(60) == 0, pub.log()[-3000:]
+    finally:
+        watcher.close()
+
+    with h5py.File(deployment.data / "rejoined.h5", "r") as f:
+        ids = f["entry/data/frame_id"][:].tolist()
+        ledger = dict(f["entry/ledger"].attrs)
+        missing_ids = f["entry/ledger/missing_ids"][:].tolist()
+    first_id = ids[0]
+    assert first_id > 100 and ids == list(range(first_id, n)), "it rejoined and got the rest, in order"
+    assert int(ledger["dropped_upstream"]) == first_id == n - len(ids), "the gap is counted"
+    assert int(ledger["missing"]) == first_id and missing_ids == list(range(first_id)), "and named in the ledger"
+    assert not bool(ledger["complete"])
+    assert read_json(deployment.dir / "rec2.json")["gaps"] == first_id
