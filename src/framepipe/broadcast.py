@@ -197,30 +197,40 @@ class Broadcast:
         self.published_ids.append(frame_id)
         return True
 
-    def finish(self, timeout_s: float, reason: str = "complete", **fields: Any) -> list[str]:
-        """Send end-of-stream until every subscriber said bye (or timeout); return who did not."""
+    def finish(
+        self, timeout_s: float, reason: str = "complete", frame_ids: list[int] | None = None, **fields: Any
+    ) -> list[str]:
+        """Send end-of-stream until every subscriber said bye (or timeout); return who did not.
+
+        ``frame_ids``: the ids the stream should have carried (default: those published
+        here), which subscribers compare with what they hold.
+        """
         eos = encode_control(
             "eos",
             stream=self.stream,
             reason=reason,
             seq_last=self.seq - 1,
             count=self.seq,
-            frame_ids=to_ranges(self.published_ids),
+            frame_ids=to_ranges(self.published_ids if frame_ids is None else frame_ids),
             **fields,
         )
         waiting = [n for n in self.hellos if n not in self.byes]
         deadline = time.monotonic() + timeout_s
         next_send = 0.0
+        sent = False
         while True:
             now = time.monotonic()
             if now >= next_send:
                 try:
                     self.pub.send_multipart(eos, flags=zmq.NOBLOCK)
+                    sent = True
                 except zmq.Again:
                     pass  # a full subscriber: the repeat gets through once it drains
                 next_send = now + EOS_REPEAT_S
             waiting = [n for n in self.hellos if n not in self.byes]
-            if not waiting or now >= deadline:
+            # subscribers that never said hello here (they rejoined after a restart of
+            # this end) still need one end of stream that went out
+            if (not waiting and sent) or now >= deadline:
                 break
             self.service(self.poll(timeout_ms=int(EOS_REPEAT_S * 1000)))
         if waiting:

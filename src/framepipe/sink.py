@@ -64,6 +64,8 @@ class Sink(Component):
         self._eos_request: tuple[bytes, dict[str, Any]] | None = None
         self._eos_deadline = 0.0
         self._ventilator_asked = False
+        self._accepted: list[int] = []
+        self._acked_by_ventilator: set[int] = set()
         self._ventilator_released = False
         self._latency_ns: list[int] = []
 
@@ -137,11 +139,15 @@ class Sink(Component):
             elif kind == "eos":
                 try:
                     ids = from_ranges(header.get("frame_ids"))
+                    unacknowledged = set(from_ranges(header.get("unacknowledged", [])))
                 except ProtocolError as e:
                     self.reject(e, "results-sync")
                     self.stream.sync.reply(peer, "status", ok=False, error=str(e))
                     continue
                 self.ledger.expect(ids)
+                self._accepted = ids
+                # acknowledged, yet not seen here: a sink before a restart handled them
+                self._acked_by_ventilator = set(ids) - unacknowledged
                 self._eos_request = (peer, header)
                 self._eos_deadline = time.monotonic() + self.config.run.finish_timeout_s
                 self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
@@ -150,21 +156,34 @@ class Sink(Component):
                 self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
         self.stream.deferred.clear()
 
+    def _missing(self) -> list[int]:
+        """Expected and neither received here nor acknowledged by an earlier sink."""
+        return [i for i in self.ledger.missing() if i not in self._acked_by_ventilator]
+
+    def _acked_elsewhere(self) -> list[int]:
+        """Frames an earlier sink (before a restart) received and acknowledged: not here."""
+        return [i for i in self.ledger.missing() if i in self._acked_by_ventilator]
+
     def _try_finish(self, now: float) -> bool:
         assert self._eos_request is not None
-        missing = self.ledger.missing()
+        missing = self._missing()
         if missing and now < self._eos_deadline:
             return False
         peer, _ = self._eos_request
         self._flush_acks()
         self.stream.sync.reply(
-            peer, "done", received=self.ledger.received, missing=len(missing), duplicates=self.ledger.duplicates
+            peer,
+            "done",
+            received=self.ledger.received,
+            missing=len(missing),
+            duplicates=self.ledger.duplicates,
+            acknowledged_elsewhere=len(self._acked_elsewhere()),
         )
         return True
 
     def _finish(self) -> int:
         self._flush_acks()
-        summary = self.ledger.summary()
+        summary = self.summary()
         reason = (
             "complete" if self._eos_request and not summary["missing"] else "stopped" if self.stopping else "incomplete"
         )
@@ -175,10 +194,22 @@ class Sink(Component):
             summary["duplicates"],
         )
         if summary["missing"]:
-            self.log.error("missing frame ids: %s", to_ranges(self.ledger.missing())[:20])
+            self.log.error("missing frame ids: %s", to_ranges(self._missing())[:20])
+        if summary["acknowledged_elsewhere"]:
+            self.log.warning(
+                "%d frame(s) were received by an earlier sink (restarted mid-run): %s",
+                summary["acknowledged_elsewhere"],
+                to_ranges(self._acked_elsewhere())[:20],
+            )
         for _ in range(STOP_REPEATS):
             self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
-        self.stream.finish(STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s, reason=reason)
+        # the results stream should have carried every accepted frame: subscribers'
+        # ledgers then show what they lack, even across a restart of this sink
+        self.stream.finish(
+            STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
+            reason=reason,
+            frame_ids=self._accepted if self._eos_request else None,
+        )
         # stop once more, for workers that reconnected while the stream ended
         self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
         if self._eos_request is None:
@@ -259,10 +290,12 @@ class Sink(Component):
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         led = self.ledger.summary()
+        missing = self._missing()
         out.update(
             expected=led["expected"],
-            missing=led["missing"],
-            missing_ids=led["missing_ids"],
+            missing=len(missing),
+            missing_ids=missing[:1000],
+            acknowledged_elsewhere=len(self._acked_elsewhere()),
             per_worker=dict(self.per_worker),
             workers_lost=list(self.lost_workers),
             workers_alive=len(self.workers),

@@ -214,3 +214,37 @@ def test_hung_worker_frames_redispatched_and_late_results_dropped(deployment: De
     assert max(watcher.ids.values()) == 1 and set(watcher.ids) == set(range(n))
     _check_results_file(deployment.data / "run_results.h5", n)
     print(json.dumps({"hung_detect_sink_s": round(detected, 2), "duplicates_dropped": summary["duplicates"]}))
+
+
+def test_sink_restarted_mid_run_rejoins_and_the_gap_is_accounted(deployment: Deployment) -> None:
+    n = 600
+    _configure(deployment, n, **{"camera.fps": 100.0})
+    first, recorder, pool, watcher = _start_core(deployment, 2)
+    vent = deployment.start("ventilator", "ventilator", "--summary-json", str(deployment.dir / "ventilator.json"))
+    try:
+        watcher.wait_distinct(150, timeout=60)
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        second = deployment.start("sink2", "sink", "--summary-json", str(deployment.dir / "sink2.json"))
+        second.wait_for("ready:")
+        for proc in (vent, second, recorder):
+            assert proc.wait(120) == 0, f"{proc.name} failed:\n{proc.log()[-4000:]}"
+        for proc in pool:
+            _stop_worker(proc)
+    finally:
+        watcher.close()
+
+    summary = read_json(deployment.dir / "sink2.json")
+    assert summary["missing"] == 0 and summary["expected"] == n
+    assert summary["acknowledged_elsewhere"] > 0, "the first sink's share is counted, not waited for"
+    assert summary["received"] + summary["acknowledged_elsewhere"] == n
+    assert read_json(deployment.dir / "ventilator.json").get("unacknowledged", 0) == 0
+    with h5py.File(deployment.data / "run_results.h5", "r") as f:
+        ids = f["entry/data/frame_id"][:].tolist()
+        ledger = dict(f["entry/ledger"].attrs)
+        missing_ids = f["entry/ledger/missing_ids"][:].tolist()
+    assert len(set(ids)) == len(ids), "no result twice in the file"
+    # whatever the first sink had not delivered when it died is named in the file's ledger
+    assert sorted(missing_ids) == sorted(set(range(n)) - set(ids))
+    assert int(ledger["missing"]) == n - len(ids)
+    assert bool(ledger["complete"]) == (len(ids) == n)
