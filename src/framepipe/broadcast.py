@@ -20,6 +20,7 @@ import zmq
 
 from framepipe.component import POLL_MS, Component
 from framepipe.errors import ProtocolError, SyncError
+from framepipe.ledger import IdRanges
 from framepipe.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
 from framepipe.sync import SyncServer
 
@@ -66,7 +67,8 @@ class Broadcast:
         #: subscribers whose own subscription reached this XPUB (by their marker topic)
         self.subscribed: set[str] = set()
         self.seq = 0
-        self.published_ids: list[int] = []
+        #: ids published, as ranges (bounded memory on endless runs)
+        self.published_ids = IdRanges()
         self.blocked_s = 0.0
         self._next_blocked_log = 0.0
         #: sync requests the owner handles itself (e.g. the sink's ventilator hello)
@@ -194,7 +196,7 @@ class Broadcast:
             if t0 is not None:
                 self.blocked_s += time.monotonic() - t0
         self.seq += 1
-        self.published_ids.append(frame_id)
+        self.published_ids.add(frame_id)
         return True
 
     def finish(
@@ -211,7 +213,7 @@ class Broadcast:
             reason=reason,
             seq_last=self.seq - 1,
             count=self.seq,
-            frame_ids=to_ranges(self.published_ids if frame_ids is None else frame_ids),
+            frame_ids=self.published_ids.ranges() if frame_ids is None else to_ranges(frame_ids),
             **fields,
         )
         waiting = [n for n in self.hellos if n not in self.byes]

@@ -23,7 +23,7 @@ from framepipe.broadcast import Broadcast
 from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
 from framepipe.errors import ProtocolError
-from framepipe.ledger import FrameLedger
+from framepipe.ledger import FrameLedger, IdRanges
 from framepipe.protocol import (
     TOPIC_ACK,
     TOPIC_STOP,
@@ -65,7 +65,7 @@ class Sink(Component):
         self._eos_deadline = 0.0
         self._ventilator_asked = False
         self._accepted: list[int] = []
-        self._acked_by_ventilator: set[int] = set()
+        self._acked_by_ventilator = IdRanges()
         self._ventilator_released = False
         self._latency_ns: list[int] = []
 
@@ -147,7 +147,7 @@ class Sink(Component):
                 self.ledger.expect(ids)
                 self._accepted = ids
                 # acknowledged, yet not seen here: a sink before a restart handled them
-                self._acked_by_ventilator = set(ids) - unacknowledged
+                self._acked_by_ventilator = IdRanges(i for i in ids if i not in unacknowledged)
                 self._eos_request = (peer, header)
                 self._eos_deadline = time.monotonic() + self.config.run.finish_timeout_s
                 self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
@@ -189,9 +189,9 @@ class Sink(Component):
         )
         self.log.info(
             "results: %d received, %d missing, %d duplicate(s) dropped",
-            summary["received"],
+            self.ledger.received,
             summary["missing"],
-            summary["duplicates"],
+            self.ledger.duplicates,
         )
         if summary["missing"]:
             self.log.error("missing frame ids: %s", to_ranges(self._missing())[:20])

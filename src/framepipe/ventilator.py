@@ -50,6 +50,8 @@ HEARTBEAT_IVL_MS = 1000
 #: on SIGINT/SIGTERM: time for in-flight frames to come back, then for the sink to
 #: confirm the end of stream. With a 1 s socket linger the ventilator exits within 5 s.
 STOP_DRAIN_S = 1.5
+#: at start, how long to wait for the workers the sink knows to connect to the tasks socket
+CONNECT_WAIT_S = 2.0
 STOP_EOS_S = 1.5
 
 
@@ -107,7 +109,9 @@ class Ventilator(Component):
             self.ready(f"window={cfg.window}")
             assert self.ctx is not None
             welcome = self._wait_for_sink()
-            self.log.info("sink ready with workers: %s", ", ".join(welcome.get("workers", [])) or "?")
+            known = welcome.get("workers", [])
+            self.log.info("sink ready with workers: %s", ", ".join(known) or "?")
+            self._wait_for_connections(len(known) if isinstance(known, list) else 1)
             if self.source is not None:
                 self.source.hello(self.config.publisher.sync_timeout_s)
             return self._loop(camera)
@@ -149,6 +153,18 @@ class Ventilator(Component):
             # ask again when the sink publishes its next worker status (every 0.5 s)
             if self.control.poll(1000):
                 self._read_control()
+
+    def _wait_for_connections(self, count: int) -> None:
+        """Give the workers the sink knows a moment to connect here too, so the first
+        frames are spread over all of them rather than all sent to the first to arrive.
+        Bounded: workers that come later simply join the round-robin."""
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        while self.counters["worker_connections"] < count and not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.monitor.poll(int(min(left, 0.1) * 1000) + 1):
+                self._read_monitor()
 
     # ---------------------------------------------------------------- main loop
     def _loop(self, camera: Camera | None) -> int:
@@ -348,7 +364,7 @@ class Ventilator(Component):
                 "eos",
                 self.name,
                 timeout_s=self.config.run.finish_timeout_s if not self.stopping else STOP_EOS_S,
-                frame_ids=to_ranges(self.accepted.ids()),
+                frame_ids=self.accepted.ranges(),
                 unacknowledged=to_ranges(list(self.in_flight)),
             )
             self.log.info("sink confirmed end of stream: %s", {k: reply.get(k) for k in ("received", "missing")})

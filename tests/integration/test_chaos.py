@@ -138,8 +138,8 @@ def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment) -> None
     summary = read_json(deployment.dir / "sink.json")
     assert summary["received"] == n and summary["missing"] == 0 and summary["expected"] == n
     assert sum(summary["per_worker"].values()) == n
-    # replacements joined mid-run and got work: most of the workers ever started did some
-    assert len(summary["per_worker"]) >= len(kills), summary["per_worker"]
+    # replacements joined mid-run and got work (the last ones may start after the end)
+    assert len(summary["per_worker"]) >= len(kills) - 1, summary["per_worker"]
     # ~one per 100 frames after the warm-up (fewer when a loaded machine delivers in bursts)
     assert len(kills) >= (n - warmup) // every // 2
     assert set(watcher.ids) == set(range(n)), "results stream: every id"
