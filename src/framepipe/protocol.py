@@ -172,7 +172,7 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
         if not isinstance(value, typ) or isinstance(value, bool):
             raise ProtocolError(f"field {field!r} has the wrong type", kind="bad_field")
         # ids, sequence numbers and timestamps end up in int64 columns and in id ranges
-        if typ is int and not 0 <= value < 1 << 63:
+        if isinstance(value, int) and not 0 <= value < 1 << 63:
             raise ProtocolError(f"field {field!r} is out of range", kind="bad_field")
     if len(parts) != 2:
         raise ProtocolError(f"{kind} message without payload", kind="bad_framing")
