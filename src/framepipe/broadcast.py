@@ -162,6 +162,12 @@ class Broadcast:
                 )
             self.service(self.poll())
 
+    def _owe_bye(self) -> list[str]:
+        """Subscribers to wait for at the end: said hello, no bye yet, and still subscribed
+        (by their marker topic). One that went away (stopped, killed) is not waited for:
+        XPUB withdraws its marker when its connection closes; nor is a bare hello."""
+        return [n for n in self.hellos if n not in self.byes and n in self.subscribed]
+
     # ---------------------------------------------------------------- sending
     def publish(self, parts: list[Any], frame_id: int) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
@@ -216,7 +222,7 @@ class Broadcast:
             frame_ids=self.published_ids.ranges() if frame_ids is None else to_ranges(frame_ids),
             **fields,
         )
-        waiting = [n for n in self.hellos if n not in self.byes]
+        waiting = self._owe_bye()
         deadline = time.monotonic() + timeout_s
         next_send = 0.0
         sent = False
@@ -229,7 +235,7 @@ class Broadcast:
                 except zmq.Again:
                     pass  # a full subscriber: the repeat gets through once it drains
                 next_send = now + EOS_REPEAT_S
-            waiting = [n for n in self.hellos if n not in self.byes]
+            waiting = self._owe_bye()
             # subscribers that never said hello here (they rejoined after a restart of
             # this end) still need one end of stream that went out
             if (not waiting and sent) or now >= deadline:

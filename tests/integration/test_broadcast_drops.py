@@ -1,6 +1,6 @@
 """Drops on a broadcast stream are counted, never silent; lossless loses nothing.
 
-A real recorder is made slow the bluntest way: SIGSTOP right after it said hello, SIGCONT
+A real recorder is made slow the bluntest way: SIGSTOP once publishing starts, SIGCONT
 once the publisher has shown what it does about it (finished, in ``drop`` mode: it never
 waits; or says it is waiting, in ``lossless`` mode). The file is then read with h5py.
 """
@@ -36,7 +36,7 @@ def _start(dep: Deployment, policy: str) -> tuple[Proc, Proc]:
     )
     rec.wait_for("ready:")
     pub = dep.start("publisher", "publisher", "--summary-json", str(dep.dir / "pub.json"))
-    pub.wait_for("recorder-frames said hello")
+    pub.wait_for("all subscribers here: publishing")  # its hello and its subscription arrived
     rec.signal(signal.SIGSTOP)  # a subscriber that stops reading, mid-stream
     return pub, rec
 

@@ -272,3 +272,26 @@ def test_ventilator_with_a_sink_but_no_worker_says_so(deployment: Deployment) ->
     vent = deployment.start("ventilator", "ventilator", "--set", "camera.count=20")
     assert vent.wait(60) == 0, vent.log()[-3000:]
     assert sink.wait(60) == 0, sink.log()[-3000:]
+
+
+def test_publisher_end_does_not_wait_for_a_departed_subscriber(deployment: Deployment) -> None:
+    deployment.settings.update(
+        {
+            "camera.count": 300,
+            "camera.fps": 100.0,
+            "camera.height": 32,
+            "camera.width": 32,
+            "publisher.subscribers": ["recorder-frames"],
+            "run.finish_timeout_s": 60,
+        }
+    )
+    deployment.write_config()
+    rec = deployment.start("recorder-frames", "record", "--name", "recorder-frames")
+    rec.wait_for("ready:")
+    pub = deployment.start("publisher", "publisher")
+    pub.wait_for("all subscribers here: publishing")
+    _stop(rec, signal.SIGTERM)  # leaves mid-run, without a bye
+    pub.wait_for("end of stream (complete) after 300 frames", timeout=60)
+    t_end = time.monotonic()
+    assert pub.wait(30) == 0, pub.log()[-3000:]
+    assert time.monotonic() - t_end < 10, "the publisher waited for a subscriber that had left"
