@@ -89,12 +89,13 @@ class ChildSet:
             except ProcessLookupError:
                 pass
 
-    def request_stop(self) -> None:
-        """First call: stop the sources (or everyone, if none is running); later calls: everyone."""
+    def request_stop(self, *, drain: bool = True) -> None:
+        """First call: stop the sources (or everyone, if none is running or ``drain`` is
+        off: a failed child leaves nothing to drain into); later calls: everyone."""
         now = time.monotonic()
         if self._stop_at is None:
             self._stop_at = now
-            sources = self.running(self.stop_first)
+            sources = self.running(self.stop_first) if drain else []
             if sources:
                 log.info("stopping %s; the rest drain and follow", ", ".join(sources))
                 self.signal_all(signal.SIGTERM, sources)
@@ -148,7 +149,7 @@ class ChildSet:
                     self.codes[name] = code
                     if code != 0 and stop_on_failure and self._stop_at is None:
                         log.error("%s exited with code %d: stopping the others", name, code)
-                        self.request_stop()
+                        self.request_stop(drain=False)
                 self._escalate()
                 if on_tick is not None:
                     on_tick()
