@@ -53,10 +53,13 @@ class ChildSet:
     and dies with the launcher if the launcher itself is killed (no orphans).
     """
 
-    def __init__(self, stop_first: tuple[str, ...] = ()) -> None:
+    def __init__(self, stop_first: tuple[str, ...] = (), followers: tuple[str, ...] = ()) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.codes: dict[str, int] = {}
         self.stop_first = stop_first
+        #: children that only serve the others (workers): stopped once all the others ended
+        self.followers = followers
+        self._followers_stopped = False
         self._stop_at: float | None = None  # when the first stop was asked
         self._term_all_at: float | None = None  # when every child was sent SIGTERM
         self._sources_done: float | None = None  # when the last source exited, after a stop
@@ -127,6 +130,19 @@ class ChildSet:
                 log.error("%s did not stop within %g s: killed", name, STOP_GRACE_S)
                 self.procs[name].kill()
 
+    def _release_followers(self) -> None:
+        """A worker that started after the sink's stop message never hears it: once
+        everyone else has ended, the workers have nothing left to do, so stop them."""
+        if self._followers_stopped or not self.followers:
+            return
+        others = [n for n in self.procs if n not in self.followers]
+        if others and not self.running(others):
+            self._followers_stopped = True
+            late = self.running(self.followers)
+            if late:
+                log.info("run over: stopping %s", ", ".join(late))
+                self.signal_all(signal.SIGTERM, late)
+
     def wait_all(self, *, stop_on_failure: bool = True, on_tick: Callable[[], None] | None = None) -> int:
         """Wait for every child; forward SIGINT/SIGTERM; return the worst exit code.
 
@@ -151,6 +167,7 @@ class ChildSet:
                         log.error("%s exited with code %d: stopping the others", name, code)
                         self.request_stop(drain=False)
                 self._escalate()
+                self._release_followers()
                 if on_tick is not None:
                     on_tick()
                 running = [p for n, p in self.procs.items() if n not in self.codes]
@@ -187,7 +204,7 @@ def run_pipeline(
     common = component_args(config_path, overrides) + log_args
     with tempfile.TemporaryDirectory(prefix="framepipe-run-") as tmp:
         source = "publisher" if config.ventilator.source == "publisher" else "ventilator"
-        children = ChildSet(stop_first=(source,))
+        children = ChildSet(stop_first=(source,), followers=tuple(f"worker-{i}" for i in range(config.workers.count)))
         monitor = RunMonitor(
             tmp,
             title=f"framepipe run '{config.run.name}'",

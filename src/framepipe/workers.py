@@ -38,6 +38,7 @@ class Worker(Component):
 
     def __init__(self, config: Config, name: str | None = None):
         super().__init__(config, name or worker_name())
+        self._sink_stop = False  # the sink said stop (a signal sets self.stopping instead)
 
     def run(self) -> int:
         cfg = self.config.workers
@@ -62,7 +63,7 @@ class Worker(Component):
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         next_beat = 0.0
-        while not self.stopping:
+        while not self.stopping and not self._sink_stop:
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat()
@@ -139,8 +140,10 @@ class Worker(Component):
             except zmq.Again:
                 events = dict(poller.poll(POLL_MS))
                 if events.get(self.control) and self._stop_requested():
+                    # not self.stop(): that is for signals (a second one interrupts harder)
                     self.log.info("stop from the sink while a result waited to be sent")
-                    self.stop()
+                    self._sink_stop = True
+                    return
         else:
             return
         self.counters["processed"] += 1
