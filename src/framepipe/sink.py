@@ -43,6 +43,8 @@ WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
 #: on SIGINT/SIGTERM, how long to wait for results subscribers' byes (exit within 5 s)
 STOP_BYE_S = 2.0
+#: at start, how long after the first worker the sink waits for the rest of workers.count
+POOL_GRACE_S = 2.0
 
 
 class Sink(Component):
@@ -64,6 +66,7 @@ class Sink(Component):
         self._eos_request: tuple[bytes, dict[str, Any]] | None = None
         self._eos_deadline = 0.0
         self._ventilator_asked = False
+        self._first_worker_at = 0.0
         self._accepted: list[int] = []
         self._acked_by_ventilator = IdRanges()
         self._ventilator_released = False
@@ -112,11 +115,25 @@ class Sink(Component):
         return self._finish()
 
     # ---------------------------------------------------------------- start and end
+    def _pool_ready(self) -> bool:
+        """At least one worker; and the configured pool (``workers.count``), or the first
+        worker was seen POOL_GRACE_S ago: a short run then does not finish before the
+        other workers are up (they would miss the work, and the stop at the end)."""
+        if not self.workers:
+            return False
+        if len(self.workers) >= self.config.workers.count:
+            return True
+        return time.monotonic() - self._first_worker_at >= POOL_GRACE_S
+
     def _not_ready_reason(self) -> str:
         missing = self.stream.missing_subscribers()
         reasons = [f"subscriber {m}" for m in missing]
         if not self.workers:
             reasons.append("a worker")
+        elif not self._pool_ready():
+            reasons.append(
+                f"workers ({len(self.workers)} of {self.config.workers.count}, for up to {POOL_GRACE_S:g} s)"
+            )
         if not missing and not self.stream.all_here():
             reasons.append("results subscriptions")
         return ", ".join(reasons)
@@ -126,7 +143,7 @@ class Sink(Component):
             if kind == "hello":
                 # answer at once, so the ventilator's timeout can say what is missing
                 self._ventilator_asked = True
-                if self.workers and self.stream.all_here():
+                if self._pool_ready() and self.stream.all_here():
                     self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
                     self._ventilator_released = True
                     self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
@@ -269,6 +286,8 @@ class Sink(Component):
 
     # ---------------------------------------------------------------- liveness
     def _heard_from(self, name: str) -> None:
+        if not self.workers and not self.lost_workers:
+            self._first_worker_at = time.monotonic()
         if name not in self.workers:
             self.log.info("worker %s joined", name)
             self._workers_due = 0.0
