@@ -39,6 +39,8 @@ from framepipe.protocol import (
 #: soon as the results queue is empty: batching comes from bursts, and an idle sink never
 #: sits on acks the ventilator's window is waiting for
 ACK_BATCH = 64
+#: longest an acknowledgement is held back to batch it with others (when not flushed sooner)
+ACK_INTERVAL_S = 0.02
 WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
 #: on SIGINT/SIGTERM, how long to wait for results subscribers' byes (exit within 5 s)
@@ -62,6 +64,7 @@ class Sink(Component):
         # The ventilator stops sending when `window` frames are unacknowledged, so a batch
         # must fill long before that: a quarter of the window (at most ACK_BATCH).
         self._ack_batch = max(1, min(ACK_BATCH, config.ventilator.window // 4))
+        self._ack_due = 0.0
         self._workers_due = 0.0
         self._eos_request: tuple[bytes, dict[str, Any]] | None = None
         self._eos_deadline = 0.0
@@ -96,7 +99,7 @@ class Sink(Component):
             self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
             self._handle_deferred()
             if events.get(self.pull) and self._drain_results():
-                self._flush_acks()
+                self._flush_acks(force=True)
             now = time.monotonic()
             self._check_workers(now)
             if (
@@ -187,7 +190,7 @@ class Sink(Component):
         if missing and now < self._eos_deadline:
             return False
         peer, _ = self._eos_request
-        self._flush_acks()
+        self._flush_acks(force=True)
         self.stream.sync.reply(
             peer,
             "done",
@@ -199,7 +202,7 @@ class Sink(Component):
         return True
 
     def _finish(self) -> int:
-        self._flush_acks()
+        self._flush_acks(force=True)
         summary = self.summary()
         reason = (
             "complete" if self._eos_request and not summary["missing"] else "stopped" if self.stopping else "incomplete"
@@ -237,8 +240,7 @@ class Sink(Component):
     def _drain_results(self) -> bool:
         """Take up to 256 waiting results; True when the queue was emptied."""
         for _ in range(256):
-            if len(self._acks) >= self._ack_batch:
-                self._flush_acks()
+            self._flush_acks(time.monotonic())  # a full batch (or an overdue one) goes now
             try:
                 parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -278,11 +280,16 @@ class Sink(Component):
             self.stream.publish(encode_forward(header, msg.payload), fid)
         return False
 
-    def _flush_acks(self) -> None:
+    def _flush_acks(self, now: float | None = None, force: bool = False) -> None:
+        """Send the pending acks if ``force``, a batch is full, or the oldest is due."""
         if not self._acks:
+            return
+        now = time.monotonic() if now is None else now
+        if not force and len(self._acks) < self._ack_batch and now < self._ack_due:
             return
         self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=to_ranges(self._acks)))
         self._acks.clear()
+        self._ack_due = now + ACK_INTERVAL_S
 
     # ---------------------------------------------------------------- liveness
     def _heard_from(self, name: str) -> None:
