@@ -1,8 +1,9 @@
 """The binding side of a broadcast stream: an XPUB socket plus its REQ/REP synchronisation.
 
-Used by the publisher (frames) and the sink (results). XPUB with ``XPUB_VERBOSE`` lets us
-count subscriptions as they arrive, which closes the slow-joiner gap the zguide warns
-about: a subscriber's hello alone does not prove its subscription reached us.
+Used by the publisher (frames) and the sink (results). XPUB with ``XPUB_VERBOSE`` shows
+us subscriptions as they arrive, which closes the slow-joiner gap the zguide warns
+about: a subscriber's hello alone does not prove its subscription reached us. Each
+subscriber also subscribes to a marker topic with its name, so we know whose arrived.
 
 Policies: ``drop`` — PUB drops at the per-subscriber high-water mark (never blocks the
 source; subscribers count the gaps from sequence numbers); ``lossless`` — ``XPUB_NODROP``,
@@ -19,11 +20,16 @@ import zmq
 
 from framepipe.component import POLL_MS, Component
 from framepipe.errors import ProtocolError, SyncError
-from framepipe.protocol import encode_control, to_ranges
+from framepipe.ledger import IdRanges
+from framepipe.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
 from framepipe.sync import SyncServer
 
 #: how often an end-of-stream is repeated while waiting for subscribers' byes
 EOS_REPEAT_S = 0.2
+#: after a stop, how long a lossless send still waits for a full subscriber
+STOP_SEND_S = 1.0
+#: at most one "waiting for a slow subscriber" line per this many seconds
+BLOCKED_LOG_S = 5.0
 
 
 class Broadcast:
@@ -58,9 +64,13 @@ class Broadcast:
         self.hellos: dict[str, dict[str, Any]] = {}
         self.byes: dict[str, dict[str, Any]] = {}
         self.subscriptions = 0
+        #: subscribers whose own subscription reached this XPUB (by their marker topic)
+        self.subscribed: set[str] = set()
         self.seq = 0
-        self.published_ids: list[int] = []
+        #: ids published, as ranges (bounded memory on endless runs)
+        self.published_ids = IdRanges()
         self.blocked_s = 0.0
+        self._next_blocked_log = 0.0
         #: sync requests the owner handles itself (e.g. the sink's ventilator hello)
         self.deferred: list[tuple[bytes, str, dict[str, Any]]] = []
 
@@ -80,9 +90,16 @@ class Broadcast:
                     msg = self.pub.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if msg[:1] == b"\x01":
+                on, topic = msg[:1], msg[1:]
+                if topic.startswith(SUBSCRIBER_TOPIC):
+                    name = topic[len(SUBSCRIBER_TOPIC) :].decode(errors="replace")
+                    if on == b"\x01":
+                        self.subscribed.add(name)
+                    elif on == b"\x00":
+                        self.subscribed.discard(name)
+                elif on == b"\x01":
                     self.subscriptions += 1
-                elif msg[:1] == b"\x00":
+                elif on == b"\x00":
                     self.subscriptions = max(0, self.subscriptions - 1)
         if events.get(self.sync.sock, 0) & zmq.POLLIN:
             while self.sync.sock.poll(0):
@@ -110,6 +127,9 @@ class Broadcast:
                     self.owner.log.info("%s said bye: %s", name, counts)
                     self.sync.reply(peer, "done")
                 else:
+                    self.owner.reject(
+                        ProtocolError(f"unexpected {kind} request", kind="bad_kind"), f"{self.stream}-sync"
+                    )
                     self.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
 
     def poll(self, extra: tuple[zmq.Socket[Any], ...] = (), timeout_ms: int = POLL_MS) -> dict[Any, int]:
@@ -122,7 +142,9 @@ class Broadcast:
         return [n for n in self.expected if n not in self.hellos]
 
     def all_here(self) -> bool:
-        return not self.missing_subscribers() and self.subscriptions >= len(self.expected)
+        """Every configured subscriber said hello *and* its subscription arrived: a
+        stranger's subscription (a viewer, a test probe) cannot stand in for it."""
+        return not self.missing_subscribers() and all(n in self.subscribed for n in self.expected)
 
     def wait_for_subscribers(self, timeout_s: float) -> None:
         """Block until every configured subscriber has said hello and subscribed."""
@@ -140,25 +162,39 @@ class Broadcast:
                 )
             self.service(self.poll())
 
+    def _owe_bye(self) -> list[str]:
+        """Subscribers to wait for at the end: said hello, no bye yet, and still subscribed
+        (by their marker topic). One that went away (stopped, killed) is not waited for:
+        XPUB withdraws its marker when its connection closes; nor is a bare hello."""
+        return [n for n in self.hellos if n not in self.byes and n in self.subscribed]
+
     # ---------------------------------------------------------------- sending
     def publish(self, parts: list[Any], frame_id: int) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
 
-        Returns False if the owner was stopped while waiting.
+        Returns False if the owner was stopped and the subscribers stayed full for
+        ``STOP_SEND_S`` more (a frame already acquired gets that long to go out).
         """
         if not self.lossless:
             self.pub.send_multipart(parts, copy=False)
         else:
             t0 = None
+            give_up: float | None = None
             while True:
                 try:
                     self.pub.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
                     break
                 except zmq.Again:
+                    now = time.monotonic()
                     if t0 is None:
-                        t0 = time.monotonic()
+                        t0 = now
+                        if now >= self._next_blocked_log:  # info, not a warning: lossless means this
+                            self.owner.log.info("%s: waiting for a slow subscriber (lossless)", self.stream)
+                            self._next_blocked_log = now + BLOCKED_LOG_S
                     if self.owner.stopping:
-                        return False
+                        give_up = give_up or now + STOP_SEND_S
+                        if now > give_up:
+                            return False
                     poller = zmq.Poller()
                     poller.register(self.pub, zmq.POLLOUT | zmq.POLLIN)
                     poller.register(self.sync.sock, zmq.POLLIN)
@@ -166,33 +202,43 @@ class Broadcast:
             if t0 is not None:
                 self.blocked_s += time.monotonic() - t0
         self.seq += 1
-        self.published_ids.append(frame_id)
+        self.published_ids.add(frame_id)
         return True
 
-    def finish(self, timeout_s: float, reason: str = "complete", **fields: Any) -> list[str]:
-        """Send end-of-stream until every subscriber said bye (or timeout); return who did not."""
+    def finish(
+        self, timeout_s: float, reason: str = "complete", frame_ids: list[int] | None = None, **fields: Any
+    ) -> list[str]:
+        """Send end-of-stream until every subscriber said bye (or timeout); return who did not.
+
+        ``frame_ids``: the ids the stream should have carried (default: those published
+        here), which subscribers compare with what they hold.
+        """
         eos = encode_control(
             "eos",
             stream=self.stream,
             reason=reason,
             seq_last=self.seq - 1,
             count=self.seq,
-            frame_ids=to_ranges(self.published_ids),
+            frame_ids=self.published_ids.ranges() if frame_ids is None else to_ranges(frame_ids),
             **fields,
         )
-        waiting = [n for n in self.hellos if n not in self.byes]
+        waiting = self._owe_bye()
         deadline = time.monotonic() + timeout_s
         next_send = 0.0
+        sent = False
         while True:
             now = time.monotonic()
             if now >= next_send:
                 try:
                     self.pub.send_multipart(eos, flags=zmq.NOBLOCK)
+                    sent = True
                 except zmq.Again:
                     pass  # a full subscriber: the repeat gets through once it drains
                 next_send = now + EOS_REPEAT_S
-            waiting = [n for n in self.hellos if n not in self.byes]
-            if not waiting or now >= deadline:
+            waiting = self._owe_bye()
+            # subscribers that never said hello here (they rejoined after a restart of
+            # this end) still need one end of stream that went out
+            if (not waiting and sent) or now >= deadline:
                 break
             self.service(self.poll(timeout_ms=int(EOS_REPEAT_S * 1000)))
         if waiting:

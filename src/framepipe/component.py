@@ -47,6 +47,8 @@ class Component:
         self.warn = RateLimitedLog(self.log)
         self.counters: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
+        #: rejected messages by socket (where they came in)
+        self.rejected_on: collections.Counter[str] = collections.Counter()
         self.bound: list[str] = []
         self.connected: list[str] = []
         self.ctx: zmq.Context[Any] | None = None
@@ -180,6 +182,7 @@ class Component:
     def reject(self, err: ProtocolError, where: str) -> None:
         """Count and log (rate-limited) a malformed message; never raise."""
         self.rejected[err.kind] += 1
+        self.rejected_on[where] += 1
         self.counters["rejected"] += 1
         self.warn.warning(f"reject:{where}", "rejected message on %s: %s", where, err)
 
@@ -192,6 +195,7 @@ class Component:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             **dict(self.counters),
             "rejected_by_kind": dict(self.rejected),
+            "rejected_by_socket": dict(self.rejected_on),
         }
 
     def write_summary(self, path: str | None) -> None:

@@ -26,47 +26,122 @@ from framepipe.config import Config
 
 log = logging.getLogger("run")
 
-#: after a stop request, how long children get before they are killed
+#: after SIGTERM, how long children get before they are killed
 STOP_GRACE_S = 10.0
+#: after the sources stopped, how long the rest get to drain before SIGTERM
+DRAIN_S = 15.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    if os.getppid() != parent:  # the launcher died before prctl: do not start an orphan
+        os._exit(1)
 
 
 class ChildSet:
-    """Component processes started together and stopped together."""
+    """Component processes started together and stopped together.
 
-    def __init__(self) -> None:
+    A stop (SIGINT/SIGTERM to the launcher, or a child that failed) is staged when
+    ``stop_first`` names the sources: they get SIGTERM first, so the end of stream
+    drains every frame already taken through the rest of the pipeline; whoever is still
+    running ``DRAIN_S`` after the sources ended gets SIGTERM, and ``STOP_GRACE_S`` after
+    that, SIGKILL. A second signal skips the drain. Every child is reaped (no zombies)
+    and dies with the launcher if the launcher itself is killed (no orphans).
+    """
+
+    def __init__(self, stop_first: tuple[str, ...] = (), followers: tuple[str, ...] = ()) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.codes: dict[str, int] = {}
-        self._stop_at: float | None = None
+        self.stop_first = stop_first
+        #: children that only serve the others (workers): stopped once all the others ended
+        self.followers = followers
+        self._followers_stopped = False
+        self._stop_at: float | None = None  # when the first stop was asked
+        self._term_all_at: float | None = None  # when every child was sent SIGTERM
+        self._sources_done: float | None = None  # when the last source exited, after a stop
 
     def start(self, name: str, argv: list[str], output: Any = None) -> None:
         """Start one child; ``output`` (a file) takes its stdout and stderr, else it shares ours."""
+        # Own process group: a Ctrl-C in the terminal reaches the launcher only, which
+        # then stops the children in order (sources first) instead of all at once.
+        parent = os.getpid()
         self.procs[name] = subprocess.Popen(
             argv,
             stdout=output,
             stderr=output,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            process_group=0,
+            preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
         )
 
-    def signal_all(self, sig: int) -> None:
-        for name, proc in self.procs.items():
-            if name not in self.codes and proc.poll() is None:
-                try:
-                    proc.send_signal(sig)
-                except ProcessLookupError:
-                    pass
+    def running(self, names: Any = None) -> list[str]:
+        """Children still running (among ``names``, if given)."""
+        return [
+            n
+            for n, p in self.procs.items()
+            if n not in self.codes and p.poll() is None and (names is None or n in names)
+        ]
 
-    def request_stop(self) -> None:
+    def signal_all(self, sig: int, names: Any = None) -> None:
+        for name in self.running(names):
+            try:
+                self.procs[name].send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def request_stop(self, *, drain: bool = True) -> None:
+        """First call: stop the sources (or everyone, if none is running or ``drain`` is
+        off: a failed child leaves nothing to drain into); later calls: everyone."""
+        now = time.monotonic()
         if self._stop_at is None:
-            self._stop_at = time.monotonic()
+            self._stop_at = now
+            sources = self.running(self.stop_first) if drain else []
+            if sources:
+                log.info("stopping %s; the rest drain and follow", ", ".join(sources))
+                self.signal_all(signal.SIGTERM, sources)
+                return
+        self._term_all(now)
+
+    def _term_all(self, now: float) -> None:
+        if self._term_all_at is None:
+            self._term_all_at = now
             self.signal_all(signal.SIGTERM)
+
+    def _escalate(self) -> None:
+        """Drain, then SIGTERM, then SIGKILL: every step bounded."""
+        if self._stop_at is None:
+            return
+        now = time.monotonic()
+        if self._term_all_at is None:
+            if self.running(self.stop_first):
+                if now - self._stop_at > STOP_GRACE_S:
+                    self._term_all(now)
+                return
+            if self._sources_done is None:
+                self._sources_done = now
+            if now - self._sources_done > DRAIN_S:
+                log.warning("still running %g s after the sources stopped: %s", DRAIN_S, ", ".join(self.running()))
+                self._term_all(now)
+        elif now - self._term_all_at > STOP_GRACE_S:
+            for name in self.running():
+                log.error("%s did not stop within %g s: killed", name, STOP_GRACE_S)
+                self.procs[name].kill()
+
+    def _release_followers(self) -> None:
+        """A worker that started after the sink's stop message never hears it: once
+        everyone else has ended, the workers have nothing left to do, so stop them."""
+        if self._followers_stopped or not self.followers:
+            return
+        others = [n for n in self.procs if n not in self.followers]
+        if others and not self.running(others):
+            self._followers_stopped = True
+            late = self.running(self.followers)
+            if late:
+                log.info("run over: stopping %s", ", ".join(late))
+                self.signal_all(signal.SIGTERM, late)
 
     def wait_all(self, *, stop_on_failure: bool = True, on_tick: Callable[[], None] | None = None) -> int:
         """Wait for every child; forward SIGINT/SIGTERM; return the worst exit code.
@@ -90,12 +165,9 @@ class ChildSet:
                     self.codes[name] = code
                     if code != 0 and stop_on_failure and self._stop_at is None:
                         log.error("%s exited with code %d: stopping the others", name, code)
-                        self.request_stop()
-                if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE_S:
-                    for name, proc in self.procs.items():
-                        if name not in self.codes and proc.poll() is None:
-                            log.error("%s did not stop within %g s: killed", name, STOP_GRACE_S)
-                            proc.kill()
+                        self.request_stop(drain=False)
+                self._escalate()
+                self._release_followers()
                 if on_tick is not None:
                     on_tick()
                 running = [p for n, p in self.procs.items() if n not in self.codes]
@@ -131,7 +203,8 @@ def run_pipeline(
     Path(config.run.data_dir).mkdir(parents=True, exist_ok=True)
     common = component_args(config_path, overrides) + log_args
     with tempfile.TemporaryDirectory(prefix="framepipe-run-") as tmp:
-        children = ChildSet()
+        source = "publisher" if config.ventilator.source == "publisher" else "ventilator"
+        children = ChildSet(stop_first=(source,), followers=tuple(f"worker-{i}" for i in range(config.workers.count)))
         monitor = RunMonitor(
             tmp,
             title=f"framepipe run '{config.run.name}'",

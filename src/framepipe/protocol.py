@@ -41,6 +41,17 @@ TOPIC_ACK = b"ack"
 TOPIC_STOP = b"stop"
 TOPIC_WORKERS = b"workers"
 
+#: a subscriber also subscribes to this prefix + its name: the publisher's XPUB sees
+#: that arrive and knows *this* subscriber's subscription is in place (no message
+#: starts with 0xff, so it never matches data)
+SUBSCRIBER_TOPIC = b"\xffsub:"
+
+
+def subscriber_topic(name: str) -> bytes:
+    """The per-subscriber marker topic (see SUBSCRIBER_TOPIC)."""
+    return SUBSCRIBER_TOPIC + name.encode()
+
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_NDIM = 3
 MAX_DIM = 1 << 16
@@ -145,7 +156,7 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
         raise ProtocolError("header is not JSON", kind="garbage") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object", kind="garbage")
-    if header.get("v") != VERSION:
+    if header.get("v") != VERSION or type(header.get("v")) is not int:  # not 1.0, not true
         raise ProtocolError(f"protocol version {header.get('v')!r}, expected {VERSION}", kind="bad_version")
     kind = header.get("kind")
     if kind in CONTROL_KINDS:
@@ -160,6 +171,9 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
             raise ProtocolError(f"missing field {field!r}", kind="missing_field")
         if not isinstance(value, typ) or isinstance(value, bool):
             raise ProtocolError(f"field {field!r} has the wrong type", kind="bad_field")
+        # ids, sequence numbers and timestamps end up in int64 columns and in id ranges
+        if isinstance(value, int) and not 0 <= value < 1 << 63:
+            raise ProtocolError(f"field {field!r} is out of range", kind="bad_field")
     if len(parts) != 2:
         raise ProtocolError(f"{kind} message without payload", kind="bad_framing")
     dtype_name = header["dtype"]

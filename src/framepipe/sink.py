@@ -23,7 +23,7 @@ from framepipe.broadcast import Broadcast
 from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
 from framepipe.errors import ProtocolError
-from framepipe.ledger import FrameLedger
+from framepipe.ledger import FrameLedger, IdRanges
 from framepipe.protocol import (
     TOPIC_ACK,
     TOPIC_STOP,
@@ -35,12 +35,18 @@ from framepipe.protocol import (
     to_ranges,
 )
 
-#: most frame ids acknowledged in one message
+#: acks go out when a batch is pending (a quarter of the window, at most this many), or as
+#: soon as the results queue is empty: batching comes from bursts, and an idle sink never
+#: sits on acks the ventilator's window is waiting for
 ACK_BATCH = 64
-#: longest an acknowledgement is held back to batch it with others
+#: longest an acknowledgement is held back to batch it with others (when not flushed sooner)
 ACK_INTERVAL_S = 0.02
 WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
+#: on SIGINT/SIGTERM, how long to wait for results subscribers' byes (exit within 5 s)
+STOP_BYE_S = 2.0
+#: at start, how long after the first worker the sink waits for the rest of workers.count
+POOL_GRACE_S = 2.0
 
 
 class Sink(Component):
@@ -55,14 +61,18 @@ class Sink(Component):
         self.lost_workers: list[str] = []
         self.per_worker: dict[str, int] = {}
         self._acks: list[int] = []
-        self._ack_due = 0.0
         # The ventilator stops sending when `window` frames are unacknowledged, so a batch
         # must fill long before that: a quarter of the window (at most ACK_BATCH).
         self._ack_batch = max(1, min(ACK_BATCH, config.ventilator.window // 4))
+        self._ack_due = 0.0
         self._workers_due = 0.0
         self._eos_request: tuple[bytes, dict[str, Any]] | None = None
         self._eos_deadline = 0.0
-        self._ventilator_waiting: list[bytes] = []
+        self._ventilator_asked = False
+        self._first_worker_at = 0.0
+        self._accepted: list[int] = []
+        self._acked_by_ventilator = IdRanges()
+        self._ventilator_released = False
         self._latency_ns: list[int] = []
 
     def run(self) -> int:
@@ -84,17 +94,20 @@ class Sink(Component):
         started = time.monotonic()
         warned = False
         while True:
-            # while acks are held back, wake up when they are due: a full window waits on them
-            timeout = POLL_MS if not self._acks else max(0, int((self._ack_due - time.monotonic()) * 1000) + 1)
-            events = self.stream.poll(extra=(self.pull,), timeout_ms=min(timeout, POLL_MS))
+            # acks still pending (a drain cut short): come straight back for the rest
+            events = self.stream.poll(extra=(self.pull,), timeout_ms=0 if self._acks else POLL_MS)
             self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
             self._handle_deferred()
-            if events.get(self.pull):
-                self._drain_results()
+            if events.get(self.pull) and self._drain_results():
+                self._flush_acks(force=True)
             now = time.monotonic()
-            self._flush_acks(now)
             self._check_workers(now)
-            if self._ventilator_waiting and not warned and now - started > cfg.sync_timeout_s:
+            if (
+                self._ventilator_asked
+                and not self._ventilator_released
+                and not warned
+                and now - started > cfg.sync_timeout_s
+            ):
                 self.log.warning("still waiting for: %s", self._not_ready_reason())
                 warned = True
             if self._eos_request is not None and self._try_finish(now):
@@ -105,11 +118,25 @@ class Sink(Component):
         return self._finish()
 
     # ---------------------------------------------------------------- start and end
+    def _pool_ready(self) -> bool:
+        """At least one worker; and the configured pool (``workers.count``), or the first
+        worker was seen POOL_GRACE_S ago: a short run then does not finish before the
+        other workers are up (they would miss the work, and the stop at the end)."""
+        if not self.workers:
+            return False
+        if len(self.workers) >= self.config.workers.count:
+            return True
+        return time.monotonic() - self._first_worker_at >= POOL_GRACE_S
+
     def _not_ready_reason(self) -> str:
         missing = self.stream.missing_subscribers()
         reasons = [f"subscriber {m}" for m in missing]
         if not self.workers:
             reasons.append("a worker")
+        elif not self._pool_ready():
+            reasons.append(
+                f"workers ({len(self.workers)} of {self.config.workers.count}, for up to {POOL_GRACE_S:g} s)"
+            )
         if not missing and not self.stream.all_here():
             reasons.append("results subscriptions")
         return ", ".join(reasons)
@@ -117,56 +144,92 @@ class Sink(Component):
     def _handle_deferred(self) -> None:
         for peer, kind, header in self.stream.deferred:
             if kind == "hello":
-                self._ventilator_waiting.append(peer)
+                # answer at once, so the ventilator's timeout can say what is missing
+                self._ventilator_asked = True
+                if self._pool_ready() and self.stream.all_here():
+                    self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
+                    self._ventilator_released = True
+                    self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
+                else:
+                    self.stream.sync.reply(peer, "status", ok=False, waiting_for=self._not_ready_reason())
+            elif kind == "eos" and header["name"] != "ventilator":
+                # only the ventilator ends the work stream (CURVE, when on, proves who is who)
+                self.reject(ProtocolError(f"eos from {header['name']!r}", kind="bad_kind"), "results-sync")
+                self.stream.sync.reply(peer, "status", ok=False, error="only the ventilator sends eos")
             elif kind == "eos":
                 try:
                     ids = from_ranges(header.get("frame_ids"))
+                    unacknowledged = set(from_ranges(header.get("unacknowledged", [])))
                 except ProtocolError as e:
                     self.reject(e, "results-sync")
                     self.stream.sync.reply(peer, "status", ok=False, error=str(e))
                     continue
                 self.ledger.expect(ids)
+                self._accepted = ids
+                # acknowledged, yet not seen here: a sink before a restart handled them
+                self._acked_by_ventilator = IdRanges(i for i in ids if i not in unacknowledged)
                 self._eos_request = (peer, header)
                 self._eos_deadline = time.monotonic() + self.config.run.finish_timeout_s
                 self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
             else:
+                self.reject(ProtocolError(f"unexpected {kind} request", kind="bad_kind"), "results-sync")
                 self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
         self.stream.deferred.clear()
-        if self._ventilator_waiting and self.workers and self.stream.all_here():
-            for peer in self._ventilator_waiting:
-                self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
-            self._ventilator_waiting.clear()
-            self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
+
+    def _missing(self) -> list[int]:
+        """Expected and neither received here nor acknowledged by an earlier sink."""
+        return [i for i in self.ledger.missing() if i not in self._acked_by_ventilator]
+
+    def _acked_elsewhere(self) -> list[int]:
+        """Frames an earlier sink (before a restart) received and acknowledged: not here."""
+        return [i for i in self.ledger.missing() if i in self._acked_by_ventilator]
 
     def _try_finish(self, now: float) -> bool:
         assert self._eos_request is not None
-        missing = self.ledger.missing()
+        missing = self._missing()
         if missing and now < self._eos_deadline:
             return False
         peer, _ = self._eos_request
-        self._flush_acks(now, force=True)
+        self._flush_acks(force=True)
         self.stream.sync.reply(
-            peer, "done", received=self.ledger.received, missing=len(missing), duplicates=self.ledger.duplicates
+            peer,
+            "done",
+            received=self.ledger.received,
+            missing=len(missing),
+            duplicates=self.ledger.duplicates,
+            acknowledged_elsewhere=len(self._acked_elsewhere()),
         )
         return True
 
     def _finish(self) -> int:
-        self._flush_acks(time.monotonic(), force=True)
-        summary = self.ledger.summary()
+        self._flush_acks(force=True)
+        summary = self.summary()
         reason = (
             "complete" if self._eos_request and not summary["missing"] else "stopped" if self.stopping else "incomplete"
         )
         self.log.info(
             "results: %d received, %d missing, %d duplicate(s) dropped",
-            summary["received"],
+            self.ledger.received,
             summary["missing"],
-            summary["duplicates"],
+            self.ledger.duplicates,
         )
         if summary["missing"]:
-            self.log.error("missing frame ids: %s", to_ranges(self.ledger.missing())[:20])
+            self.log.error("missing frame ids: %s", to_ranges(self._missing())[:20])
+        if summary["acknowledged_elsewhere"]:
+            self.log.warning(
+                "%d frame(s) were received by an earlier sink (restarted mid-run): %s",
+                summary["acknowledged_elsewhere"],
+                to_ranges(self._acked_elsewhere())[:20],
+            )
         for _ in range(STOP_REPEATS):
             self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
-        self.stream.finish(3.0 if self.stopping else self.config.run.finish_timeout_s, reason=reason)
+        # the results stream should have carried every accepted frame: subscribers'
+        # ledgers then show what they lack, even across a restart of this sink
+        self.stream.finish(
+            STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
+            reason=reason,
+            frame_ids=self._accepted if self._eos_request else None,
+        )
         # stop once more, for workers that reconnected while the stream ended
         self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
         if self._eos_request is None:
@@ -174,19 +237,25 @@ class Sink(Component):
         return 0 if not summary["missing"] else 1
 
     # ---------------------------------------------------------------- results
-    def _drain_results(self) -> None:
+    def _drain_results(self) -> bool:
+        """Take up to 256 waiting results; True when the queue was emptied."""
         for _ in range(256):
+            self._flush_acks(time.monotonic())  # a full batch (or an overdue one) goes now
             try:
                 parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                return True
             try:
                 msg = decode(parts, max_payload_bytes=self.max_payload)
             except ProtocolError as e:
                 self.reject(e, "results-in")
                 continue
             if msg.kind == "heartbeat":
-                self._heard_from(str(msg.header.get("name", "?")))
+                name = msg.header.get("name")
+                if not isinstance(name, str) or not name or len(name) > 200:
+                    self.reject(ProtocolError("heartbeat without a worker name", kind="missing_field"), "results-in")
+                else:
+                    self._heard_from(name)
                 continue
             if msg.kind != "result":
                 self.reject(ProtocolError(f"unexpected {msg.kind} on results-in", kind="bad_kind"), "results-in")
@@ -209,10 +278,13 @@ class Sink(Component):
                 self._latency_ns.append(now_ns - msg.header["t_acq_ns"])
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
             self.stream.publish(encode_forward(header, msg.payload), fid)
+        return False
 
-    def _flush_acks(self, now: float, force: bool = False) -> None:
+    def _flush_acks(self, now: float | None = None, force: bool = False) -> None:
+        """Send the pending acks if ``force``, a batch is full, or the oldest is due."""
         if not self._acks:
             return
+        now = time.monotonic() if now is None else now
         if not force and len(self._acks) < self._ack_batch and now < self._ack_due:
             return
         self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=to_ranges(self._acks)))
@@ -221,6 +293,8 @@ class Sink(Component):
 
     # ---------------------------------------------------------------- liveness
     def _heard_from(self, name: str) -> None:
+        if not self.workers and not self.lost_workers:
+            self._first_worker_at = time.monotonic()
         if name not in self.workers:
             self.log.info("worker %s joined", name)
             self._workers_due = 0.0
@@ -242,10 +316,12 @@ class Sink(Component):
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         led = self.ledger.summary()
+        missing = self._missing()
         out.update(
             expected=led["expected"],
-            missing=led["missing"],
-            missing_ids=led["missing_ids"],
+            missing=len(missing),
+            missing_ids=missing[:1000],
+            acknowledged_elsewhere=len(self._acked_elsewhere()),
             per_worker=dict(self.per_worker),
             workers_lost=list(self.lost_workers),
             workers_alive=len(self.workers),

@@ -9,7 +9,7 @@ import zmq
 from framepipe.component import Component
 from framepipe.errors import ProtocolError
 from framepipe.ledger import SequenceTracker
-from framepipe.protocol import Message, decode
+from framepipe.protocol import Message, decode, subscriber_topic
 from framepipe.sync import request
 
 
@@ -27,6 +27,7 @@ class Subscription:
         self.sync_url = sync_url
         self.sub = owner.socket(zmq.SUB, rcvhwm=hwm)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.SUBSCRIBE, subscriber_topic(owner.name))
         owner.connect(self.sub, pub_url)
         self.sequence = SequenceTracker()
         self.eos: dict[str, Any] | None = None

@@ -6,6 +6,13 @@ stream), re-sends frames not acknowledged within ``redispatch_after_s``, and sto
 taking new frames while ``window`` frames are in flight. The sink drops duplicates, so a
 lost ack or a late result from a hung worker costs a duplicate, never a frame.
 
+A worker that dies (SIGKILL, crash, network gone) or hangs (SIGSTOP: no answer to
+ZMTP heartbeats within ``sink.worker_timeout_s``) drops its connection; the ventilator
+sees that on a socket monitor and re-dispatches at once every frame sent before then and
+not yet acknowledged, rather than waiting for the deadline. PUSH does not say which
+worker held which frame, so some of those are duplicates the sink drops: at most one
+window per failure, the price of not waiting.
+
 Memory: at most ``window`` frames are held (frames × frame size), plus the PUSH
 high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
 """
@@ -17,6 +24,7 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.cameras import Camera, open_camera
 from framepipe.component import POLL_MS, Component
@@ -35,6 +43,16 @@ from framepipe.protocol import (
 )
 from framepipe.subscription import Subscription
 from framepipe.sync import request
+
+#: ZMTP heartbeat interval on the tasks socket: a hung worker's connection is closed
+#: after ``sink.worker_timeout_s`` without an answer, and its frames handed back
+HEARTBEAT_IVL_MS = 1000
+#: on SIGINT/SIGTERM: time for in-flight frames to come back, then for the sink to
+#: confirm the end of stream. With a 1 s socket linger the ventilator exits within 5 s.
+STOP_DRAIN_S = 1.5
+#: at start, how long to wait for the workers the sink knows to connect to the tasks socket
+CONNECT_WAIT_S = 2.0
+STOP_EOS_S = 1.5
 
 
 class _InFlight:
@@ -64,7 +82,11 @@ class Ventilator(Component):
         cfg = self.config.ventilator
         sink = self.config.sink
         self.push = self.socket(zmq.PUSH, sndhwm=cfg.hwm_frames)
+        self.push.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        self.push.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(sink.worker_timeout_s * 1000))
         self.bind(self.push, cfg.bind_url(cfg.tasks_port), "tasks")
+        self.monitor = self.push.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._sockets.insert(0, self.monitor)  # closed (with the monitor off) before the rest
         self.control = self.socket(zmq.SUB, rcvhwm=10_000)
         for topic in (TOPIC_ACK, TOPIC_WORKERS):
             self.control.setsockopt(zmq.SUBSCRIBE, topic)
@@ -86,24 +108,63 @@ class Ventilator(Component):
         try:
             self.ready(f"window={cfg.window}")
             assert self.ctx is not None
-            self.log.info("waiting for the sink and a worker")
-            welcome = request(
-                self.ctx,
-                sink.connect_url(sink.sync_port),
-                "hello",
-                self.name,
-                timeout_s=cfg.sync_timeout_s,
-                should_stop=lambda: self.stopping,
-            )
-            if not welcome.get("ok", True):
-                raise SyncError(f"sink refused: {welcome.get('error')}")
-            self.log.info("sink ready with workers: %s", ", ".join(welcome.get("workers", [])) or "?")
+            welcome = self._wait_for_sink()
+            known = welcome.get("workers", [])
+            self.log.info("sink ready with workers: %s", ", ".join(known) or "?")
+            self._wait_for_connections(len(known) if isinstance(known, list) else 1)
             if self.source is not None:
                 self.source.hello(self.config.publisher.sync_timeout_s)
             return self._loop(camera)
         finally:
             if camera is not None:
                 camera.close()
+
+    def _wait_for_sink(self) -> dict[str, Any]:
+        """Ask the sink until it has a worker and its results subscribers; bounded.
+
+        The sink answers at once, ``welcome`` or what it still waits for, so that a
+        timeout names the reason: no sink at all, or the sink's missing pieces.
+        """
+        assert self.ctx is not None
+        sink, timeout = self.config.sink, self.config.ventilator.sync_timeout_s
+        url = sink.connect_url(sink.sync_port)
+        deadline = time.monotonic() + timeout
+        waiting_for: str | None = None
+        self.log.info("waiting for the sink and a worker")
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise SyncError("timed out")
+                reply = request(self.ctx, url, "hello", self.name, timeout_s=left, should_stop=lambda: self.stopping)
+            except SyncError as e:
+                if self.stopping:
+                    raise
+                if waiting_for is None:
+                    raise SyncError(f"no answer from the sink at {url} within {timeout:g} s: is it running?") from e
+                raise SyncError(
+                    f"the sink at {url} was not ready within {timeout:g} s: still waiting for {waiting_for}"
+                ) from e
+            if reply.get("kind") == "welcome":
+                return reply
+            if reply.get("waiting_for") != waiting_for:
+                waiting_for = str(reply.get("waiting_for") or reply.get("error"))
+                self.log.info("sink is waiting for: %s", waiting_for)
+            # ask again when the sink publishes its next worker status (every 0.5 s)
+            if self.control.poll(1000):
+                self._read_control()
+
+    def _wait_for_connections(self, count: int) -> None:
+        """Give the workers the sink knows a moment to connect here too, so the first
+        frames are spread over all of them rather than all sent to the first to arrive.
+        Bounded: workers that come later simply join the round-robin."""
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        while self.counters["worker_connections"] < count and not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.monitor.poll(int(min(left, 0.1) * 1000) + 1):
+                self._read_monitor()
 
     # ---------------------------------------------------------------- main loop
     def _loop(self, camera: Camera | None) -> int:
@@ -114,7 +175,7 @@ class Ventilator(Component):
         while True:
             if self.stopping and stop_deadline is None:
                 # stop taking new frames; give in-flight work a bounded time to finish
-                stop_deadline = time.monotonic() + min(3.0, self.config.run.finish_timeout_s)
+                stop_deadline = time.monotonic() + min(STOP_DRAIN_S, self.config.run.finish_timeout_s)
                 source_done = True
                 self.log.info("stopping: %d frame(s) in flight", len(self.in_flight))
             if source_done and not self.in_flight:
@@ -125,6 +186,7 @@ class Ventilator(Component):
             room = len(self.in_flight) < cfg.window and not source_done
             poller = zmq.Poller()
             poller.register(self.control, zmq.POLLIN)
+            poller.register(self.monitor, zmq.POLLIN)
             if self.queue:
                 poller.register(self.push, zmq.POLLOUT)
             if room and self.source is not None:
@@ -133,6 +195,8 @@ class Ventilator(Component):
             events = dict(poller.poll(timeout))
             if events.get(self.control):
                 self._read_control()
+            if events.get(self.monitor):
+                self._read_monitor()
             if room:
                 if self.source is not None and events.get(self.source.sub):
                     source_done = self._take_from_stream()
@@ -226,6 +290,31 @@ class Ventilator(Component):
             self.queue.append(fid)
             self.in_flight.move_to_end(fid)
 
+    def _read_monitor(self) -> None:
+        """Worker connections come and go; when one goes, hand its frames back at once."""
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.counters["worker_connections"] += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.counters["worker_disconnects"] += 1
+                n = self._requeue_sent()
+                self.log.info("a worker disconnected: %d unacknowledged frame(s) re-dispatched", n)
+
+    def _requeue_sent(self) -> int:
+        """Queue again every frame sent and not acknowledged (duplicates are dropped by the sink)."""
+        n = 0
+        for fid, item in list(self.in_flight.items()):
+            if item.sent_at != 0.0:
+                item.sent_at = 0.0
+                self.queue.append(fid)
+                self.in_flight.move_to_end(fid)
+                n += 1
+        return n
+
     def _read_control(self) -> None:
         while True:
             try:
@@ -274,17 +363,27 @@ class Ventilator(Component):
                 sink.connect_url(sink.sync_port),
                 "eos",
                 self.name,
-                timeout_s=self.config.run.finish_timeout_s if not self.stopping else 3.0,
-                frame_ids=to_ranges(self.accepted.ids()),
+                timeout_s=self.config.run.finish_timeout_s if not self.stopping else STOP_EOS_S,
+                frame_ids=self.accepted.ranges(),
                 unacknowledged=to_ranges(list(self.in_flight)),
             )
             self.log.info("sink confirmed end of stream: %s", {k: reply.get(k) for k in ("received", "missing")})
         except SyncError as e:
+            if self.stopping:
+                # asked to stop: the unacknowledged frames are counted in the summary
+                self.log.warning("sink did not confirm end of stream: %s", e)
+                return code
             self.log.error("sink did not confirm end of stream: %s", e)
             return code or 1
         if self.in_flight and not self.stopping:
             return code or 1
         return code
+
+    def close(self) -> None:
+        push = getattr(self, "push", None)
+        if push is not None and not push.closed:
+            push.disable_monitor()
+        super().close()
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()

@@ -20,6 +20,10 @@ from framepipe.errors import ProtocolError
 from framepipe.fft import spectrum
 from framepipe.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
 
+#: how long a worker's own pings to the ventilator may go unanswered (ms): effectively
+#: never; a dead ventilator closes the TCP connection, a hung one is waited for
+WORKER_PATIENCE_MS = 3_600_000
+
 
 def worker_name(index: int | None = None) -> str:
     """host-pid, unique across a LAN deployment; index for pools (-n)."""
@@ -34,11 +38,20 @@ class Worker(Component):
 
     def __init__(self, config: Config, name: str | None = None):
         super().__init__(config, name or worker_name())
+        self._sink_stop = False  # the sink said stop (a signal sets self.stopping instead)
 
     def run(self) -> int:
         cfg = self.config.workers
         vent, sink = self.config.ventilator, self.config.sink
         self.pull = self.socket(zmq.PULL, rcvhwm=cfg.hwm_frames)
+        # The ventilator closes a connection that stays silent past sink.worker_timeout_s
+        # (a hung worker) and hands its frames to others. A busy worker with a full
+        # receive queue stops reading, so it would not answer the ventilator's pings:
+        # it pings on its own, from zmq's I/O thread, which only a hung process stops.
+        self.pull.setsockopt(zmq.HEARTBEAT_IVL, int(cfg.heartbeat_s * 1000))
+        # ...and never gives up on the ventilator itself: after a SIGCONT the frames it
+        # still holds are processed (the sink drops them as duplicates) and it reconnects.
+        self.pull.setsockopt(zmq.HEARTBEAT_TIMEOUT, WORKER_PATIENCE_MS)
         self.connect(self.pull, vent.connect_url(vent.tasks_port))
         self.push = self.socket(zmq.PUSH, sndhwm=max(cfg.hwm_frames, 2))
         self.connect(self.push, sink.connect_url(sink.results_in_port))
@@ -50,7 +63,7 @@ class Worker(Component):
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         next_beat = 0.0
-        while not self.stopping:
+        while not self.stopping and not self._sink_stop:
             now = time.monotonic()
             if now >= next_beat:
                 self._heartbeat()
@@ -114,12 +127,23 @@ class Worker(Component):
             frame_dtype=h["dtype"],
         )
         out = encode_data(header, result)
+        # The sink may be full, or gone: keep listening for its stop (and for signals)
+        # while waiting, rather than blocking on a send nobody will take. A result
+        # abandoned here is not lost: the ventilator re-dispatches unacknowledged frames.
+        poller = zmq.Poller()
+        poller.register(self.push, zmq.POLLOUT)
+        poller.register(self.control, zmq.POLLIN)
         while not self.stopping:
             try:
                 self.push.send_multipart(out, copy=False, flags=zmq.NOBLOCK)
                 break
             except zmq.Again:
-                self.push.poll(POLL_MS, zmq.POLLOUT)
+                events = dict(poller.poll(POLL_MS))
+                if events.get(self.control) and self._stop_requested():
+                    # not self.stop(): that is for signals (a second one interrupts harder)
+                    self.log.info("stop from the sink while a result waited to be sent")
+                    self._sink_stop = True
+                    return
         else:
             return
         self.counters["processed"] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import hdf5plugin  # noqa: F401  (the recorder compresses with bitshuffle-lz4 by default)
 import numpy as np
@@ -23,6 +25,10 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> Non
     sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
     sink.wait_for("ready:")
     workers = [deployment.start(f"w{i}", "worker", "--index", str(i)) for i in range(3)]
+    for w in workers:  # all three known to the sink before the ventilator asks it
+        ready = re.search(r"(worker-\S+)\s+INFO\s+ready:", w.wait_for("ready:"))
+        assert ready, w.log()
+        sink.wait_for(f"worker {ready.group(1)} joined")
     recorders = [deployment.start(n, "record", "--name", n) for n in ("recorder-frames", "recorder-results")]
     vent = deployment.start("ventilator", "ventilator")
     pub = deployment.start("publisher", "publisher")
