@@ -333,6 +333,9 @@ class RunConfig(Section):
 
     name: str = "run"
     """Run name, used in file names."""
+    id: str = ""
+    """Run id, ``{run_id}`` in recorders' file names. Empty: each recorder uses its own start
+    time; ``framepipe run`` sets one id, its start time (UTC), for every component."""
     data_dir: str = "data"
     """Directory for HDF5 files (created if missing)."""
     finish_timeout_s: float = Field(60.0, gt=0)
@@ -521,3 +524,10 @@ def default_config_path() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def run_id_now() -> str:
+    """A run id from the current time (UTC), e.g. 20260102T030405Z: sortable, unique per second."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from framepipe.config import Config
+from framepipe.config import Config, run_id_now
 
 log = logging.getLogger("run")
 
@@ -60,6 +60,8 @@ class ChildSet:
         #: children that only serve the others (workers): stopped once all the others ended
         self.followers = followers
         self._followers_stopped = False
+        #: followers stopped because the run was over: their SIGTERM is not a failure
+        self._released: set[str] = set()
         self._stop_at: float | None = None  # when the first stop was asked
         self._term_all_at: float | None = None  # when every child was sent SIGTERM
         self._sources_done: float | None = None  # when the last source exited, after a stop
@@ -141,6 +143,7 @@ class ChildSet:
             late = self.running(self.followers)
             if late:
                 log.info("run over: stopping %s", ", ".join(late))
+                self._released.update(late)
                 self.signal_all(signal.SIGTERM, late)
 
     def wait_all(self, *, stop_on_failure: bool = True, on_tick: Callable[[], None] | None = None) -> int:
@@ -162,6 +165,9 @@ class ChildSet:
                     code = proc.poll()
                     if code is None:
                         continue
+                    if name in self._released and code == -signal.SIGTERM:
+                        # it was still starting (no handler yet) when the run ended: nothing lost
+                        code = 0
                     self.codes[name] = code
                     if code != 0 and stop_on_failure and self._stop_at is None:
                         log.error("%s exited with code %d: stopping the others", name, code)
@@ -201,6 +207,10 @@ def run_pipeline(
     from framepipe.dashboard import RunMonitor
 
     Path(config.run.data_dir).mkdir(parents=True, exist_ok=True)
+    if not config.run.id:
+        # one id for every component: both recorders name their files after the same run
+        config = config.model_copy(update={"run": config.run.model_copy(update={"id": run_id_now()})})
+        overrides = [*overrides, f"run.id={config.run.id}"]
     common = component_args(config_path, overrides) + log_args
     with tempfile.TemporaryDirectory(prefix="framepipe-run-") as tmp:
         source = "publisher" if config.ventilator.source == "publisher" else "ventilator"
@@ -282,6 +292,10 @@ def print_summary(config: Config, s: dict[str, dict[str, Any]], codes: dict[str,
     missing = sink.get("missing")
     rows.append(("missing", missing if missing is not None else "?", "", f"latency {sink.get('latency_ms', {})}"))
     print(f"\nframepipe run '{config.run.name}': {elapsed:.1f} s, data in {config.run.data_dir}/")
+    for rec in config.recorders:
+        path = s.get(rec.name, {}).get("path")
+        if path:
+            print(f"  {rec.stream + ' file':<18}{path}")
     print(f"  {'stage':<18}{'frames':>8}{'frames/s':>10}  notes")
     for stage, n, rate, note in rows:
         print(f"  {stage:<18}{n!s:>8}{rate:>10}  {note}")

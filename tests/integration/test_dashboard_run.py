@@ -90,7 +90,7 @@ def test_run_on_a_terminal_shows_the_live_dashboard(tmp_path: Path) -> None:
         assert header in screen, header
     for name in ("publisher", "ventilator", "2 started", "sink", "recorder-frames", "recorder-results"):
         assert name in screen, name
-    assert re.search(r"\d+\.\d [kM]B data/local_frames\.h5", screen), "the file being written and its size"
+    assert re.search(r"\d+\.\d [kM]B data/local_\w+_frames\.h5", screen), "the file being written and its size"
     assert "in flight " in screen
     # live: drawn while frames were still coming, then the finished run
     done = [int(m) for m in re.findall(rf"(\d+)/{N} frames", screen)]

@@ -57,31 +57,37 @@ def test_framepipe_run_default_config(tmp_path: Path) -> None:
     assert "every frame accounted for" in proc.stdout
     for stage in ("acquired", "published", "processed", "recorded frames", "recorded results", "missing"):
         assert stage in proc.stdout
-    with h5py.File(tmp_path / "data" / "local_frames.h5", "r") as f:
+    (frames_file,) = (tmp_path / "data").glob("local_*_frames.h5")
+    (results_file,) = (tmp_path / "data").glob("local_*_results.h5")
+    assert frames_file.name.removesuffix("frames.h5") == results_file.name.removesuffix("results.h5"), "one run id"
+    with h5py.File(frames_file, "r") as f:
         assert f["entry/data/frames"].shape == (120, 96, 128)
         row = int(np.flatnonzero(f["entry/data/frame_id"][:] == 77)[0])
         np.testing.assert_array_equal(f["entry/data/frames"][row], synthetic_frame(77, 96, 128, "uint16"))
-    with h5py.File(tmp_path / "data" / "local_results.h5", "r") as f:
+    with h5py.File(results_file, "r") as f:
         assert sorted(f["entry/data/frame_id"][:].tolist()) == list(range(120))
 
 
-def test_framepipe_run_never_overwrites_and_fails_clearly(tmp_path: Path) -> None:
+def test_framepipe_run_twice_keeps_both_and_never_overwrites(tmp_path: Path) -> None:
     shutil.copytree(REPO / "configs", tmp_path / "configs")
-    args = [
-        *framepipe_cmd(),
-        "run",
-        "--set",
-        "camera.count=10",
-        "--set",
-        "camera.width=32",
-        "--set",
-        "camera.height=32",
-    ]
-    first = subprocess.run(args, capture_output=True, text=True, timeout=120, env=child_env(port_env()), cwd=tmp_path)
+    args = [*framepipe_cmd(), "run", "--no-tui", "--set", "camera.count=10"]
+    args += ["--set", "camera.width=32", "--set", "camera.height=32"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        env = child_env(port_env())
+        return subprocess.run([*args, *extra], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    first = run()
     assert first.returncode == 0, first.stdout + first.stderr
-    before = (tmp_path / "data" / "local_frames.h5").read_bytes()
-    second = subprocess.run(args, capture_output=True, text=True, timeout=120, env=child_env(port_env()), cwd=tmp_path)
-    assert second.returncode != 0
-    assert "file exists" in second.stderr
-    assert "NOT every frame accounted for" in second.stdout
-    assert (tmp_path / "data" / "local_frames.h5").read_bytes() == before
+    (first_file,) = (tmp_path / "data").glob("local_*_frames.h5")
+    before = first_file.read_bytes()
+    # a second run gets its own run id, so its own files
+    second = run("--set", "run.id=second")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (tmp_path / "data" / "local_second_frames.h5").is_file()
+    # the same run id again: refused, clearly, and the earlier file is untouched
+    third = run("--set", "run.id=second")
+    assert third.returncode != 0
+    assert "file exists" in third.stderr
+    assert "NOT every frame accounted for" in third.stdout
+    assert first_file.read_bytes() == before

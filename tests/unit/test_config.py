@@ -24,8 +24,12 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_configs_load() -> None:
     cfg = load_config(REPO / "configs" / "local.toml", environ={})
     assert cfg.camera.kind == "synthetic" and cfg.workers.count >= 1
-    # local.toml mirrors the embedded defaults
-    assert cfg.model_dump() == load_config(None, environ={}).model_dump() | {"run": cfg.run.model_dump()}
+    # local.toml mirrors the embedded defaults, except that its file names carry the run id
+    assert [r.path for r in cfg.recorders] == ["{data_dir}/{run}_{run_id}_{stream}.h5"] * 2
+    shipped = cfg.model_dump()
+    for rec in shipped["recorders"]:
+        rec["path"] = "{data_dir}/{run}_{stream}.h5"
+    assert shipped == load_config(None, environ={}).model_dump() | {"run": cfg.run.model_dump()}
 
 
 @pytest.mark.parametrize(

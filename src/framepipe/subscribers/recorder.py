@@ -16,7 +16,6 @@ code 1; it says bye to the publisher first, so the stream and its other subscrib
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +23,7 @@ from typing import Any
 
 from framepipe import __version__
 from framepipe.component import POLL_MS, Component
-from framepipe.config import Config
+from framepipe.config import Config, run_id_now
 from framepipe.errors import ProtocolError, RecorderError
 from framepipe.ledger import FrameLedger
 from framepipe.protocol import Message, from_ranges
@@ -47,7 +46,7 @@ class Recorder(Component):
         #: frame ids written to the files (what the files hold)
         self.ledger = FrameLedger()
         self.codec = Codec(self.rec.compression, self.rec.compression_level)
-        self.run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = config.run.id or run_id_now()
         self.file: FrameFile | None = None
         #: every file of the series, closed or open, with its close time
         self.files: list[tuple[FrameFile, str]] = []
