@@ -23,6 +23,7 @@ import numpy as np
 
 from framepipe.errors import FramepipeError
 from framepipe.protocol import to_ranges
+from framepipe.subscribers.h5file import attr_value
 
 FILTER_NAMES = {
     str(hdf5plugin.BSHUF_ID): "bitshuffle-lz4",
@@ -58,16 +59,6 @@ def _ranges_text(ids: list[int], limit: int = 12) -> str:
     return ", ".join(parts[:limit]) + more
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def summarize(path: str | Path) -> dict[str, Any]:
     """The facts ``inspect`` prints, as a dict (JSON-serialisable)."""
     path = Path(path)
@@ -80,9 +71,9 @@ def summarize(path: str | Path) -> dict[str, Any]:
         out: dict[str, Any] = {
             "file": str(path),
             "finished": closed_cleanly and "ledger" in entry,
-            **{k: _plain(entry.attrs[k]) for k in ("run", "run_id", "stream", "file_index") if k in entry.attrs},
-            "start_time": _plain(entry.attrs.get("start_time", "")),
-            "end_time": _plain(entry.attrs.get("end_time", "")),
+            **{k: attr_value(entry.attrs[k]) for k in ("run", "run_id", "stream", "file_index") if k in entry.attrs},
+            "start_time": attr_value(entry.attrs.get("start_time", "")),
+            "end_time": attr_value(entry.attrs.get("end_time", "")),
             "frames": len(ids),
         }
         if "frames" in data:
@@ -103,7 +94,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
             out["effective_fps"] = round((len(ids) - 1) / span, 2) if span > 0 else None
         ledger = entry.get("ledger")
         if ledger is not None:
-            out["ledger"] = {k: _plain(v) for k, v in ledger.attrs.items() if k != "NX_class"}
+            out["ledger"] = {k: attr_value(v) for k, v in ledger.attrs.items() if k != "NX_class"}
             missing = ledger["missing_ids"][:].tolist()
             out["missing_ids"] = missing
             out["complete"] = bool(ledger.attrs.get("complete", False))
@@ -112,7 +103,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
             out["complete"] = False
         cam = f.get("entry/instrument/camera")
         if cam is not None:
-            out["camera"] = {k: _plain(v) for k, v in cam.attrs.items() if k != "NX_class"}
+            out["camera"] = {k: attr_value(v) for k, v in cam.attrs.items() if k != "NX_class"}
     return out
 
 
@@ -195,7 +186,7 @@ def contact_sheet(path: str | Path, out: str | Path, count: int = 4) -> int:
         n = min(len(frames), len(f["entry/data/frame_id"]))
         if n == 0:
             raise InspectError(f"{path}: the file holds no frames")
-        results = _plain(f["entry"].attrs.get("stream", "")) == "results"
+        results = attr_value(f["entry"].attrs.get("stream", "")) == "results"
         rows = []
         for i in np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int)):
             img = np.asarray(frames[int(i)])

@@ -25,6 +25,7 @@ from framepipe.cameras.base import Camera, Pacer
 from framepipe.config import CameraConfig
 from framepipe.errors import CameraError
 from framepipe.frame import FRAME_DTYPES, Frame
+from framepipe.subscribers.h5file import attr_value
 
 FRAMES, IDS, TIMES = "entry/data/frames", "entry/data/frame_id", "entry/data/t_acq_ns"
 
@@ -90,7 +91,7 @@ class ReplayCamera(Camera):
         original = {}
         cam = self._h5.get("entry/instrument/camera")
         if cam is not None:
-            original = {f"original_{k}": _attr(v) for k, v in cam.attrs.items() if k != "NX_class"}
+            original = {f"original_{k}": attr_value(v) for k, v in cam.attrs.items() if k != "NX_class"}
         self._meta = {
             "source": "replay",
             "model": "framepipe replay",
@@ -146,14 +147,3 @@ class ReplayCamera(Camera):
         self._frames = None
         if h5 is not None:
             h5.close()
-
-
-def _attr(value: Any) -> Any:
-    """An HDF5 attribute as a plain JSON-able value."""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value

@@ -277,3 +277,14 @@ def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, A
             grp.create_dataset("missing_ids", data=missing)
     except OSError as e:
         raise RecorderError(f"{path}: cannot write the ledger: {describe(e)}") from e
+
+
+def attr_value(value: Any) -> Any:
+    """An HDF5 attribute as a plain JSON-able value (h5py gives bytes and numpy scalars)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
