@@ -1,0 +1,76 @@
+"""Raw pyzmq ceiling of the two socket patterns framepipe uses, same buffers, two processes.
+
+Explains the transport figure of `framepipe bench`: how fast libzmq moves 1024×1024 uint16
+frames zero-copy through XPUB(NODROP)→SUB (the broadcast streams) and PUSH→PULL (the
+work path), with nothing of framepipe in between. Usage: python scripts/pubsub-vs-pushpull.py [FRAMES]
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import time
+
+import numpy as np
+import zmq
+
+from framepipe.ports import free_ports
+
+
+def receive(kind: int, url: str, count: int, q: mp.Queue) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(kind)
+    if kind == zmq.SUB:
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.setsockopt(zmq.RCVHWM, 32)
+    sock.connect(url)
+    q.put("ready")
+    t0 = 0.0
+    for n in range(count):
+        parts = sock.recv_multipart(copy=False)
+        if n == 0:
+            t0 = time.perf_counter()
+        np.frombuffer(parts[1].buffer, np.uint16)
+    q.put((count - 1) / (time.perf_counter() - t0))
+    sock.close(0)
+    ctx.term()
+
+
+def send(kind: int, url: str, count: int) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.SNDHWM, 32)
+    if kind == zmq.XPUB:
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+    sock.bind(url)
+    if kind == zmq.XPUB:
+        sock.recv()  # the subscription: nothing is sent before it arrives
+    frames = [np.random.default_rng(i).integers(0, 65535, (1024, 1024), dtype=np.uint16) for i in range(4)]
+    for i in range(count):
+        while True:
+            try:
+                sock.send_multipart([b'{"v":1}', frames[i % 4]], copy=False, flags=zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                sock.poll(100, zmq.POLLOUT)
+    sock.close(linger=5000)
+    ctx.term()
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    for name, tx, rx in (("PUSH->PULL", zmq.PUSH, zmq.PULL), ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB)) * 2:
+        url = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+        q: mp.Queue = mp.Queue()
+        r = mp.Process(target=receive, args=(rx, url, count, q))
+        r.start()
+        q.get()
+        s = mp.Process(target=send, args=(tx, url, count))
+        s.start()
+        print(f"{name:<20} {q.get():8.0f} frames/s")
+        s.join()
+        r.join()
+
+
+if __name__ == "__main__":
+    main()
