@@ -120,6 +120,25 @@ class Deployment:
         self.procs.append(proc)
         return proc
 
+    def start_pipeline(
+        self,
+        *,
+        workers: int = 1,
+        recorders: tuple[str, ...] = ("recorder-frames", "recorder-results"),
+        publisher: bool = True,
+    ) -> list[Proc]:
+        """The whole pipeline from the current config: sink first (binders before the
+        components that connect to them), then workers, recorders, ventilator, publisher."""
+        sink = self.start("sink", "sink")
+        sink.wait_for("ready:")
+        procs = [sink]
+        procs += [self.start(f"worker-{i}", "worker", "--index", str(i)) for i in range(workers)]
+        procs += [self.start(name, "record", "--name", name) for name in recorders]
+        procs.append(self.start("ventilator", "ventilator"))
+        if publisher:
+            procs.append(self.start("publisher", "publisher"))
+        return procs
+
     def run_cli(
         self, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:

@@ -39,16 +39,7 @@ def _pipeline(deployment: Deployment, **camera: object) -> dict[str, object]:
     """Publisher on the video → ventilator → 1 worker → sink, both streams recorded; all exit codes."""
     deployment.settings.update({f"camera.{k}": v for k, v in {"kind": "opencv", **camera}.items()})
     deployment.write_config()
-    sink = deployment.start("sink", "sink")
-    sink.wait_for("ready:")
-    procs = [
-        sink,
-        deployment.start("worker", "worker", "--index", "0"),
-        deployment.start("recorder-frames", "record", "--name", "recorder-frames"),
-        deployment.start("recorder-results", "record", "--name", "recorder-results"),
-        deployment.start("ventilator", "ventilator"),
-        deployment.start("publisher", "publisher"),
-    ]
+    procs = deployment.start_pipeline()
     return {p.name: (p.wait(120), p.log()) for p in procs}
 
 
@@ -140,14 +131,7 @@ def test_ventilator_reads_the_video_directly(deployment: Deployment, tmp_path: P
         {"camera.kind": "opencv", "camera.path": str(video), "camera.count": 0, "ventilator.source": "camera"}
     )
     deployment.write_config()
-    sink = deployment.start("sink", "sink")
-    sink.wait_for("ready:")
-    procs = [
-        sink,
-        deployment.start("worker", "worker", "--index", "0"),
-        deployment.start("recorder-results", "record", "--name", "recorder-results"),
-        deployment.start("ventilator", "ventilator"),
-    ]
+    procs = deployment.start_pipeline(recorders=("recorder-results",), publisher=False)
     for p in procs:
         assert p.wait(120) == 0, f"{p.name}:\n{p.log()[-3000:]}"
     with h5py.File(deployment.data / "run_results.h5", "r") as f:

@@ -54,16 +54,7 @@ def test_replay_at_original_pace_through_the_pipeline(deployment: Deployment) ->
         }
     )
     deployment.write_config()
-    sink = deployment.start("sink", "sink")
-    sink.wait_for("ready:")
-    procs = [
-        sink,
-        deployment.start("worker", "worker", "--index", "0"),
-        deployment.start("rf", "record", "--name", "recorder-frames"),
-        deployment.start("rr", "record", "--name", "recorder-results"),
-        deployment.start("ventilator", "ventilator"),
-        deployment.start("publisher", "publisher"),
-    ]
+    procs = deployment.start_pipeline()
     for p in procs:
         assert p.wait(120) == 0, f"{p.name}:\n{p.log()[-3000:]}"
     with (
