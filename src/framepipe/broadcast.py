@@ -56,6 +56,7 @@ class Broadcast:
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         if lossless:
             self.pub.setsockopt(zmq.XPUB_NODROP, 1)
+            self.pub.setsockopt(zmq.SNDTIMEO, POLL_MS)  # see _wait_and_send
         owner.bind(self.pub, pub_url, stream)
         router = owner.socket(zmq.ROUTER)
         owner.bind(router, sync_url, f"{stream}-sync")
@@ -178,32 +179,43 @@ class Broadcast:
         if not self.lossless:
             self.pub.send_multipart(parts, copy=False)
         else:
-            t0 = None
-            give_up: float | None = None
+            try:
+                self.pub.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                if not self._wait_and_send(parts):
+                    return False
+        self.seq += 1
+        self.published_ids.add(frame_id)
+        return True
+
+    def _wait_and_send(self, parts: list[Any]) -> bool:
+        """A subscriber is full (lossless): wait inside zmq's blocking send, serving sync
+        between tries of ``POLL_MS``.
+
+        Not poll(POLLOUT): an XPUB reports POLLOUT even when ``XPUB_NODROP`` would refuse
+        the message (libzmq #1597), so polling for it spins a core at 100 % — which, on a
+        machine whose cores the subscribers need, halved the stream's rate. A blocking
+        send sleeps until a subscriber's pipe drains below its low-water mark.
+        """
+        t0 = now = time.monotonic()
+        if now >= self._next_blocked_log:  # info, not a warning: lossless means this
+            self.owner.log.info("%s: waiting for a slow subscriber (lossless)", self.stream)
+            self._next_blocked_log = now + BLOCKED_LOG_S
+        give_up: float | None = None
+        try:
             while True:
                 try:
-                    self.pub.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
-                    break
+                    self.pub.send_multipart(parts, copy=False)  # SNDTIMEO = POLL_MS (lossless)
+                    return True
                 except zmq.Again:
                     now = time.monotonic()
-                    if t0 is None:
-                        t0 = now
-                        if now >= self._next_blocked_log:  # info, not a warning: lossless means this
-                            self.owner.log.info("%s: waiting for a slow subscriber (lossless)", self.stream)
-                            self._next_blocked_log = now + BLOCKED_LOG_S
                     if self.owner.stopping:
                         give_up = give_up or now + STOP_SEND_S
                         if now > give_up:
                             return False
-                    poller = zmq.Poller()
-                    poller.register(self.pub, zmq.POLLOUT | zmq.POLLIN)
-                    poller.register(self.sync.sock, zmq.POLLIN)
-                    self.service(dict(poller.poll(POLL_MS)))
-            if t0 is not None:
-                self.blocked_s += time.monotonic() - t0
-        self.seq += 1
-        self.published_ids.add(frame_id)
-        return True
+                    self.service(self.poll(timeout_ms=0))
+        finally:
+            self.blocked_s += time.monotonic() - t0
 
     def finish(
         self, timeout_s: float, reason: str = "complete", frame_ids: list[int] | None = None, **fields: Any
