@@ -23,6 +23,7 @@ import zmq
 
 from framepipe.config import Config
 from framepipe.errors import ConfigError, ProtocolError
+from framepipe.heap import keep_frame_buffers
 from framepipe.logs import RateLimitedLog
 from framepipe.security import is_exposed, make_context
 from framepipe.status import StatusServer
@@ -41,6 +42,7 @@ class Component:
     role = "component"
 
     def __init__(self, config: Config, name: str | None = None):
+        keep_frame_buffers()  # every component allocates and frees frame-sized buffers
         self.config = config
         self.name = name or self.role
         self.log = logging.getLogger(self.name)
