@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.cameras.base import Camera
+from framepipe.cameras.base import Camera, Pacer
 from framepipe.frame import Frame
 
 
@@ -61,22 +61,22 @@ class SyntheticCamera(Camera):
         self.height, self.width, self.dtype = height, width, dtype
         self.fps, self.count, self.seed = fps, count, seed
         self._next = 0
-        self._t0 = 0.0
+        self._pacer = Pacer()
 
     def open(self) -> None:
         _background(self.height, self.width, self.dtype, self.seed)
         self._next = 0
-        self._t0 = time.monotonic()
+        # the clock starts at the first grab, not here: the publisher opens the camera
+        # and then waits for its subscribers, and frames "due" during that wait would
+        # otherwise all come at once when it starts
+        self._pacer.restart()
 
     def grab(self, timeout_s: float) -> Frame | None:
         k = self._next
         if self.count and k >= self.count:
             return None
         if self.fps > 0:
-            due = self._t0 + k / self.fps
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)  # sleep-ok: pacing the frame rate, not synchronisation
+            self._pacer.wait_until(k / self.fps)
         array = synthetic_frame(k, self.height, self.width, self.dtype, self.seed)
         self._next = k + 1
         return Frame(frame_id=k, array=array, t_acq_ns=time.time_ns())
