@@ -48,7 +48,9 @@ def measure(
         procs = start_pipeline(fleet, config, workers)
         fleet.wait(timeout_s=timeout_s)
         fleet.check()
-        samples = np.array(sub.summary().get("latency_ms_samples", []), dtype=np.float64)
+        sub_summary = sub.summary()
+        samples = np.array(sub_summary.get("latency_ms_samples", []), dtype=np.float64)
+        stages = {k: np.array(v, dtype=np.float64) for k, v in sub_summary.get("stage_ms_samples", {}).items()}
         sink = procs["sink"].summary()
         steady = (sink["first_ns"], sink["last_ns"]) if sink.get("first_ns") and sink.get("last_ns") else None
         memory = {name: child.memory(steady) for name, child in {**procs, "subscriber": sub}.items()}
@@ -69,6 +71,12 @@ def measure(
         "max_ms": round(float(samples.max()), 2),
         "mean_ms": round(float(samples.mean()), 2),
         "sink_latency_ms": sink.get("latency_ms", {}),
+        # where the time went: p50 / p99 of each stage (they do not add up percentile by percentile)
+        "stages_ms": {
+            k: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
+            for k, v in stages.items()
+            if v.size
+        },
         "samples_ms": [round(float(x), 3) for x in samples],
         "components": memory,
     }

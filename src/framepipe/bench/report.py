@@ -122,6 +122,13 @@ def table(results: dict[str, Any]) -> str:
             f"latency at {lat['fps']:g} frames/s, W={lat['workers']}, acquisition → sink: "
             f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms",
         ]
+        stages = lat.get("stages_ms") or {}
+        if stages:
+            names = {"to_worker": "acquisition → worker", "worker": "in the worker", "to_sink": "worker → sink"}
+            lines.append(
+                "  by stage (p50 / p99 ms): "
+                + ", ".join(f"{names.get(k, k)} {v['p50']} / {v['p99']}" for k, v in stages.items())
+            )
         if lat.get("saturated"):
             lines.append(
                 f"  SATURATED: the pipeline sustained only {lat['achieved_fps']} of {lat['fps']:g} frames/s here,"

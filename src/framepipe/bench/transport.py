@@ -73,6 +73,9 @@ class StreamSubscriber(Component):
         super().__init__(config, name)
         self.stream_name = stream
         self.latency_ms: list[float] = []
+        #: where that latency went, per frame (ms): before the worker started on it
+        #: (publisher, ventilator, queues, two hops), in the worker, after it (one hop, sink)
+        self.stages_ms: dict[str, list[float]] = {"to_worker": [], "worker": [], "to_sink": []}
 
     def run(self) -> int:
         pub, sink = self.config.publisher, self.config.sink
@@ -98,14 +101,23 @@ class StreamSubscriber(Component):
             self.counters["bytes"] += msg.array.nbytes if msg.array is not None else 0
             t_sink = msg.header.get("t_sink_ns")
             if isinstance(t_sink, int) and len(self.latency_ms) < MAX_SAMPLES:
-                self.latency_ms.append((t_sink - msg.header["t_acq_ns"]) / 1e6)
+                h = msg.header
+                self.latency_ms.append((t_sink - h["t_acq_ns"]) / 1e6)
+                if isinstance(h.get("t_start_ns"), int) and isinstance(h.get("t_done_ns"), int):
+                    self.stages_ms["to_worker"].append((h["t_start_ns"] - h["t_acq_ns"]) / 1e6)
+                    self.stages_ms["worker"].append((h["t_done_ns"] - h["t_start_ns"]) / 1e6)
+                    self.stages_ms["to_sink"].append((t_sink - h["t_done_ns"]) / 1e6)
         self.counters["gaps"] = sub.sequence.gaps
         if sub.eos is not None:
             sub.bye(5.0, received=self.counters["received"], gaps=sub.sequence.gaps)
         return 0
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "latency_ms_samples": [round(x, 3) for x in self.latency_ms]}
+        return {
+            **super().summary(),
+            "latency_ms_samples": [round(x, 3) for x in self.latency_ms],
+            "stage_ms_samples": {k: [round(x, 3) for x in v] for k, v in self.stages_ms.items()},
+        }
 
 
 def _raw_push(url: str, count: int, size: int, dtype: str) -> int:
