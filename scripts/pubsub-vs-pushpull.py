@@ -2,7 +2,9 @@
 
 Explains the transport figure of `framepipe bench`: how fast libzmq moves 1024×1024 uint16
 frames zero-copy through XPUB(NODROP)→SUB (the broadcast streams) and PUSH→PULL (the
-work path), with nothing of framepipe in between. Usage: python scripts/pubsub-vs-pushpull.py [FRAMES]
+work path), with nothing of framepipe in between, and what waiting for a full XPUB on
+poll(POLLOUT) costs: an XPUB reports POLLOUT even when XPUB_NODROP refuses the message
+(libzmq #1597), so that wait spins a core. Usage: python scripts/pubsub-vs-pushpull.py [FRAMES]
 """
 
 from __future__ import annotations
@@ -25,18 +27,18 @@ def receive(kind: int, url: str, count: int, q: mp.Queue) -> None:
     sock.setsockopt(zmq.RCVHWM, 32)
     sock.connect(url)
     q.put("ready")
-    t0 = 0.0
+    t0 = c0 = 0.0
     for n in range(count):
         parts = sock.recv_multipart(copy=False)
         if n == 0:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         np.frombuffer(parts[1].buffer, np.uint16)
-    q.put((count - 1) / (time.perf_counter() - t0))
+    q.put(((count - 1) / (time.perf_counter() - t0), (time.process_time() - c0) / (count - 1) * 1e3))
     sock.close(0)
     ctx.term()
 
 
-def send(kind: int, url: str, count: int) -> None:
+def send(kind: int, url: str, count: int, wait: str, q: mp.Queue) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.SNDHWM, 32)
@@ -46,28 +48,42 @@ def send(kind: int, url: str, count: int) -> None:
     if kind == zmq.XPUB:
         sock.recv()  # the subscription: nothing is sent before it arrives
     frames = [np.random.default_rng(i).integers(0, 65535, (1024, 1024), dtype=np.uint16) for i in range(4)]
+    c0 = time.process_time()
     for i in range(count):
-        while True:
+        parts = [b'{"v":1}', frames[i % 4]]
+        if wait == "blocking send":
+            sock.send_multipart(parts, copy=False)
+            continue
+        while True:  # wait == "poll(POLLOUT)"
             try:
-                sock.send_multipart([b'{"v":1}', frames[i % 4]], copy=False, flags=zmq.NOBLOCK)
+                sock.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
                 break
             except zmq.Again:
                 sock.poll(100, zmq.POLLOUT)
+    q.put((time.process_time() - c0) / count * 1e3)
     sock.close(linger=5000)
     ctx.term()
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    for name, tx, rx in (("PUSH->PULL", zmq.PUSH, zmq.PULL), ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB)) * 2:
+    cases = (
+        ("PUSH->PULL", zmq.PUSH, zmq.PULL, "poll(POLLOUT)"),
+        ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB, "blocking send"),
+        ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB, "poll(POLLOUT)"),
+    )
+    for name, tx, rx, wait in cases * 2:
         url = f"tcp://127.0.0.1:{free_ports(1)[0]}"
         q: mp.Queue = mp.Queue()
+        sq: mp.Queue = mp.Queue()
         r = mp.Process(target=receive, args=(rx, url, count, q))
         r.start()
         q.get()
-        s = mp.Process(target=send, args=(tx, url, count))
+        s = mp.Process(target=send, args=(tx, url, count, wait, sq))
         s.start()
-        print(f"{name:<20} {q.get():8.0f} frames/s")
+        fps, rx_cpu = q.get()
+        tx_cpu = sq.get()
+        print(f"{name:<18} {wait:<14} {fps:7.0f} frames/s  CPU/frame: sender {tx_cpu:.2f} ms, receiver {rx_cpu:.2f} ms")
         s.join()
         r.join()
 
