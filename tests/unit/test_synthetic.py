@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import SyntheticCamera, synthetic_frame
+from framepipe.cameras.synthetic import REEL_FRAMES, reel_length
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
@@ -29,3 +30,17 @@ def test_consecutive_frames_and_spectra_differ() -> None:
 
 def test_seed_changes_frames() -> None:
     assert not np.array_equal(synthetic_frame(0, 32, 32, seed=0), synthetic_frame(0, 32, 32, seed=1))
+
+
+def test_the_camera_plays_a_reel_rendered_once() -> None:
+    n = reel_length(40, 56, "uint16")
+    assert n == REEL_FRAMES
+    assert reel_length(4096, 4096, "uint16") == 2, "big frames: a short reel, bounded memory"
+    cam = SyntheticCamera(40, 56, "uint16", count=2 * n + 1)
+    with cam:
+        arrays = [f.array for f in iter(lambda: cam.grab(1.0), None)]
+    assert len(arrays) == 2 * n + 1
+    assert len({a.tobytes() for a in arrays}) == n, "n distinct frames, then the loop"
+    # a grab hands over the rendered frame itself: nothing is computed or copied per frame
+    assert all(a is synthetic_frame(k, 40, 56) for k, a in enumerate(arrays))
+    assert not arrays[0].flags.writeable, "shared by every pass of the loop: read-only"

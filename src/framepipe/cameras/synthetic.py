@@ -1,10 +1,18 @@
 """The synthetic camera: deterministic frames with moving features, no hardware needed.
 
-Frame k is a fixed textured background (smooth blobs plus seeded noise) shifted by
-(3k, 7k) pixels, plus a vertical grating whose spatial frequency changes with k, so
+Its frames form a reel, rendered once when the camera opens and then played in a loop,
+so a frame costs no CPU — like a real camera, whose driver hands over a buffer filled by
+DMA. (Rendering every frame cost the publisher about 0.45 ms per 1024² frame, a sixth
+of all the CPU outside the FFT in a 2-core pipeline: `framepipe bench` measured the
+stand-in camera instead of the pipeline; docs/performance.md.)
+
+Reel frame j is a fixed textured background (smooth blobs plus seeded noise) shifted by
+(3j, 7j) pixels, plus a vertical grating whose spatial frequency changes with j, so
 consecutive frames differ and so do their power spectra (a circular shift alone would
-leave the power spectrum unchanged). :func:`synthetic_frame` regenerates frame k exactly,
-which is how tests check that a file holds the right pixels.
+leave the power spectrum unchanged). Frame k is reel frame k mod the reel's length
+(:func:`reel_length`: 32 frames, fewer when 32 would take more than 32 MiB).
+:func:`synthetic_frame` gives frame k exactly, which is how tests check that a file holds
+the right pixels.
 """
 
 from __future__ import annotations
@@ -46,12 +54,35 @@ def _grating(k: int, width: int, dtype_name: str) -> np.ndarray:
     return row.astype(dtype_name)
 
 
-def synthetic_frame(k: int, height: int, width: int, dtype: str = "uint16", seed: int = 0) -> np.ndarray:
-    """Frame ``k`` of the synthetic camera, exactly as the camera makes it."""
+#: distinct frames in the reel, at most ...
+REEL_FRAMES = 32
+#: ... and at most this many bytes of them (at least 2 frames, whatever their size)
+REEL_BYTES = 32 * 1024 * 1024
+
+
+def reel_length(height: int, width: int, dtype: str) -> int:
+    """How many distinct frames the camera plays in a loop at this size."""
+    frame_bytes = height * width * np.dtype(dtype).itemsize
+    return max(2, min(REEL_FRAMES, REEL_BYTES // frame_bytes))
+
+
+def _render(j: int, height: int, width: int, dtype: str, seed: int) -> np.ndarray:
     base = _background(height, width, dtype, seed)
-    frame = np.roll(base, shift=((3 * k) % height, (7 * k) % width), axis=(0, 1))
-    frame += _grating(k, width, dtype)[None, :]
+    frame = np.roll(base, shift=((3 * j) % height, (7 * j) % width), axis=(0, 1))
+    frame += _grating(j, width, dtype)[None, :]
+    frame.setflags(write=False)  # shared by every frame j + n × reel length
     return frame
+
+
+@functools.lru_cache(maxsize=4)
+def _reel(height: int, width: int, dtype: str, seed: int) -> tuple[np.ndarray, ...]:
+    return tuple(_render(j, height, width, dtype, seed) for j in range(reel_length(height, width, dtype)))
+
+
+def synthetic_frame(k: int, height: int, width: int, dtype: str = "uint16", seed: int = 0) -> np.ndarray:
+    """Frame ``k`` of the synthetic camera, exactly as the camera sends it (read-only)."""
+    reel = _reel(height, width, dtype, seed)
+    return reel[k % len(reel)]
 
 
 class SyntheticCamera(Camera):
@@ -64,7 +95,7 @@ class SyntheticCamera(Camera):
         self._pacer = Pacer()
 
     def open(self) -> None:
-        _background(self.height, self.width, self.dtype, self.seed)
+        _reel(self.height, self.width, self.dtype, self.seed)  # rendered now, not during the run
         self._next = 0
         # the clock starts at the first grab, not here: the publisher opens the camera
         # and then waits for its subscribers, and frames "due" during that wait would
