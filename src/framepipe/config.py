@@ -89,6 +89,10 @@ class CameraConfig(Section):
     """Frames in a finite run; 0 means run until stopped."""
     seed: int = 0
     """Seed of the synthetic pattern: the same seed gives the same frames."""
+    reel_frames: int = Field(32, ge=0)
+    """Synthetic: distinct frames rendered once at start and played in a loop, so a frame costs
+    no CPU (fewer if they would take over 32 MiB); 0 renders every frame (all distinct, ~0.3 ms
+    of CPU per 1024² frame)."""
     grab_timeout_s: float = Field(5.0, gt=0)
     """How long one grab may block before the camera is declared lost."""
 

@@ -112,7 +112,8 @@ def start_pipeline(deployment: Deployment, camera: dict[str, Any]) -> tuple[dict
 @pytest.fixture
 def pipeline(deployment: Deployment) -> tuple[Deployment, dict[str, Proc], str]:
     """The slow synthetic camera (grayscale uint16), until stopped."""
-    camera = {"count": 0, "fps": 20.0, "height": H, "width": W, "dtype": "uint16"}
+    # every frame rendered (no loop), so two screenshots never show the same frame by chance
+    camera = {"count": 0, "fps": 20.0, "height": H, "width": W, "dtype": "uint16", "reel_frames": 0}
     procs, base = start_pipeline(deployment, camera)
     return deployment, procs, base
 

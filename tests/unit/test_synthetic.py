@@ -44,3 +44,15 @@ def test_the_camera_plays_a_reel_rendered_once() -> None:
     # a grab hands over the rendered frame itself: nothing is computed or copied per frame
     assert all(a is synthetic_frame(k, 40, 56) for k, a in enumerate(arrays))
     assert not arrays[0].flags.writeable, "shared by every pass of the loop: read-only"
+
+
+def test_reel_frames_0_renders_every_frame_distinct() -> None:
+    cam = SyntheticCamera(40, 56, "uint16", count=REEL_FRAMES + 2, reel_frames=0)
+    with cam:
+        arrays = [f.array for f in iter(lambda: cam.grab(1.0), None)]
+    assert len({a.tobytes() for a in arrays}) == REEL_FRAMES + 2
+    assert cam.metadata()["reel_frames"] == 0
+    for k in (0, REEL_FRAMES, REEL_FRAMES + 1):
+        np.testing.assert_array_equal(arrays[k], synthetic_frame(k, 40, 56, reel_frames=0))
+    # the first frames of both ways are the same frames
+    np.testing.assert_array_equal(synthetic_frame(3, 40, 56, reel_frames=0), synthetic_frame(3, 40, 56))

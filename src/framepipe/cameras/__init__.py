@@ -19,7 +19,7 @@ __all__ = ["Camera", "SyntheticCamera", "open_camera", "synthetic_frame"]
 def open_camera(cfg: CameraConfig) -> Camera:
     """The camera the config describes (not yet opened)."""
     if cfg.kind == "synthetic":
-        return SyntheticCamera(cfg.height, cfg.width, cfg.dtype, cfg.fps, cfg.count, cfg.seed)
+        return SyntheticCamera(cfg.height, cfg.width, cfg.dtype, cfg.fps, cfg.count, cfg.seed, cfg.reel_frames)
     if cfg.kind == "basler":
         from framepipe.cameras.basler import BaslerCamera
 

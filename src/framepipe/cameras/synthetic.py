@@ -6,11 +6,13 @@ DMA. (Rendering every frame cost the publisher about 0.45 ms per 1024² frame, a
 of all the CPU outside the FFT in a 2-core pipeline: `framepipe bench` measured the
 stand-in camera instead of the pipeline; docs/performance.md.)
 
-Reel frame j is a fixed textured background (smooth blobs plus seeded noise) shifted by
+Reel frame j (or frame k itself, with ``camera.reel_frames = 0``: every frame rendered,
+all distinct, at the old cost) is a fixed textured background (smooth blobs plus seeded noise) shifted by
 (3j, 7j) pixels, plus a vertical grating whose spatial frequency changes with j, so
 consecutive frames differ and so do their power spectra (a circular shift alone would
 leave the power spectrum unchanged). Frame k is reel frame k mod the reel's length
-(:func:`reel_length`: 32 frames, fewer when 32 would take more than 32 MiB).
+(:func:`reel_length`: ``camera.reel_frames``, 32 by default, fewer when they would take
+more than 32 MiB).
 :func:`synthetic_frame` gives frame k exactly, which is how tests check that a file holds
 the right pixels.
 """
@@ -54,16 +56,18 @@ def _grating(k: int, width: int, dtype_name: str) -> np.ndarray:
     return row.astype(dtype_name)
 
 
-#: distinct frames in the reel, at most ...
+#: distinct frames in the reel by default (camera.reel_frames) ...
 REEL_FRAMES = 32
 #: ... and at most this many bytes of them (at least 2 frames, whatever their size)
 REEL_BYTES = 32 * 1024 * 1024
 
 
-def reel_length(height: int, width: int, dtype: str) -> int:
-    """How many distinct frames the camera plays in a loop at this size."""
+def reel_length(height: int, width: int, dtype: str, reel_frames: int = REEL_FRAMES) -> int:
+    """How many distinct frames the camera plays in a loop at this size (0: no loop)."""
+    if reel_frames == 0:
+        return 0
     frame_bytes = height * width * np.dtype(dtype).itemsize
-    return max(2, min(REEL_FRAMES, REEL_BYTES // frame_bytes))
+    return max(2, min(reel_frames, REEL_BYTES // frame_bytes))
 
 
 def _render(j: int, height: int, width: int, dtype: str, seed: int) -> np.ndarray:
@@ -75,27 +79,40 @@ def _render(j: int, height: int, width: int, dtype: str, seed: int) -> np.ndarra
 
 
 @functools.lru_cache(maxsize=4)
-def _reel(height: int, width: int, dtype: str, seed: int) -> tuple[np.ndarray, ...]:
-    return tuple(_render(j, height, width, dtype, seed) for j in range(reel_length(height, width, dtype)))
+def _reel(height: int, width: int, dtype: str, seed: int, length: int) -> tuple[np.ndarray, ...]:
+    return tuple(_render(j, height, width, dtype, seed) for j in range(length))
 
 
-def synthetic_frame(k: int, height: int, width: int, dtype: str = "uint16", seed: int = 0) -> np.ndarray:
+def synthetic_frame(
+    k: int, height: int, width: int, dtype: str = "uint16", seed: int = 0, reel_frames: int = REEL_FRAMES
+) -> np.ndarray:
     """Frame ``k`` of the synthetic camera, exactly as the camera sends it (read-only)."""
-    reel = _reel(height, width, dtype, seed)
-    return reel[k % len(reel)]
+    length = reel_length(height, width, dtype, reel_frames)
+    if length == 0:
+        return _render(k, height, width, dtype, seed)
+    return _reel(height, width, dtype, seed, length)[k % length]
 
 
 class SyntheticCamera(Camera):
     """The default source: ``count`` frames (0 = endless) at ``fps`` (0 = as fast as possible)."""
 
-    def __init__(self, height: int, width: int, dtype: str, fps: float = 0.0, count: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        dtype: str,
+        fps: float = 0.0,
+        count: int = 0,
+        seed: int = 0,
+        reel_frames: int = REEL_FRAMES,
+    ):
         self.height, self.width, self.dtype = height, width, dtype
-        self.fps, self.count, self.seed = fps, count, seed
+        self.fps, self.count, self.seed, self.reel_frames = fps, count, seed, reel_frames
         self._next = 0
         self._pacer = Pacer()
 
     def open(self) -> None:
-        _reel(self.height, self.width, self.dtype, self.seed)  # rendered now, not during the run
+        synthetic_frame(0, self.height, self.width, self.dtype, self.seed, self.reel_frames)  # the reel, now
         self._next = 0
         # the clock starts at the first grab, not here: the publisher opens the camera
         # and then waits for its subscribers, and frames "due" during that wait would
@@ -108,7 +125,7 @@ class SyntheticCamera(Camera):
             return None
         if self.fps > 0:
             self._pacer.wait_until(k / self.fps)
-        array = synthetic_frame(k, self.height, self.width, self.dtype, self.seed)
+        array = synthetic_frame(k, self.height, self.width, self.dtype, self.seed, self.reel_frames)
         self._next = k + 1
         return Frame(frame_id=k, array=array, t_acq_ns=time.time_ns())
 
@@ -124,4 +141,6 @@ class SyntheticCamera(Camera):
             "pixel_format": self.dtype,
             "fps": self.fps,
             "seed": self.seed,
+            # frames loop with this period (0: every frame distinct)
+            "reel_frames": reel_length(self.height, self.width, self.dtype, self.reel_frames),
         }
