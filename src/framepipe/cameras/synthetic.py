@@ -2,19 +2,19 @@
 
 Its frames form a reel, rendered once when the camera opens and then played in a loop,
 so a frame costs no CPU — like a real camera, whose driver hands over a buffer filled by
-DMA. (Rendering every frame cost the publisher about 0.45 ms per 1024² frame, a sixth
-of all the CPU outside the FFT in a 2-core pipeline: `framepipe bench` measured the
-stand-in camera instead of the pipeline; docs/performance.md.)
+DMA. (Rendering every 1024² frame cost the publisher 0.3 ms and, through the caches it
+evicted, the processes around it more: a 2-core W=2 pipeline needed 7.6 ms of CPU per
+frame with it and 6.0 ms without, so `framepipe bench` measured the stand-in camera as
+much as the pipeline; docs/performance.md.)
 
-Reel frame j (or frame k itself, with ``camera.reel_frames = 0``: every frame rendered,
-all distinct, at the old cost) is a fixed textured background (smooth blobs plus seeded noise) shifted by
+Reel frame j is a fixed textured background (smooth blobs plus seeded noise) shifted by
 (3j, 7j) pixels, plus a vertical grating whose spatial frequency changes with j, so
 consecutive frames differ and so do their power spectra (a circular shift alone would
 leave the power spectrum unchanged). Frame k is reel frame k mod the reel's length
 (:func:`reel_length`: ``camera.reel_frames``, 32 by default, fewer when they would take
-more than 32 MiB).
-:func:`synthetic_frame` gives frame k exactly, which is how tests check that a file holds
-the right pixels.
+more than 32 MiB); with ``reel_frames = 0`` every frame k is rendered as frame j = k
+would be: all distinct, at the old cost. :func:`synthetic_frame` gives frame k exactly,
+which is how tests check that a file holds the right pixels.
 """
 
 from __future__ import annotations
