@@ -4,13 +4,15 @@ Explains the transport figure of `framepipe bench`: how fast libzmq moves 1024×
 frames zero-copy through XPUB(NODROP)→SUB (the broadcast streams) and PUSH→PULL (the
 work path), with nothing of framepipe in between, and what waiting for a full XPUB on
 poll(POLLOUT) costs: an XPUB reports POLLOUT even when XPUB_NODROP refuses the message
-(libzmq #1597), so that wait spins a core. Usage: python scripts/pubsub-vs-pushpull.py [FRAMES]
+(libzmq #1597), so that wait spins a core; and PUSH→PULL over ipc:// (Unix sockets) for
+same-host hops. Usage: python scripts/pubsub-vs-pushpull.py [FRAMES]
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -67,13 +69,15 @@ def send(kind: int, url: str, count: int, wait: str, q: mp.Queue) -> None:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    ipc_dir = tempfile.mkdtemp(prefix="framepipe-ipc-")
     cases = (
-        ("PUSH->PULL", zmq.PUSH, zmq.PULL, "poll(POLLOUT)"),
-        ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB, "blocking send"),
-        ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB, "poll(POLLOUT)"),
+        ("PUSH->PULL", zmq.PUSH, zmq.PULL, "poll(POLLOUT)", "tcp"),
+        ("PUSH->PULL ipc", zmq.PUSH, zmq.PULL, "poll(POLLOUT)", "ipc"),
+        ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB, "blocking send", "tcp"),
+        ("XPUB(NODROP)->SUB", zmq.XPUB, zmq.SUB, "poll(POLLOUT)", "tcp"),
     )
-    for name, tx, rx, wait in cases * 2:
-        url = f"tcp://127.0.0.1:{free_ports(1)[0]}"
+    for name, tx, rx, wait, transport in cases * 2:
+        url = f"tcp://127.0.0.1:{free_ports(1)[0]}" if transport == "tcp" else f"ipc://{ipc_dir}/frames"
         q: mp.Queue = mp.Queue()
         sq: mp.Queue = mp.Queue()
         r = mp.Process(target=receive, args=(rx, url, count, q))
