@@ -8,6 +8,12 @@ subscriber also subscribes to a marker topic with its name, so we know whose arr
 Policies: ``drop`` — PUB drops at the per-subscriber high-water mark (never blocks the
 source; subscribers count the gaps from sequence numbers); ``lossless`` — ``XPUB_NODROP``,
 the sender waits while any subscriber is full.
+
+The preview: a second socket with the same messages for passive watchers (the live
+view), always dropping at a small high-water mark whatever the policy, so a watcher
+that is slow, stopped (Ctrl-Z) or gone never holds up the stream. ``XPUB_NODROP``
+applies to every pipe of a socket, so the watchers need a socket of their own. Nothing
+is sent on it while nobody is subscribed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ EOS_REPEAT_S = 0.2
 STOP_SEND_S = 1.0
 #: at most one "waiting for a slow subscriber" line per this many seconds
 BLOCKED_LOG_S = 5.0
+#: the preview's send high-water mark per watcher, in messages: a watcher shows the
+#: newest frame, so more would only be older frames
+PREVIEW_HWM = 2
 
 
 class Broadcast:
@@ -46,6 +55,7 @@ class Broadcast:
         hwm: int,
         lossless: bool,
         welcome: dict[str, Any] | None = None,
+        preview_url: str | None = None,
     ):
         self.owner = owner
         self.stream = stream
@@ -58,6 +68,13 @@ class Broadcast:
             self.pub.setsockopt(zmq.XPUB_NODROP, 1)
             self.pub.setsockopt(zmq.SNDTIMEO, POLL_MS)  # see _wait_and_send
         owner.bind(self.pub, pub_url, stream)
+        #: passive watchers' socket (see the module docstring); None: no preview
+        self.preview: zmq.Socket[Any] | None = None
+        #: someone is subscribed to the preview (XPUB tells us: first in, last out)
+        self.preview_watched = False
+        if preview_url is not None:
+            self.preview = owner.socket(zmq.XPUB, sndhwm=PREVIEW_HWM)
+            owner.bind(self.preview, preview_url, f"{stream}-preview")
         router = owner.socket(zmq.ROUTER)
         owner.bind(router, sync_url, f"{stream}-sync")
         self.sync = SyncServer(router, owner.max_payload)
@@ -77,7 +94,7 @@ class Broadcast:
 
     # ---------------------------------------------------------------- housekeeping
     def sockets(self) -> list[zmq.Socket[Any]]:
-        return [self.pub, self.sync.sock]
+        return [self.pub, self.sync.sock] + ([self.preview] if self.preview is not None else [])
 
     def service(self, events: dict[Any, int], *, defer: Callable[[str, str], bool] | None = None) -> None:
         """Handle subscription changes and sync requests that ``poll`` reported.
@@ -102,6 +119,14 @@ class Broadcast:
                     self.subscriptions += 1
                 elif on == b"\x00":
                     self.subscriptions = max(0, self.subscriptions - 1)
+        if self.preview is not None and events.get(self.preview, 0) & zmq.POLLIN:
+            while True:
+                try:
+                    msg = self.preview.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if msg[1:] == b"":  # everything: the watchers' subscription (not XPUB_VERBOSE: first in, last out)
+                    self.preview_watched = msg[:1] == b"\x01"
         if events.get(self.sync.sock, 0) & zmq.POLLIN:
             while self.sync.sock.poll(0):
                 try:
@@ -184,6 +209,9 @@ class Broadcast:
             except zmq.Again:
                 if not self._wait_and_send(parts):
                     return False
+        if self.preview_watched:
+            assert self.preview is not None
+            self.preview.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)  # drops when full, never waits
         self.seq += 1
         self.published_ids.add(frame_id)
         return True
@@ -246,6 +274,8 @@ class Broadcast:
                     sent = True
                 except zmq.Again:
                     pass  # a full subscriber: the repeat gets through once it drains
+                if self.preview is not None:
+                    self.preview.send_multipart(eos, flags=zmq.NOBLOCK)  # watchers see the end too
                 next_send = now + EOS_REPEAT_S
             waiting = self._owe_bye()
             # subscribers that never said hello here (they rejoined after a restart of

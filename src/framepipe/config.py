@@ -155,6 +155,9 @@ class PublisherConfig(Endpoint):
     """PUB port of the frames stream."""
     sync_port: Port = 5551
     """REQ/REP synchronisation port (subscribers say hello before the first frame)."""
+    preview_port: Port = 5553
+    """PUB port of the frames preview: the same frames for passive watchers (the viewer),
+    dropped for a watcher that falls behind, never waited for, whatever the policy."""
     subscribers: list[str] = Field(default_factory=lambda: ["ventilator", "recorder-frames"])
     """Names of the subscribers to wait for before the first frame."""
     sync_timeout_s: float = Field(30.0, gt=0)
@@ -211,6 +214,8 @@ class SinkConfig(Endpoint):
     """PUB port of control messages (acks to the ventilator, stop to the workers)."""
     sync_port: Port = 5573
     """REQ/REP synchronisation port (ventilator and results subscribers)."""
+    preview_port: Port = 5575
+    """PUB port of the results preview for passive watchers (the viewer); never waited for."""
     subscribers: list[str] = Field(default_factory=lambda: ["recorder-results"])
     """Names of the results subscribers to wait for before the first result."""
     sync_timeout_s: float = Field(30.0, gt=0)
@@ -294,7 +299,9 @@ class ViewerConfig(Section):
     max_side: int = Field(1024, ge=64, le=8192)
     """Larger frames are shown subsampled to at most this many pixels per side."""
     hwm_frames: int = Field(8, gt=0)
-    """Receive high-water mark per stream, in frames (the viewer drains it continuously)."""
+    """Receive high-water mark per stream, in frames (the viewer drains it continuously).
+    The viewer reads the publisher's and sink's preview ports, which drop frames for a
+    viewer that falls behind instead of waiting for it."""
 
     @field_validator("host")
     @classmethod

@@ -36,6 +36,7 @@ class Publisher(Component):
                 stream="frames",
                 pub_url=cfg.bind_url(cfg.frames_port),
                 sync_url=cfg.bind_url(cfg.sync_port),
+                preview_url=cfg.bind_url(cfg.preview_port),
                 subscribers=cfg.subscribers,
                 hwm=cfg.hwm_frames,
                 lossless=cfg.policy == "lossless",

@@ -84,6 +84,7 @@ class Sink(Component):
             stream="results",
             pub_url=cfg.bind_url(cfg.results_port),
             sync_url=cfg.bind_url(cfg.sync_port),
+            preview_url=cfg.bind_url(cfg.preview_port),
             subscribers=cfg.subscribers,
             hwm=cfg.hwm_frames,
             lossless=self.config.publisher.policy == "lossless",

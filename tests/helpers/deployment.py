@@ -20,9 +20,9 @@ from framepipe.ports import free_ports
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 PORT_KEYS = {
-    "publisher": ("frames_port", "sync_port"),
+    "publisher": ("frames_port", "sync_port", "preview_port"),
     "ventilator": ("tasks_port",),
-    "sink": ("results_in_port", "results_port", "control_port", "sync_port"),
+    "sink": ("results_in_port", "results_port", "control_port", "sync_port", "preview_port"),
 }
 
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,67 @@ def test_colour_video_is_shown_in_colour(deployment: Deployment, tmp_path: Path)
     assert red.sum() > 0.05 * area and blue.sum() > 0.05 * area, "the frame keeps its red and blue halves"
     right = shot[:, WINDOW[0] // 2 :]
     assert colour_mask(right).sum() > 0.15 * right.shape[0] * right.shape[1], "and its spectrum is shown"
+
+
+def wait_for_summary(proc: Proc, path: Path, ready: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """Block until ``proc``'s --summary-json file satisfies ``ready`` (a bounded wait on the process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):  # not written yet, or being replaced
+            summary = None
+        if summary is not None and ready(summary):
+            return dict(summary)
+        assert proc.popen.poll() is None, f"{proc.name} exited:\n{proc.log()[-3000:]}"
+        try:
+            proc.popen.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            pass
+    raise AssertionError(f"{proc.name}: summary not there within {timeout} s")
+
+
+@pytest.mark.timeout(180)
+def test_a_stopped_viewer_never_holds_up_a_lossless_stream(deployment: Deployment) -> None:
+    """Ctrl-Z on the viewer for half the run: the lossless publisher goes on at its pace, its
+    real subscriber (a recorder) gets every frame, and only the viewer misses frames (it
+    reads the preview port, which drops for it; on the stream port XPUB_NODROP would wait)."""
+    n = 2400
+    (http_port,) = free_ports(1)
+    deployment.settings.update(
+        {
+            "camera.count": n,
+            "camera.fps": 200.0,
+            "camera.height": 256,
+            "camera.width": 256,
+            "publisher.subscribers": ["recorder-frames"],
+            "publisher.policy": "lossless",
+            "viewer.port": http_port,
+            "viewer.streams": ["frames"],
+        }
+    )
+    deployment.write_config()
+    rec_json = deployment.dir / "rec.json"
+    rec = deployment.start("recorder-frames", "record", "--name", "recorder-frames", "--summary-json", str(rec_json))
+    rec.wait_for("ready:")
+    viewer = deployment.start("viewer", "view")
+    viewer.wait_for("ready:")
+    pub = deployment.start("publisher", "publisher")
+    viewer.wait_for("(first view)", timeout=60)  # it is connected and receiving
+    viewer.signal(signal.SIGSTOP)
+    try:
+        # half the run goes by with the viewer stopped: the stream does not wait for it
+        wait_for_summary(rec, rec_json, lambda s: s.get("written", 0) >= n // 2)
+    finally:
+        viewer.signal(signal.SIGCONT)
+    pub.wait_for(f"end of stream (complete) after {n} frames", timeout=60)
+    assert pub.wait(60) == 0, pub.log()[-3000:]
+    assert rec.wait(60) == 0, rec.log()[-3000:]
+    recorded = json.loads(rec_json.read_text())
+    assert recorded["written"] == n and recorded["gaps"] == 0, recorded
+
+    viewer.wait_for("frames: end of stream", timeout=30)
+    frames = get_status(f"http://127.0.0.1:{http_port}/")["streams"]["frames"]
+    assert frames["dropped"] > n // 4, f"the stopped viewer should have missed most of its pause: {frames}"
+    viewer.signal(signal.SIGTERM)
+    assert viewer.wait(30) == 0

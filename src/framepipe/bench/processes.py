@@ -70,9 +70,9 @@ def write_config(path: Path, sections: dict[str, Any]) -> Path:
 
 def local_ports() -> dict[str, dict[str, Any]]:
     """Config sections binding every stable component's ports to free loopback ports."""
-    p = iter(free_ports(7))
+    p = iter(free_ports(9))
     return {
-        "publisher": {"host": "127.0.0.1", "frames_port": next(p), "sync_port": next(p)},
+        "publisher": {"host": "127.0.0.1", "frames_port": next(p), "sync_port": next(p), "preview_port": next(p)},
         "ventilator": {"host": "127.0.0.1", "tasks_port": next(p)},
         "sink": {
             "host": "127.0.0.1",
@@ -80,6 +80,7 @@ def local_ports() -> dict[str, dict[str, Any]]:
             "results_port": next(p),
             "control_port": next(p),
             "sync_port": next(p),
+            "preview_port": next(p),
         },
     }
 

@@ -141,7 +141,7 @@ def publisher_rate(
     ``subscriber=False`` runs it with none (XPUB discards every frame): the camera side of
     the publisher alone, to tell it apart from the transport when the ratio is low.
     """
-    frames_port, sync_port = free_ports(2)
+    frames_port, sync_port, preview_port = free_ports(3)
     settings = {
         "camera": {
             "kind": "basler",
@@ -157,6 +157,7 @@ def publisher_rate(
         "publisher": {
             "frames_port": frames_port,
             "sync_port": sync_port,
+            "preview_port": preview_port,
             "subscribers": ["bench-counter"] if subscriber else [],
         },
     }

@@ -116,7 +116,7 @@ def bench_recorder(directory: Path, frames: list[np.ndarray], n: int, compressio
     from framepipe.config import load_config
     from framepipe.publisher import Publisher
 
-    frames_port, sync_port = _free_ports(2)
+    frames_port, sync_port, preview_port = _free_ports(3)
     data = directory / "recorder"
     cfg_path = directory / "h5bench.toml"
     cfg_path.write_text(
@@ -128,6 +128,7 @@ def bench_recorder(directory: Path, frames: list[np.ndarray], n: int, compressio
                 "[publisher]",
                 f"frames_port = {frames_port}",
                 f"sync_port = {sync_port}",
+                f"preview_port = {preview_port}",
                 'subscribers = ["recorder-frames"]',
                 'policy = "lossless"',
                 "[[recorders]]",

@@ -1,20 +1,24 @@
 """The live view: the latest frame and its power spectrum in a browser, updated live.
 
-``framepipe view`` subscribes to the frames stream (publisher) and/or the results stream
-(sink) and serves one page on ``viewer.host:viewer.port`` (loopback by default) with the
-standard library's ``ThreadingHTTPServer``.
+``framepipe view`` subscribes to the frames preview (publisher) and/or the results
+preview (sink) and serves one page on ``viewer.host:viewer.port`` (loopback by default)
+with the standard library's ``ThreadingHTTPServer``.
 
 Never slows the pipeline:
 
+- It reads the *preview* ports (``publisher.preview_port``, ``sink.preview_port``): the
+  same messages as the streams, on a socket of their own that drops what a watcher
+  cannot take (a small high-water mark) and never waits, whatever the publisher's
+  policy. A viewer that is slow, stopped with Ctrl-Z or gone costs the stream nothing;
+  a ``lossless`` stream's ``XPUB_NODROP`` would have waited for it.
 - It is a *passive* late subscriber: it is in no publisher's ``subscribers`` list and
-  never says hello, so no publisher waits for it, at the start or at the end of a stream
-  (a hello would make the publisher wait for its bye at end of stream).
+  never says hello, so no publisher waits for it at the start or at the end of a stream.
 - Its loop only drains the SUB sockets (zero-copy receive, header validation), keeping
-  references to the newest messages, so a lossless publisher never waits on it. Images
-  are made at most ``max_updates_per_s`` times a second and only while a browser is
-  watching; in between, the newest frame wins (counted as ``decimated``, not as drops).
-- Sequence gaps (frames the viewer did not get: joined late, or PUB dropped at the
-  high-water mark under ``policy = "drop"``) are counted per stream and shown.
+  references to the newest messages. Images are made at most ``max_updates_per_s``
+  times a second and only while a browser is watching; in between, the newest frame
+  wins (counted as ``decimated``, not as drops).
+- Sequence gaps (frames the viewer did not get: it joined late, or fell behind and the
+  preview dropped them) are counted per stream and shown.
 
 The frame and the spectrum shown side by side belong to the same frame id: the viewer
 keeps the last few frames (bounded by count and bytes) to pair with the newest result; when
@@ -144,7 +148,9 @@ class Viewer(Component):
     def run(self) -> int:
         cfg = self.cfg
         pub, sink = self.config.publisher, self.config.sink
-        urls = {"frames": pub.connect_url(pub.frames_port), "results": sink.connect_url(sink.results_port)}
+        # the preview ports: a viewer that falls behind (or is stopped) loses frames there,
+        # it never holds up the stream, not even a lossless one
+        urls = {"frames": pub.connect_url(pub.preview_port), "results": sink.connect_url(sink.preview_port)}
         for stream in dict.fromkeys(cfg.streams):
             self.watches[stream] = StreamWatch(self, stream, urls[stream], cfg.hwm_frames)
         self._serve()
