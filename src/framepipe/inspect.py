@@ -23,7 +23,7 @@ import numpy as np
 
 from framepipe.errors import FramepipeError
 from framepipe.protocol import to_ranges
-from framepipe.subscribers.h5file import attr_value
+from framepipe.subscribers.h5file import attr_value, open_for_reading
 
 FILTER_NAMES = {
     str(hdf5plugin.BSHUF_ID): "bitshuffle-lz4",
@@ -45,12 +45,9 @@ def _open(path: Path) -> tuple[h5py.File, bool]:
     if not path.is_file():
         raise InspectError(f"{path}: no such file")
     try:
-        return h5py.File(path, "r"), True
-    except OSError as plain:
-        try:
-            return h5py.File(path, "r", swmr=True), False
-        except OSError:
-            raise InspectError(f"{path}: cannot open as HDF5: {' '.join(str(plain).split())}") from None
+        return open_for_reading(path)
+    except OSError as e:
+        raise InspectError(f"{path}: cannot open as HDF5: {' '.join(str(e).split())}") from None
 
 
 def _ranges_text(ids: list[int], limit: int = 12) -> str:

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
+from framepipe.cameras.replay import ReplayCamera
+from framepipe.config import CameraConfig
 from tests.helpers.deployment import Deployment, Proc, child_env
 from tests.helpers.feeder import StreamFeeder
 
@@ -311,6 +313,12 @@ def test_kill_9_keeps_every_flushed_frame(deployment: Deployment, feeder: Stream
         env=child_env(),
     )
     assert shown.returncode == 0 and "NOT FINISHED" in shown.stdout and re.search(r"complete\s+false", shown.stdout)
+    # ... and the replay camera plays it back, every complete row, exactly
+    with ReplayCamera(CameraConfig(kind="replay", path=str(path), count=0)) as replay:
+        played = list(iter(lambda: replay.grab(5.0), None))
+    assert [p.frame_id for p in played] == ids
+    for p in played:
+        np.testing.assert_array_equal(p.array, frame(p.frame_id))
     if shutil.which("h5clear"):
         # HDF5's documented repair clears the flag; then any reader opens it normally
         subprocess.run(["h5clear", "-s", str(path)], check=True, timeout=60)

@@ -15,6 +15,7 @@ With ``camera.replay_loop`` the file starts again at its end and frame ids conti
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from framepipe.cameras.base import Camera, Pacer
 from framepipe.config import CameraConfig
 from framepipe.errors import CameraError
 from framepipe.frame import FRAME_DTYPES, Frame
-from framepipe.subscribers.h5file import attr_value
+from framepipe.subscribers.h5file import attr_value, open_for_reading
+
+log = logging.getLogger(__name__)
 
 FRAMES, IDS, TIMES = "entry/data/frames", "entry/data/frame_id", "entry/data/t_acq_ns"
 
@@ -51,16 +54,17 @@ class ReplayCamera(Camera):
         self._meta: dict[str, Any] = {}
 
     def open(self) -> None:
-        import h5py
         import hdf5plugin  # noqa: F401  (registers the compression filters the recorder may have used)
 
         where = f"replay {self.path}"
         if not self.path.is_file():
             raise CameraError(f"{where}: no such file")
         try:
-            self._h5 = h5py.File(self.path, "r")
+            self._h5, closed_cleanly = open_for_reading(self.path)
         except OSError as e:
             raise CameraError(f"{where}: not an HDF5 file h5py can open ({e})") from e
+        if not closed_cleanly:
+            log.warning("%s: not closed cleanly (recorder writing, or killed): replaying its complete rows", where)
         try:
             for name in (FRAMES, IDS, TIMES):
                 if name not in self._h5:

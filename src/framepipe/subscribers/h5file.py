@@ -288,3 +288,20 @@ def attr_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, bool]:
+    """Open a recording read-only; also one still marked open for writing.
+
+    A file whose recorder is writing, or was killed, keeps HDF5's "open for writing" flag
+    and plain ``"r"`` refuses it; recorders write in SWMR mode, so it opens with
+    ``swmr=True`` (the rows every column has are complete). Returns the file and whether
+    it was closed cleanly. Raises the plain open's OSError if neither way works.
+    """
+    try:
+        return h5py.File(path, "r"), True
+    except OSError as plain:
+        try:
+            return h5py.File(path, "r", swmr=True), False
+        except OSError:
+            raise plain from None
