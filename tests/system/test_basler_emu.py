@@ -56,7 +56,14 @@ def test_emulated_camera_recorded_with_metadata(
         first = frames[0]
         assert first.max() <= top and first.std() > 0, "the emulator's test pattern, not a blank frame"
         assert bool(f["entry/ledger"].attrs["complete"])
+        # the camera's own per-frame counter and timestamp, one row per frame
+        counters, stamps = f["entry/data/hw_frame_counter"][:], f["entry/data/hw_timestamp"][:]
         cam = dict(f["entry/instrument/camera"].attrs)
+    assert len(counters) == len(stamps) == N
+    assert np.all(np.diff(counters) == 1), f"one_by_one: consecutive camera block ids {counters}"
+    # the emulator's grab results carry no timestamp (GetTimeStamp() is 0): -1, "not sent";
+    # a real camera's tick counter lands here
+    assert np.all(stamps == -1), stamps
     assert cam["source"] == "basler"
     assert cam["device_class"] == "BaslerCamEmu"
     assert cam["serial"] == "0815-0000"

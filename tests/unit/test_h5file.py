@@ -148,3 +148,46 @@ def test_close_with_a_ledger_finalizes(tmp_path: Path) -> None:
     out.close({"complete": True, "missing_ids": []})
     with h5py.File(tmp_path / "c.h5", "r") as f:
         assert bool(f["entry/ledger"].attrs["complete"]) and f["entry"].attrs["end_time"]
+
+
+def test_camera_per_frame_fields_become_columns_and_replay_sends_them_again(tmp_path: Path) -> None:
+    path = tmp_path / "hw.h5"
+    frames = sample("uint16")
+    f = FrameFile(path, codec=Codec("none"))
+    f.open()
+    f.set_camera({"source": "basler", "frame_fields": ["hw_frame_counter", "hw_timestamp", "not_a_field"]})
+    headers: list[dict[str, object]] = [
+        {"hw_frame_counter": 7, "hw_timestamp": 1_000},
+        {"hw_frame_counter": 8},  # no timestamp in this frame
+        {"hw_frame_counter": 9, "hw_timestamp": 2**64 - 1},  # beyond int64: not stored as a lie
+        {"hw_frame_counter": True, "hw_timestamp": "3"},  # wrong types
+        {"hw_frame_counter": 11, "hw_timestamp": 5_000},
+    ]
+    for k, (array, header) in enumerate(zip(frames, headers, strict=True)):
+        f.append(array, frame_id=k, t_acq_ns=10 + k, t_recv_ns=20 + k, fields=header)
+    f.close(ledger={"complete": True, "received": 5, "written": 5, "missing": 0})
+
+    with h5py.File(path, "r") as h5:
+        data = h5["entry/data"]
+        assert data["hw_frame_counter"][:].tolist() == [7, 8, 9, -1, 11]
+        assert data["hw_timestamp"][:].tolist() == [1_000, -1, -1, -1, 5_000]
+        assert "not_a_field" not in data, "only known per-frame fields get a column"
+
+    from framepipe.cameras.replay import ReplayCamera
+    from framepipe.config import CameraConfig
+
+    with ReplayCamera(CameraConfig(kind="replay", path=str(path), count=0)) as replay:
+        assert replay.metadata()["frame_fields"] == ["hw_frame_counter", "hw_timestamp"]
+        extras = [fr.extra for fr in iter(lambda: replay.grab(1.0), None)]
+    assert [e.get("hw_frame_counter") for e in extras] == [7, 8, 9, None, 11]
+    assert [e.get("hw_timestamp") for e in extras] == [1_000, None, None, None, 5_000]
+
+
+def test_files_without_camera_fields_have_only_the_three_columns(tmp_path: Path) -> None:
+    f = FrameFile(tmp_path / "plain.h5", codec=Codec("none"))
+    f.open()
+    f.set_camera({"source": "synthetic"})
+    f.append(sample("uint8")[0], frame_id=0, t_acq_ns=1, t_recv_ns=2, fields={"hw_frame_counter": 3})
+    f.close()
+    with h5py.File(tmp_path / "plain.h5", "r") as h5:
+        assert sorted(h5["entry/data"]) == ["frame_id", "frames", "t_acq_ns", "t_recv_ns"]

@@ -278,6 +278,8 @@ class BaslerCamera(Camera):
             "frame_rate_cap": self.cfg.fps if self.cfg.fps > 0 else 0.0,
             "grab_strategy": self.cfg.grab_strategy,
             "buffers": self.cfg.buffers,
+            # per-frame fields in every frame's header, which recorders store as columns
+            "frame_fields": ["hw_frame_counter", "hw_timestamp"],
         }
         # HDF5 attributes cannot be None: leave out what this camera does not have
         return {k: v for k, v in meta.items() if v is not None}

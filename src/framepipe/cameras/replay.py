@@ -26,7 +26,7 @@ from framepipe.cameras.base import Camera, Pacer
 from framepipe.config import CameraConfig
 from framepipe.errors import CameraError
 from framepipe.frame import FRAME_DTYPES, Frame
-from framepipe.subscribers.h5file import attr_value, open_for_reading
+from framepipe.subscribers.h5file import FRAME_FIELDS, MISSING_FIELD, attr_value, open_for_reading
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class ReplayCamera(Camera):
         self._ids = np.zeros(0, np.int64)
         self._times = np.zeros(0, np.int64)
         self._n = 0
+        self._fields: dict[str, np.ndarray] = {}
         self._row = 0
         self._pass = 0
         self._delivered = 0
@@ -82,6 +83,12 @@ class ReplayCamera(Camera):
             if self._n == 0:
                 raise CameraError(f"{where}: the file holds no frames")
             self._frames = frames
+            # the recording camera's per-frame fields (hardware counter, timestamp) go out again
+            self._fields = {
+                name: np.asarray(self._h5[f"entry/data/{name}"][: self._n], np.int64)
+                for name in FRAME_FIELDS
+                if f"entry/data/{name}" in self._h5
+            }
         except CameraError:
             self.close()
             raise
@@ -106,6 +113,8 @@ class ReplayCamera(Camera):
             "fps": self.cfg.fps,
             **original,
         }
+        if self._fields:
+            self._meta["frame_fields"] = list(self._fields)
 
     def metadata(self) -> dict[str, Any]:
         return dict(self._meta)
@@ -144,6 +153,9 @@ class ReplayCamera(Camera):
         self._row = row + 1
         self._delivered += 1
         extra = {"t_acq_original_ns": int(self._times[row])}
+        for name, column in self._fields.items():
+            if row < len(column) and column[row] != MISSING_FIELD:
+                extra[name] = int(column[row])
         return Frame(frame_id=frame_id, array=np.ascontiguousarray(array), t_acq_ns=time.time_ns(), extra=extra)
 
     def close(self) -> None:

@@ -9,6 +9,8 @@
         frame_id              (N,) int64
         t_acq_ns              (N,) int64  acquisition time (source host clock, ns since epoch)
         t_recv_ns             (N,) int64  arrival at the recorder (recorder host clock, ns)
+        hw_frame_counter      (N,) int64  optional: the camera's own per-frame fields, when its
+        hw_timestamp          (N,) int64  metadata lists them in ``frame_fields`` (-1: not sent)
       /instrument             NXinstrument
         /camera               NXcollection  attrs: the camera's metadata
       /ledger                 NXcollection  attrs: complete, received, written, missing, ...
@@ -42,6 +44,11 @@ from framepipe.subscribers.compression import Chunk, Codec
 #: rows per chunk of the per-frame columns (4 KiB of int64: rewriting it per frame is cheap)
 COLUMN_CHUNK = 512
 COLUMNS = ("frame_id", "t_acq_ns", "t_recv_ns")
+#: per-frame fields a camera may add to frame headers (``Frame.extra``), stored as int64
+#: columns beside the others when its metadata lists them in ``frame_fields``
+FRAME_FIELDS = ("hw_frame_counter", "hw_timestamp")
+#: an optional column's value for a frame that did not carry the field
+MISSING_FIELD = -1
 #: format bounds: SWMR needs the 1.10 format; capping it at 1.10 keeps the files readable
 #: by HDF5 1.10 tools (Debian's h5dump) and by any h5py of the last years.
 LIBVER = ("v110", "v110")
@@ -93,6 +100,8 @@ class FrameFile:
         self._frames: h5py.Dataset | None = None
         self._columns: dict[str, h5py.Dataset] = {}
         self._colbuf = {name: np.zeros(COLUMN_CHUNK, np.int64) for name in COLUMNS}
+        #: the camera's per-frame fields with a column in this file (set_camera)
+        self.frame_fields: list[str] = []
 
     @property
     def is_open(self) -> bool:
@@ -120,9 +129,7 @@ class FrameFile:
             data.attrs["NX_class"] = "NXdata"
             data.attrs["signal"] = "frames"
             for name in COLUMNS:
-                self._columns[name] = data.create_dataset(
-                    name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(COLUMN_CHUNK,)
-                )
+                self._add_column(data, name)
             instrument = entry.create_group("instrument")
             instrument.attrs["NX_class"] = "NXinstrument"
             instrument.create_group("camera").attrs["NX_class"] = "NXcollection"
@@ -130,14 +137,26 @@ class FrameFile:
             self.abort()
             raise RecorderError(f"{self.path}: cannot write the layout: {describe(e)}") from e
 
+    def _add_column(self, data: h5py.Group, name: str) -> None:
+        self._columns[name] = data.create_dataset(
+            name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(COLUMN_CHUNK,)
+        )
+        self._colbuf[name] = np.zeros(COLUMN_CHUNK, np.int64)
+
     def set_camera(self, meta: dict[str, Any]) -> None:
-        """The camera's metadata as attributes (before the first frame: SWMR forbids new attributes)."""
+        """The camera's metadata as attributes, and a column for each per-frame field it lists
+        in ``frame_fields`` (before the first frame: SWMR forbids new attributes and datasets)."""
         assert self._h5 is not None
         if self._frames is not None:
             raise RecorderError(f"{self.path}: camera metadata must come before the first frame")
         cam = self._h5["entry/instrument/camera"]
         for key, value in meta.items():
             cam.attrs[str(key)] = _attr(value)
+        fields = meta.get("frame_fields")
+        for name in fields if isinstance(fields, list) else []:
+            if name in FRAME_FIELDS and name not in self._columns:
+                self._add_column(self._h5["entry/data"], name)
+                self.frame_fields.append(name)
 
     def _start(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
         assert self._h5 is not None
@@ -163,9 +182,17 @@ class FrameFile:
             self._h5["entry"].attrs[key] = _attr(value)
 
     def append(
-        self, array: np.ndarray, *, frame_id: int, t_acq_ns: int, t_recv_ns: int, chunk: Chunk | None = None
+        self,
+        array: np.ndarray,
+        *,
+        frame_id: int,
+        t_acq_ns: int,
+        t_recv_ns: int,
+        chunk: Chunk | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> None:
-        """Append one frame; ``chunk`` is its stored form if already compressed (by ``self.codec``)."""
+        """Append one frame; ``chunk`` is its stored form if already compressed (by ``self.codec``);
+        ``fields``: the frame's header, for the camera's per-frame fields (:data:`FRAME_FIELDS`)."""
         assert self._h5 is not None
         try:
             if self._frames is None:
@@ -188,9 +215,16 @@ class FrameFile:
                 self.stored_bytes += array.nbytes  # refined from the file at close
             self.raw_bytes += array.nbytes
             # the columns: extend together with frames and rewrite their current chunk, so the
-            # four datasets never disagree on length in what reaches the disk
+            # datasets never disagree on length in what reaches the disk
             row, start = n % COLUMN_CHUNK, n - n % COLUMN_CHUNK
-            for name, value in zip(COLUMNS, (frame_id, t_acq_ns, t_recv_ns), strict=True):
+            values: dict[str, int] = {"frame_id": frame_id, "t_acq_ns": t_acq_ns, "t_recv_ns": t_recv_ns}
+            for name in self.frame_fields:
+                value = (fields or {}).get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+                    values[name] = value
+                else:
+                    values[name] = MISSING_FIELD
+            for name, value in values.items():
                 buf = self._colbuf[name]
                 if row == 0:
                     buf[:] = 0

@@ -258,7 +258,12 @@ class Recorder(Component):
                 self._open_next()
             assert self.file is not None
             self.file.append(
-                msg.array, frame_id=msg.frame_id, t_acq_ns=msg.header["t_acq_ns"], t_recv_ns=t_recv, chunk=chunk
+                msg.array,
+                frame_id=msg.frame_id,
+                t_acq_ns=msg.header["t_acq_ns"],
+                t_recv_ns=t_recv,
+                chunk=chunk,
+                fields=msg.header,
             )
             self.counters["write_ns"] += time.time_ns() - t0
             self.ledger.add(msg.frame_id)
