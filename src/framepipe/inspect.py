@@ -132,7 +132,7 @@ def format_summary(s: dict[str, Any]) -> str:
     else:
         lines.append(f"  {'missing ids':<18}{len(missing)}" + (f": {_ranges_text(missing)}" if missing else ""))
     led = s.get("ledger", {})
-    keys = ("received", "written", "dropped_upstream", "rejected", "duplicates", "end_reason", "error")
+    keys = ("received", "written", "dropped_upstream", "camera_lost", "rejected", "duplicates", "end_reason", "error")
     counts = ", ".join(f"{k} {led[k]}" for k in keys if led.get(k) not in (None, ""))
     if counts:
         lines.append(f"  {'ledger':<18}{counts}")

@@ -89,7 +89,8 @@ class Publisher(Component):
         self.counters["blocked_ms"] = int(stream.blocked_s * 1000)
         self.log.info("end of stream (%s) after %d frames", reason, self.counters["published"])
         timeout = STOP_GRACE_S if self.stopping else self.config.run.finish_timeout_s
-        stream.finish(timeout, reason=reason)
+        # frames the camera itself lost (gaps in its frame ids): the recorders' ledgers say so
+        stream.finish(timeout, reason=reason, camera_lost=camera.frames_lost)
         return code
 
     def summary(self) -> dict[str, Any]:

@@ -59,6 +59,7 @@ def test_emulated_camera_recorded_with_metadata(
         # the camera's own per-frame counter and timestamp, one row per frame
         counters, stamps = f["entry/data/hw_frame_counter"][:], f["entry/data/hw_timestamp"][:]
         cam = dict(f["entry/instrument/camera"].attrs)
+        assert int(f["entry/ledger"].attrs["camera_lost"]) == 0
     assert len(counters) == len(stamps) == N
     assert np.all(np.diff(counters) == 1), f"one_by_one: consecutive camera block ids {counters}"
     # the emulator's grab results carry no timestamp (GetTimeStamp() is 0): -1, "not sent";
@@ -88,10 +89,14 @@ def test_roi_offsets_and_latest_strategy(deployment: Deployment) -> None:
         ids = f["entry/data/frame_id"][:]
         assert f["entry/data/frames"].shape == (N, 240, 320)
         cam = dict(f["entry/instrument/camera"].attrs)
+        ledger = dict(f["entry/ledger"].attrs)
     assert (cam["offset_x"], cam["offset_y"], cam["grab_strategy"]) == (64, 32, "latest")
     assert np.all(np.diff(ids) >= 1), "frame ids increase"
     # latest-image-only may skip frames in the driver: each one is a gap in frame ids, and counted
     assert summary["camera_lost"] == int(ids[-1]) + 1 - N
+    # ... and the file says so itself; those ids were never published, so they are not missing
+    assert ledger["camera_lost"] == summary["camera_lost"]
+    assert ledger["missing"] == 0 and bool(ledger["complete"])
 
 
 @pytest.mark.parametrize(

@@ -326,6 +326,9 @@ class Recorder(Component):
             "files": [os.path.basename(f.path) for f, _ in self.files],
             "missing_ids": missing,
         }
+        camera_lost = (eos or {}).get("camera_lost")
+        if isinstance(camera_lost, int):  # the frames stream: frames the camera lost before publishing
+            ledger["camera_lost"] = camera_lost
         if self.error is not None:
             # After a write error (full disk, say) a reopened file would fail to close again
             # and be left flagged "open for writing"; a file without ledger already reads as
