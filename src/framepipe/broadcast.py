@@ -39,6 +39,9 @@ BLOCKED_LOG_S = 5.0
 #: the preview's send high-water mark per watcher, in messages: a watcher shows the
 #: newest frame, so more would only be older frames
 PREVIEW_HWM = 2
+#: while someone watches the preview, its end of stream is repeated for this long at least
+#: (every EOS_REPEAT_S): a watcher that is only behind drains and gets one of them
+PREVIEW_EOS_S = 1.0
 
 
 class Broadcast:
@@ -263,7 +266,10 @@ class Broadcast:
             **fields,
         )
         waiting = self._owe_bye()
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
+        # the preview drops what a watcher cannot take, the end of stream too: repeat it a while
+        preview_until = start + PREVIEW_EOS_S if self.preview_watched else start
         next_send = 0.0
         sent = False
         while True:
@@ -280,7 +286,7 @@ class Broadcast:
             waiting = self._owe_bye()
             # subscribers that never said hello here (they rejoined after a restart of
             # this end) still need one end of stream that went out
-            if (not waiting and sent) or now >= deadline:
+            if (not waiting and sent and now >= preview_until) or now >= deadline:
                 break
             self.service(self.poll(timeout_ms=int(EOS_REPEAT_S * 1000)))
         if waiting:

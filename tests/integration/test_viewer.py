@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import zmq
 
 from tests.helpers.deployment import Deployment, Proc, free_ports
 
@@ -289,3 +290,41 @@ def test_a_stopped_viewer_never_holds_up_a_lossless_stream(deployment: Deploymen
     assert frames["dropped"] > n // 4, f"the stopped viewer should have missed most of its pause: {frames}"
     viewer.signal(signal.SIGTERM)
     assert viewer.wait(30) == 0
+
+
+def test_a_run_whose_end_of_stream_was_dropped_still_ends_for_the_viewer() -> None:
+    """The preview may drop an end of stream (for a viewer that is behind): the sequence
+    starting again from 0 is then the end of the previous run. Real sockets, in process."""
+    from framepipe.config import Config
+    from framepipe.protocol import data_header, encode_control, encode_data
+    from framepipe.subscribers.viewer import StreamWatch, Viewer
+
+    viewer = Viewer(Config())
+    ctx = zmq.Context()
+    xpub = ctx.socket(zmq.XPUB)
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        watch = StreamWatch(viewer, "frames", f"tcp://127.0.0.1:{port}", hwm=100)
+        assert xpub.poll(10_000), "the viewer's subscription never arrived"
+        frame = np.zeros((4, 4), np.uint16)
+
+        def send_run(n: int, eos: bool) -> None:
+            for seq in range(n):
+                xpub.send_multipart(encode_data(data_header("frame", frame, frame_id=seq, seq=seq, t_acq_ns=1), frame))
+            if eos:
+                xpub.send_multipart(encode_control("eos", stream="frames", reason="complete", seq_last=n - 1))
+
+        send_run(5, eos=False)  # its end of stream was dropped
+        send_run(3, eos=True)
+        deadline = time.monotonic() + 10
+        while watch.runs_ended < 2:
+            assert time.monotonic() < deadline, watch.status()
+            if watch.sub.sub.poll(100):
+                viewer._drain(watch)
+        status = watch.status()
+        assert status["received"] == 8 and status["runs_ended"] == 2 and status["gaps"] == 0, status
+        assert status["state"] == "ended"
+    finally:
+        xpub.close(0)
+        viewer.close()
+        ctx.term()

@@ -2,11 +2,10 @@
 
 Both sides send the same pre-generated frame buffers (cycled), between two processes
 over tcp on loopback, so the difference is framepipe's own cost per message: the JSON
-header, validation, sequence numbers, the lossless XPUB's non-blocking send loop, the
+header, validation, sequence numbers, the lossless XPUB's blocking send, the
 subscriber's checks. The framepipe side is the real :class:`~framepipe.publisher.Publisher`
 and :class:`~framepipe.subscription.Subscription`; only the camera is replaced by one
-that hands out ready buffers (the synthetic camera's 0.4 ms per 1024² frame would
-otherwise be measured as transport).
+that hands out ready buffers (as the synthetic camera's reel does now; this predates it).
 
 This module also holds the bench's stream subscriber (used by the latency measurement)
 and the helper processes' entry point: ``python -m framepipe.bench.transport ROLE``.

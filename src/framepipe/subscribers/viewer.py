@@ -9,7 +9,8 @@ Never slows the pipeline:
 - It reads the *preview* ports (``publisher.preview_port``, ``sink.preview_port``): the
   same messages as the streams, on a socket of their own that drops what a watcher
   cannot take (a small high-water mark) and never waits, whatever the publisher's
-  policy. A viewer that is slow, stopped with Ctrl-Z or gone costs the stream nothing;
+  policy. A viewer that is slow, stopped with Ctrl-Z or gone never holds the stream up
+  (while connected it costs the publisher's I/O thread a send of each frame, not a wait);
   a ``lossless`` stream's ``XPUB_NODROP`` would have waited for it.
 - It is a *passive* late subscriber: it is in no publisher's ``subscribers`` list and
   never says hello, so no publisher waits for it at the start or at the end of a stream.
@@ -227,9 +228,16 @@ class Viewer(Component):
             events = sock.getsockopt(zmq.EVENTS)
             if not (isinstance(events, int) and events & zmq.POLLIN):
                 return
+            restarts = watch.sub.sequence.restarts
             msg = watch.sub.receive()
             if msg is None:
                 continue  # malformed (counted by the subscription) or a straggler
+            if msg.kind != "eos" and watch.sub.sequence.restarts > restarts and watch.data_since_eos:
+                # the sequence went back: a new run, whose predecessor's end of stream the
+                # preview dropped (it drops for a viewer that is behind, that message too)
+                self.log.info("%s: a new run began (the last one's end of stream did not arrive)", watch.stream)
+                watch.end_of_run()
+                watch.sub.sequence.see(msg.seq)
             if msg.kind == "eos":
                 if watch.data_since_eos:
                     self.log.info(
