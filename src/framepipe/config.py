@@ -91,8 +91,8 @@ class CameraConfig(Section):
     """Seed of the synthetic pattern: the same seed gives the same frames."""
     reel_frames: int = Field(32, ge=0)
     """Synthetic: distinct frames rendered once at start and played in a loop, so a frame costs
-    no CPU (fewer if they would take over 32 MiB); 0 renders every frame (all distinct, ~0.3 ms
-    of CPU per 1024² frame)."""
+    no CPU (fewer if they would take over 32 MiB; none for frames over 16 MiB); 0 renders every
+    frame (all distinct, ~0.3 ms of CPU per 1024² frame)."""
     grab_timeout_s: float = Field(5.0, gt=0)
     """How long one grab may block before the camera is declared lost."""
 

@@ -20,7 +20,8 @@ On a C library other than glibc this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
+import platform
 
 #: mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -32,16 +33,15 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
 
+@functools.cache
 def keep_frame_buffers() -> bool:
-    """Raise glibc's mmap and trim thresholds; True if it took effect."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
+    """Raise glibc's mmap and trim thresholds, once per process; True if it took effect."""
+    if platform.libc_ver()[0] != "glibc":
+        return False  # musl, macOS, …: their allocators have no such thresholds
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
     except (OSError, AttributeError):
-        return False  # not glibc (musl has no mallopt)
+        return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     ok_mmap = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1

@@ -278,7 +278,10 @@ class Sink(Component):
             if len(self._latency_ns) < 100_000:
                 self._latency_ns.append(now_ns - msg.header["t_acq_ns"])
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
-            self.stream.publish(encode_forward(header, msg.payload), fid)
+            if not self.stream.publish(encode_forward(header, msg.payload), fid):
+                # stopped while a lossless results subscriber stayed full: received, not forwarded
+                self.counters["unpublished"] += 1
+                self.warn.warning("unpublished", "stopping: result %d not forwarded (results subscriber full)", fid)
         return False
 
     def _flush_acks(self, now: float | None = None, force: bool = False) -> None:

@@ -19,7 +19,15 @@ N, H, W = 500, 64, 96
 
 def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> None:
     deployment.settings.update(
-        {"camera.count": N, "camera.height": H, "camera.width": W, "camera.dtype": "uint16", "camera.seed": 7}
+        {
+            "camera.count": N,
+            "camera.height": H,
+            "camera.width": W,
+            "camera.dtype": "uint16",
+            "camera.seed": 7,
+            # every frame distinct: a frame-id mix-up cannot hide behind the synthetic reel's loop
+            "camera.reel_frames": 0,
+        }
     )
     deployment.write_config()
     sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
@@ -50,7 +58,7 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> Non
         assert frames.shape == (N, H, W) and frames.dtype == np.uint16
         assert frames.chunks == (1, H, W)
         for row, fid in enumerate(ids):
-            np.testing.assert_array_equal(frames[row], synthetic_frame(int(fid), H, W, "uint16", seed=7))
+            np.testing.assert_array_equal(frames[row], synthetic_frame(int(fid), H, W, "uint16", seed=7, reel_frames=0))
         assert bool(f["entry/ledger"].attrs["complete"])
 
     with h5py.File(deployment.data / "run_results.h5", "r") as f:
@@ -60,6 +68,7 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> Non
         assert spectra.shape == (N, H, W // 2 + 1) and spectra.dtype == np.float32
         for row in range(0, N, 7):
             fid = int(ids[row])
-            ref = np.abs(np.fft.rfft2(synthetic_frame(fid, H, W, "uint16", seed=7).astype(np.float64))) ** 2
+            sent = synthetic_frame(fid, H, W, "uint16", seed=7, reel_frames=0)
+            ref = np.abs(np.fft.rfft2(sent.astype(np.float64))) ** 2
             np.testing.assert_allclose(spectra[row], ref, rtol=1e-4, atol=ref.max() * 1e-6)
         assert bool(f["entry/ledger"].attrs["complete"])

@@ -8,8 +8,13 @@ interpreter with and without the setting.
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator thresholds only")
 
 SCRIPT = """
 import resource, sys

@@ -35,7 +35,10 @@ def test_seed_changes_frames() -> None:
 def test_the_camera_plays_a_reel_rendered_once() -> None:
     n = reel_length(40, 56, "uint16")
     assert n == REEL_FRAMES
-    assert reel_length(4096, 4096, "uint16") == 2, "big frames: a short reel, bounded memory"
+    assert reel_length(1024, 1024, "uint16") == 16, "32 MiB of 2 MiB frames"
+    assert reel_length(2048, 2048, "uint16") == 4
+    assert reel_length(4096, 4096, "uint16") == 0, "two would not fit in 32 MiB: rendered one by one"
+    assert reel_length(40, 56, "uint16", reel_frames=1) == 1
     cam = SyntheticCamera(40, 56, "uint16", count=2 * n + 1)
     with cam:
         arrays = [f.array for f in iter(lambda: cam.grab(1.0), None)]

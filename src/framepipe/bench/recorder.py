@@ -42,7 +42,7 @@ def dataset_options() -> dict[str, Any]:
 
 def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str, Any]:
     """h5py alone: write ``frames`` frames, one per chunk, with the recorder's filter."""
-    data = [synthetic_frame(k, size, size, dtype) for k in range(DISTINCT_FRAMES)]
+    data = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
     path.unlink(missing_ok=True)
     with h5py.File(path, "w", libver="latest") as f:
         ds = f.create_dataset(
@@ -66,7 +66,7 @@ def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str
 
 def framefile_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str, Any]:
     """The recorder's file layer alone (:class:`FrameFile`, in this process, no stream)."""
-    data = [synthetic_frame(k, size, size, dtype) for k in range(DISTINCT_FRAMES)]
+    data = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
     path.unlink(missing_ok=True)
     f = FrameFile(path)
     f.open()

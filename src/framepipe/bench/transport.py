@@ -41,7 +41,7 @@ class CyclingCamera(Camera):
 
     def __init__(self, height: int, width: int, dtype: str, count: int):
         self.count = count
-        self.frames = [synthetic_frame(k, height, width, dtype) for k in range(DISTINCT_FRAMES)]
+        self.frames = [synthetic_frame(k, height, width, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
         for f in self.frames:
             f.setflags(write=False)  # shared by messages in flight: never written
         self._next = 0
@@ -120,7 +120,7 @@ class StreamSubscriber(Component):
 
 
 def _raw_push(url: str, count: int, size: int, dtype: str) -> int:
-    frames = [synthetic_frame(k, size, size, dtype) for k in range(DISTINCT_FRAMES)]
+    frames = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 32)  # the publisher's default hwm_frames

@@ -12,8 +12,8 @@ Reel frame j is a fixed textured background (smooth blobs plus seeded noise) shi
 consecutive frames differ and so do their power spectra (a circular shift alone would
 leave the power spectrum unchanged). Frame k is reel frame k mod the reel's length
 (:func:`reel_length`: ``camera.reel_frames``, 32 by default, fewer when they would take
-more than 32 MiB); with ``reel_frames = 0`` every frame k is rendered as frame j = k
-would be: all distinct, at the old cost. :func:`synthetic_frame` gives frame k exactly,
+more than 32 MiB); with ``reel_frames = 0``, or frames over 16 MiB, every frame k is
+rendered as frame j = k would be: all distinct, at the old cost. :func:`synthetic_frame` gives frame k exactly,
 which is how tests check that a file holds the right pixels.
 """
 
@@ -58,16 +58,18 @@ def _grating(k: int, width: int, dtype_name: str) -> np.ndarray:
 
 #: distinct frames in the reel by default (camera.reel_frames) ...
 REEL_FRAMES = 32
-#: ... and at most this many bytes of them (at least 2 frames, whatever their size)
+#: ... and at most this many bytes of them: frames so large that two would not fit are
+#: rendered one by one instead (no reel)
 REEL_BYTES = 32 * 1024 * 1024
 
 
 def reel_length(height: int, width: int, dtype: str, reel_frames: int = REEL_FRAMES) -> int:
-    """How many distinct frames the camera plays in a loop at this size (0: no loop)."""
-    if reel_frames == 0:
+    """How many distinct frames the camera plays in a loop at this size (0: no loop, every
+    frame rendered)."""
+    fit = REEL_BYTES // (height * width * np.dtype(dtype).itemsize)
+    if reel_frames == 0 or fit < 2:
         return 0
-    frame_bytes = height * width * np.dtype(dtype).itemsize
-    return max(2, min(reel_frames, REEL_BYTES // frame_bytes))
+    return min(reel_frames, fit)
 
 
 def _render(j: int, height: int, width: int, dtype: str, seed: int) -> np.ndarray:
