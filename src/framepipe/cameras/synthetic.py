@@ -13,8 +13,8 @@ consecutive frames differ and so do their power spectra (a circular shift alone 
 leave the power spectrum unchanged). Frame k is reel frame k mod the reel's length
 (:func:`reel_length`: ``camera.reel_frames``, 32 by default, fewer when they would take
 more than 32 MiB); with ``reel_frames = 0``, or frames over 16 MiB, every frame k is
-rendered as frame j = k would be: all distinct, at the old cost. :func:`synthetic_frame` gives frame k exactly,
-which is how tests check that a file holds the right pixels.
+rendered as frame j = k would be: all distinct, at the old cost. :func:`synthetic_frame`
+gives frame k exactly, which is how tests check that a file holds the right pixels.
 """
 
 from __future__ import annotations
