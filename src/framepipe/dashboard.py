@@ -402,7 +402,8 @@ class RunMonitor:
 
     The dashboard is used when ``tui`` is true, stdout is a terminal and rich is installed.
     Then the children's log lines would scribble over it, so they go to ``log_path``
-    (see :attr:`child_output`) and their warnings and errors are shown under the table.
+    (see :attr:`child_output`) and their warnings and errors are shown under the table;
+    so do the launcher's own (the ``run`` logger), for the same reason.
     """
 
     def __init__(
@@ -429,6 +430,7 @@ class RunMonitor:
         self._next_plain = time.monotonic() + PLAIN_EVERY_S
         self._log_offset = 0
         self._tail: list[str] = []
+        self._run_log_handler: logging.Handler | None = None
 
     def __enter__(self) -> RunMonitor:
         if self.tui:
@@ -438,6 +440,14 @@ class RunMonitor:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.child_output = open(self.log_path, "ab")  # closed in __exit__
             self._log_offset = self.log_path.stat().st_size
+            # the launcher's own lines ("run over: stopping worker-1") into the file too
+            handler = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
+            root_handlers = logging.getLogger().handlers
+            if root_handlers and root_handlers[0].formatter is not None:
+                handler.setFormatter(root_handlers[0].formatter)
+            log.addHandler(handler)
+            log.propagate = False
+            self._run_log_handler = handler
             self._live = Live(self._renderable([]), console=Console(), refresh_per_second=4, redirect_stderr=False)
             self._live.__enter__()
         return self
@@ -449,6 +459,11 @@ class RunMonitor:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
             self._live = None
+        if self._run_log_handler is not None:
+            log.removeHandler(self._run_log_handler)
+            log.propagate = True
+            self._run_log_handler.close()
+            self._run_log_handler = None
         if self.child_output is not None:
             self.child_output.close()
             self.child_output = None

@@ -176,3 +176,22 @@ def test_status_endpoint_answers_render_like_summaries_and_down_is_said() -> Non
     rows = {r.component: r for r in stage_rows(flat)}
     assert rows["ventilator"].frames == 7 and rows["ventilator"].queue == "in flight 0/16, queued 0"
     assert rows["sink"].frames is None and rows["sink"].notes == "DOWN: no answer"
+
+
+def test_launcher_lines_go_to_the_log_file_while_the_dashboard_is_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The dashboard owns the terminal: the launcher's own lines (logger "run") join the
+    children's in the log file, and its warnings show under the table from there."""
+    import logging
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    log_path = tmp_path / "run.log"
+    run_log = logging.getLogger("run")
+    with RunMonitor(tmp_path, title="t", total=10, log_path=log_path) as monitor:
+        assert monitor.tui
+        run_log.warning("run over: stopping worker-1")
+    _, err = capfd.readouterr()
+    assert "run over: stopping worker-1" in log_path.read_text()
+    assert "run over" not in err, "not on the terminal under the dashboard"
+    assert run_log.propagate and not [h for h in run_log.handlers if isinstance(h, logging.FileHandler)]
