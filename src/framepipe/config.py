@@ -408,6 +408,42 @@ class Config(Section):
         raise ConfigError(f"no recorder named {name!r} (configured: {known})", key="recorders")
 
 
+# ---------------------------------------------------------------------------- writing
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def dump_toml(sections: Mapping[str, Any]) -> str:
+    """A deployment file's text (what :func:`load_config` reads) from ``{section: {key: value}}``,
+    ``{name: [{...}, ...]}`` for arrays of tables (``[[recorders]]``) and top-level keys."""
+
+    def is_tables(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
+
+    # TOML: top-level keys first, then tables, then arrays of tables
+    lines = [f"{k} = {_toml_value(v)}" for k, v in sections.items() if not isinstance(v, dict) and not is_tables(v)]
+    for name, items in sections.items():
+        if isinstance(items, dict):
+            lines.append(f"\n[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in items.items()]
+    for name, tables in sections.items():
+        if is_tables(tables):
+            for items in tables:
+                lines.append(f"\n[[{name}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in items.items()]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------- loading
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from framepipe.config import dump_toml
 from framepipe.ports import free_ports
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -105,12 +106,7 @@ class Deployment:
         for dotted, value in self.settings.items():
             section, _, key = dotted.partition(".")
             sections.setdefault(section, {})[key] = value
-        lines = []
-        for section, items in sections.items():
-            lines.append(f"[{section}]")
-            for key, value in items.items():
-                lines.append(f"{key} = {_toml(value)}")
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path.write_text(dump_toml(sections))
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "framepipe", *args, "--config", str(self.config_path)]
@@ -151,15 +147,3 @@ class Deployment:
             proc.signal(signal.SIGKILL)
         for proc in self.procs:
             proc.kill()
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(value)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.config import load_config
+from framepipe.config import dump_toml, load_config
 from framepipe.errors import ConfigError
 from tests.helpers.deployment import child_env
 
@@ -95,3 +95,18 @@ def test_cli_bad_config_is_one_line_exit_2_nothing_started(tmp_path: Path) -> No
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"framepipe run: error: {path}: camera.widht: unknown key"]
     assert not (tmp_path / "data").exists(), "nothing started"
+
+
+def test_dump_toml_is_read_back_as_written(tmp_path: Path) -> None:
+    sections = {
+        "run": {"name": 'lab "A"\\1', "data_dir": str(tmp_path / "d")},
+        "camera": {"fps": 12.5, "count": 0, "dtype": "uint8"},
+        "publisher": {"subscribers": ["ventilator"], "policy": "drop"},
+        "recorders": [{"name": "r1", "stream": "frames"}, {"name": "r2", "stream": "results"}],
+    }
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(sections))
+    cfg = load_config(str(path))
+    assert (cfg.run.name, cfg.camera.fps, cfg.camera.count, cfg.camera.dtype) == ('lab "A"\\1', 12.5, 0, "uint8")
+    assert cfg.publisher.subscribers == ["ventilator"] and cfg.publisher.policy == "drop"
+    assert [(r.name, r.stream) for r in cfg.recorders] == [("r1", "frames"), ("r2", "results")]

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from framepipe.config import dump_toml
 from framepipe.errors import FramepipeError
 from framepipe.ports import free_ports
 
@@ -35,36 +36,9 @@ class BenchError(FramepipeError):
     """A benchmark run that failed (a component exited non-zero or did not finish)."""
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
 def write_config(path: Path, sections: dict[str, Any]) -> Path:
-    """A deployment file: ``{section: {key: value}}``, ``{name: [{...}, ...]}`` for arrays of tables."""
-
-    def is_tables(v: Any) -> bool:
-        return isinstance(v, list) and bool(v) and all(isinstance(i, dict) for i in v)
-
-    # TOML: top-level keys first, then tables, then arrays of tables ([[recorders]])
-    lines = [f"{k} = {_toml_value(v)}" for k, v in sections.items() if not isinstance(v, dict) and not is_tables(v)]
-    for name, items in sections.items():
-        if isinstance(items, dict):
-            lines.append(f"\n[{name}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in items.items()]
-    for name, tables in sections.items():
-        if is_tables(tables):
-            for items in tables:
-                lines.append(f"\n[[{name}]]")
-                lines += [f"{k} = {_toml_value(v)}" for k, v in items.items()]
-    path.write_text("\n".join(lines) + "\n")
+    """Write a deployment file (:func:`framepipe.config.dump_toml`)."""
+    path.write_text(dump_toml(sections))
     return path
 
 

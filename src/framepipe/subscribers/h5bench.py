@@ -113,30 +113,25 @@ def bench_writer(path: Path, frames: list[np.ndarray], n: int, codec: Codec, *, 
 
 def bench_recorder(directory: Path, frames: list[np.ndarray], n: int, compression: str) -> dict[str, float]:
     """``framepipe record`` in its own process, fed by an in-process lossless publisher."""
-    from framepipe.config import load_config
+    from framepipe.config import dump_toml, load_config
     from framepipe.publisher import Publisher
 
     frames_port, sync_port, preview_port = _free_ports(3)
     data = directory / "recorder"
     cfg_path = directory / "h5bench.toml"
     cfg_path.write_text(
-        "\n".join(
-            [
-                "[run]",
-                'name = "h5bench"',
-                f"data_dir = {json.dumps(str(data))}",
-                "[publisher]",
-                f"frames_port = {frames_port}",
-                f"sync_port = {sync_port}",
-                f"preview_port = {preview_port}",
-                'subscribers = ["recorder-frames"]',
-                'policy = "lossless"',
-                "[[recorders]]",
-                'name = "recorder-frames"',
-                'stream = "frames"',
-                f'compression = "{compression}"',
-                "",
-            ]
+        dump_toml(
+            {
+                "run": {"name": "h5bench", "data_dir": str(data)},
+                "publisher": {
+                    "frames_port": frames_port,
+                    "sync_port": sync_port,
+                    "preview_port": preview_port,
+                    "subscribers": ["recorder-frames"],
+                    "policy": "lossless",
+                },
+                "recorders": [{"name": "recorder-frames", "stream": "frames", "compression": compression}],
+            }
         )
     )
     summary = directory / "recorder-summary.json"
