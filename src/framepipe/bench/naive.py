@@ -4,8 +4,10 @@
 This module deliberately uses ``send_pyobj`` / ``recv_pyobj`` (pickle on the wire: it
 executes whatever it is sent) and ``numpy.fft.fft2`` on complex128, because that is the
 floor framepipe is measured against. Nothing in framepipe imports it except the
-benchmark; its sockets bind to loopback only, on ports the benchmark chose, for the
-length of one measurement. The pickle stays in this file.
+benchmark. Its sockets are never on the network, not even loopback TCP (which every
+local user can reach): they are Unix sockets (``ipc://``) in a directory of mode 0700
+made for one measurement and removed after it, so only the benchmarking user's own
+processes can send the pickle. The pickle stays in this file.
 
 Shape of the tutorial: a ventilator PUSHes pickled frames, W workers PULL them, compute
 ``fft2`` and PUSH the pickled complex128 spectrum to a sink. Here ventilator and sink are
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from framepipe.bench.processes import BenchError, Fleet, free_ports
+from framepipe.bench.processes import BenchError, Fleet
 from framepipe.cameras import synthetic_frame
 
 
@@ -59,15 +62,15 @@ def _worker(tasks: str, results: str, control: str) -> int:
     return 0
 
 
-def _driver(ports: list[int], workers: int, frames: int, size: int, dtype: str, summary: str) -> int:
+def _driver(urls: list[str], workers: int, frames: int, size: int, dtype: str, summary: str) -> int:
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
-    push.bind(f"tcp://127.0.0.1:{ports[0]}")
+    push.bind(urls[0])
     pull = ctx.socket(zmq.PULL)
-    pull.bind(f"tcp://127.0.0.1:{ports[1]}")
+    pull.bind(urls[1])
     control = ctx.socket(zmq.XPUB)  # XPUB: we see the workers subscribe, no slow joiner
     control.setsockopt(zmq.XPUB_VERBOSE, 1)  # every worker's subscription, not only the first
-    control.bind(f"tcp://127.0.0.1:{ports[2]}")
+    control.bind(urls[2])
     hellos = subscribed = 0
     deadline = time.monotonic() + 60
     while hellos < workers or subscribed < workers:
@@ -110,16 +113,17 @@ def measure(out: Path, *, workers: int, frames: int, size: int, dtype: str, time
     from framepipe.bench.pipeline import component_costs, rate, total_cpu_ms
 
     run_dir = out / "runs" / f"naive-w{workers}"
-    ports = free_ports(3)
-    urls = [f"tcp://127.0.0.1:{p}" for p in ports]
     me = [sys.executable, "-m", "framepipe.bench.naive"]
-    with Fleet(run_dir) as fleet:
+    # pickle never on a network port: Unix sockets in a directory only this user can enter
+    with tempfile.TemporaryDirectory(prefix="framepipe-naive-") as private, Fleet(run_dir) as fleet:
+        assert os.stat(private).st_mode & 0o077 == 0, f"{private} is open to others"
+        urls = [f"ipc://{private}/{name}" for name in ("tasks", "results", "control")]
         driver = fleet.start(
             "driver",
             [
                 *me,
                 "driver",
-                *map(str, ports),
+                *urls,
                 str(workers),
                 str(frames),
                 str(size),
@@ -155,15 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("results")
     w.add_argument("control")
     d = sub.add_parser("driver")
-    for name in ("tasks_port", "results_port", "control_port", "workers", "frames", "size"):
+    for name in ("tasks", "results", "control"):
+        d.add_argument(name)
+    for name in ("workers", "frames", "size"):
         d.add_argument(name, type=int)
     d.add_argument("dtype")
     d.add_argument("summary")
     args = parser.parse_args(argv)
     if args.role == "worker":
         return _worker(args.tasks, args.results, args.control)
-    ports = [args.tasks_port, args.results_port, args.control_port]
-    return _driver(ports, args.workers, args.frames, args.size, args.dtype, args.summary)
+    urls = [args.tasks, args.results, args.control]
+    return _driver(urls, args.workers, args.frames, args.size, args.dtype, args.summary)
 
 
 if __name__ == "__main__":
