@@ -12,11 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from framepipe.config import dump_toml
 from framepipe.ports import free_ports
+
+T = TypeVar("T")
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -54,18 +57,28 @@ class Proc:
 
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
         """Block until ``text`` appears in the log; fail with the log if it does not."""
+
+        def seen() -> str | None:
+            out = self.log()
+            return out if text in out else None
+
+        return self.wait_until(seen, repr(text), timeout)
+
+    def wait_until(self, check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
+        """Block until ``check()`` returns something (not None) while this process runs;
+        fail with the log if the process exits first or the timeout passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.log()
-            if text in out:
-                return out
+            got = check()
+            if got is not None:
+                return got
             if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {text!r}:\n{out}")
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {what}:\n{self.log()}")
             try:
                 self.popen.wait(timeout=0.05)  # bounded wait on the process, not a sleep
             except subprocess.TimeoutExpired:
                 pass
-        raise AssertionError(f"{self.name}: {text!r} not seen within {timeout} s:\n{self.log()}")
+        raise AssertionError(f"{self.name}: {what} not seen within {timeout} s:\n{self.log()}")
 
     def wait(self, timeout: float = 60.0) -> int:
         try:

@@ -276,21 +276,16 @@ def test_kill_9_keeps_every_flushed_frame(deployment: Deployment, feeder: Stream
     path = deployment.data / "run_frames.h5"
     for k in range(22):
         feeder.send(k, frame(k))
+
     # wait (bounded) until a SWMR reader sees the 20 frames flushed by the count policy
-    deadline = time.monotonic() + 60
-    while True:
+    def visible() -> int | None:
         try:
             with h5py.File(path, "r", swmr=True) as f:
-                if len(f["entry/data/frame_id"]) >= 20:
-                    break
+                return n if (n := len(f["entry/data/frame_id"])) >= 20 else None
         except OSError:
-            pass
-        assert time.monotonic() < deadline, "20 frames never became visible"
-        try:
-            rec.popen.wait(timeout=0.05)  # a bounded wait on the recorder, not a sleep
-        except subprocess.TimeoutExpired:
-            pass
-        assert rec.popen.returncode is None, rec.log()
+            return None
+
+    rec.wait_until(visible, "20 frames visible to a SWMR reader", 60)
     for k in range(22, 24):
         feeder.send(k, frame(k))
     rec.signal(signal.SIGKILL)
