@@ -18,7 +18,7 @@ import time
 import numpy as np
 import zmq
 
-from framepipe.ports import free_ports
+from framepipe.testing.ports import free_ports
 
 
 def receive(kind: int, url: str, count: int, q: mp.Queue) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import hdf5plugin  # noqa: F401  (recorders compress with bitshuffle-lz4 by default: h5py reads need the filters)
 import pytest
 
-from tests.helpers.deployment import Deployment
+from framepipe.testing.deployment import Deployment
 
 
 @pytest.fixture

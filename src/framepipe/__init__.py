@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from framepipe.config import Config, load_config
-from framepipe.errors import (
+from framepipe.core.errors import (
     CameraError,
     ConfigError,
     FramepipeError,
@@ -13,7 +13,7 @@ from framepipe.errors import (
     RecorderError,
     SyncError,
 )
-from framepipe.frame import Frame
+from framepipe.core.frame import Frame
 
 __all__ = [
     "CameraError",

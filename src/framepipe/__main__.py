@@ -1,5 +1,5 @@
 import sys
 
-from framepipe.cli import main
+from framepipe.ops.cli import main
 
 sys.exit(main())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from framepipe.broadcast import Broadcast
 from framepipe.cameras import Camera, open_camera
-from framepipe.component import Component
 from framepipe.config import Config
-from framepipe.errors import CameraError
-from framepipe.protocol import data_header, encode_data
+from framepipe.core.errors import CameraError
+from framepipe.runtime.component import Component
+from framepipe.wire.broadcast import Broadcast
+from framepipe.wire.protocol import data_header, encode_data
 
 #: after a stop by signal, how long to wait for subscribers' byes
 STOP_GRACE_S = 3.0

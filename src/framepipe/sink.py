@@ -19,12 +19,12 @@ from typing import Any
 
 import zmq
 
-from framepipe.broadcast import Broadcast
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
-from framepipe.errors import ProtocolError
-from framepipe.ledger import FrameLedger, IdRanges
-from framepipe.protocol import (
+from framepipe.core.errors import ProtocolError
+from framepipe.core.ledger import FrameLedger, IdRanges
+from framepipe.runtime.component import Component
+from framepipe.wire.broadcast import Broadcast
+from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_STOP,
     TOPIC_WORKERS,
@@ -34,6 +34,7 @@ from framepipe.protocol import (
     from_ranges,
     to_ranges,
 )
+from framepipe.wire.sockets import POLL_MS
 
 #: acks go out when a batch is pending (a quarter of the window, at most this many), or as
 #: soon as the results queue is empty: batching comes from bursts, and an idle sink never

@@ -27,11 +27,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.cameras import Camera, open_camera
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
-from framepipe.errors import CameraError, ProtocolError, SyncError
-from framepipe.ledger import FrameLedger
-from framepipe.protocol import (
+from framepipe.core.errors import CameraError, ProtocolError, SyncError
+from framepipe.core.ledger import FrameLedger
+from framepipe.runtime.component import Component
+from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_WORKERS,
     data_header,
@@ -41,8 +41,9 @@ from framepipe.protocol import (
     from_ranges,
     to_ranges,
 )
-from framepipe.subscription import Subscription
-from framepipe.sync import request
+from framepipe.wire.sockets import POLL_MS
+from framepipe.wire.subscription import Subscription
+from framepipe.wire.sync import request
 
 #: ZMTP heartbeat interval on the tasks socket: a hung worker's connection is closed
 #: after ``sink.worker_timeout_s`` without an answer, and its frames handed back

@@ -14,11 +14,12 @@ import time
 
 import zmq
 
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
-from framepipe.errors import ProtocolError
-from framepipe.fft import spectrum
-from framepipe.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
+from framepipe.core.errors import ProtocolError
+from framepipe.processing.fft import spectrum
+from framepipe.runtime.component import Component
+from framepipe.wire.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
+from framepipe.wire.sockets import POLL_MS
 
 #: how long a worker's own pings to the ventilator may go unanswered (ms): effectively
 #: never; a dead ventilator closes the TCP connection, a hung one is waited for
@@ -152,15 +153,3 @@ class Worker(Component):
         self.counters["last_ns"] = time.time_ns()
         self.counters["bytes"] += msg.array.nbytes
         self.counters["busy_ns"] += time.time_ns() - t0
-
-
-def run_pool(config_args: list[str], count: int) -> int:
-    """``framepipe worker -n N``: N worker processes, each with its own context."""
-    import sys
-
-    from framepipe.launcher import ChildSet
-
-    children = ChildSet()
-    for i in range(count):
-        children.start(f"worker-{i}", [sys.executable, "-m", "framepipe", "worker", "--index", str(i), *config_args])
-    return children.wait_all()

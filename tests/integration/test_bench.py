@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.deployment import child_env
+from framepipe.testing.deployment import child_env
 
 pytestmark = pytest.mark.integration
 

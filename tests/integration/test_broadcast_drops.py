@@ -12,8 +12,8 @@ import signal
 import h5py
 import pytest
 
-from tests.helpers.deployment import Deployment, Proc
-from tests.helpers.streams import StreamWatcher, read_json
+from framepipe.testing.deployment import Deployment, Proc
+from framepipe.testing.streams import StreamWatcher, read_json
 
 pytestmark = pytest.mark.integration
 

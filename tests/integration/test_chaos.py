@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
-from tests.helpers.deployment import Deployment, Proc
-from tests.helpers.streams import StreamWatcher, read_json
+from framepipe.testing.deployment import Deployment, Proc
+from framepipe.testing.streams import StreamWatcher, read_json
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.deployment import PORT_KEYS, Deployment, child_env, free_ports
+from framepipe.testing.deployment import PORT_KEYS, Deployment, child_env, free_ports
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ import h5py
 import pytest
 import zmq
 
-from tests.helpers.deployment import Deployment
-from tests.helpers.streams import StreamWatcher, read_json
+from framepipe.testing.deployment import Deployment
+from framepipe.testing.streams import StreamWatcher, read_json
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.subscribers.h5bench import measure
+from framepipe.bench.h5bench import measure
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import zmq
 
-from framepipe.broadcast import STOP_SEND_S, Broadcast
-from framepipe.component import Component
 from framepipe.config import Config
-from framepipe.ports import free_ports
+from framepipe.runtime.component import Component
+from framepipe.testing.ports import free_ports
+from framepipe.wire.broadcast import STOP_SEND_S, Broadcast
 
 pytestmark = pytest.mark.integration
 

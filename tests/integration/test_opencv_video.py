@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers.deployment import Deployment
+from framepipe.testing.deployment import Deployment
 
 cv2 = pytest.importorskip("cv2", reason="the opencv extra is not installed")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
-from tests.helpers.deployment import Deployment
+from framepipe.testing.deployment import Deployment
 
 pytestmark = pytest.mark.integration
 

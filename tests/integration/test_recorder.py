@@ -22,8 +22,8 @@ import pytest
 from framepipe.cameras import synthetic_frame
 from framepipe.cameras.replay import ReplayCamera
 from framepipe.config import CameraConfig
-from tests.helpers.deployment import Deployment, Proc, child_env
-from tests.helpers.feeder import StreamFeeder
+from framepipe.testing.deployment import Deployment, Proc, child_env
+from framepipe.testing.feeder import StreamFeeder
 
 pytestmark = pytest.mark.integration
 

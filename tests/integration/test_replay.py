@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers.deployment import Deployment
+from framepipe.testing.deployment import Deployment
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
-from tests.helpers.deployment import PORT_KEYS, child_env, free_ports
+from framepipe.testing.deployment import PORT_KEYS, child_env, free_ports
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from tests.helpers.deployment import Deployment, child_env
+from framepipe.testing.deployment import Deployment, child_env
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import pytest
 
-from tests.helpers.deployment import Deployment, Proc, free_ports
+from framepipe.testing.deployment import Deployment, Proc, free_ports
 
 pytestmark = pytest.mark.integration
 

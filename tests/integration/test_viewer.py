@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.helpers.deployment import Deployment, Proc, free_ports
+from framepipe.testing.deployment import Deployment, Proc, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -286,8 +286,8 @@ def test_a_run_whose_end_of_stream_was_dropped_still_ends_for_the_viewer() -> No
     """The preview may drop an end of stream (for a viewer that is behind): the sequence
     starting again from 0 is then the end of the previous run. Real sockets, in process."""
     from framepipe.config import Config
-    from framepipe.protocol import data_header, encode_control, encode_data
-    from framepipe.subscribers.viewer import StreamWatch, Viewer
+    from framepipe.subscribers.viewer.component import StreamWatch, Viewer
+    from framepipe.wire.protocol import data_header, encode_control, encode_data
 
     viewer = Viewer(Config())
     ctx = zmq.Context()

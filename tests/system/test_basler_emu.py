@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers.deployment import Deployment
+from framepipe.testing.deployment import Deployment
 
 pytest.importorskip("pypylon", reason="the basler extra (pypylon) is not installed")
 
@@ -156,7 +156,7 @@ def test_cameras_command_lists_emulated_devices(deployment: Deployment) -> None:
 
 def test_measure_runs_publisher_and_raw_grab(monkeypatch: pytest.MonkeyPatch) -> None:
     """The measuring function the bench calls: both rates measured, every frame received in order."""
-    from framepipe.cameras.measure import measure_basler
+    from framepipe.bench.camera import measure_basler
 
     monkeypatch.setenv("PYLON_CAMEMU", "1")
     result = measure_basler(frames=20, width=128, height=96)

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers.deployment import Proc, child_env
+from framepipe.testing.deployment import Proc, child_env
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 

@@ -13,7 +13,7 @@ from framepipe.cameras import open_camera
 from framepipe.cameras.base import import_extra
 from framepipe.cameras.replay import ReplayCamera
 from framepipe.config import CameraConfig, load_config
-from framepipe.errors import CameraError, ConfigError
+from framepipe.core.errors import CameraError, ConfigError
 
 
 def _write_recording(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from framepipe.config import dump_toml, load_config
-from framepipe.errors import ConfigError
-from tests.helpers.deployment import child_env
+from framepipe.core.errors import ConfigError
+from framepipe.testing.deployment import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 

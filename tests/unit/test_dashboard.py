@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from framepipe.dashboard import (
+from framepipe.ops.dashboard import (
     RunMonitor,
     from_status_endpoint,
     progress,
@@ -163,7 +163,7 @@ def test_monitor_falls_back_to_plain_lines_without_a_terminal_or_rich(
 
 def test_status_endpoint_answers_render_like_summaries_and_down_is_said() -> None:
     from framepipe.config import Config
-    from framepipe.status import component_status
+    from framepipe.runtime.status import component_status
     from framepipe.ventilator import Ventilator
 
     vent = Ventilator(Config())  # opens nothing: its status is its summary and live parts

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
-from framepipe.display import (
+from framepipe.processing.fft import spectrum
+from framepipe.subscribers.viewer.images import (
     COLORMAP,
     encode_png,
     frame_image,
@@ -19,7 +20,6 @@ from framepipe.display import (
     png_zlib,
     spectrum_image,
 )
-from framepipe.fft import spectrum
 
 
 def decode(png: bytes) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from framepipe.fft import spectrum
+from framepipe.processing.fft import spectrum
 
 
 def test_delta_has_flat_power() -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from framepipe.config import load_config
-from framepipe.errors import ConfigError, RecorderError
-from framepipe.inspect import contact_sheet, summarize
-from framepipe.subscribers.compression import KINDS, Codec
-from framepipe.subscribers.h5file import FrameFile, finalize, now_iso
+from framepipe.core.errors import ConfigError, RecorderError
+from framepipe.ops.inspect import contact_sheet, summarize
+from framepipe.storage.compression import KINDS, Codec
+from framepipe.storage.h5file import FrameFile, finalize, now_iso
 
 RNG = np.random.default_rng(5)
 

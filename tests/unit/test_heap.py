@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 SCRIPT = """
 import resource, sys
 import numpy as np, zmq
-from framepipe.fft import spectrum
-from framepipe.heap import keep_frame_buffers
+from framepipe.processing.fft import spectrum
+from framepipe.core.heap import keep_frame_buffers
 if sys.argv[1] == "keep":
     assert keep_frame_buffers()
 ctx = zmq.Context()

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from framepipe.ledger import FrameLedger, IdRanges, SequenceTracker
-from framepipe.protocol import to_ranges
+from framepipe.core.ledger import FrameLedger, IdRanges, SequenceTracker
+from framepipe.wire.protocol import to_ranges
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from framepipe.ledger import FrameLedger, SequenceTracker
+from framepipe.core.ledger import FrameLedger, SequenceTracker
 
 
 def test_ledger_counts_missing_and_duplicates() -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import zmq
 
-from framepipe.errors import ProtocolError
-from framepipe.protocol import (
+from framepipe.core.errors import ProtocolError
+from framepipe.wire.protocol import (
     data_header,
     decode,
     encode_control,

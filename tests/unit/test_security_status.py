@@ -8,9 +8,9 @@ import pytest
 import zmq.auth
 
 from framepipe.config import load_config
-from framepipe.errors import ConfigError
-from framepipe.security import generate_keys, is_exposed
-from framepipe.status import endpoints, render_table
+from framepipe.core.errors import ConfigError
+from framepipe.runtime.status import endpoints, render_table
+from framepipe.wire.security import generate_keys, is_exposed
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 import zmq
 
 from framepipe.config import Config
-from framepipe.protocol import from_ranges
 from framepipe.sink import Sink
+from framepipe.wire.protocol import from_ranges
 
 
 @pytest.fixture

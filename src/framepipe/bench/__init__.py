@@ -8,11 +8,18 @@ One module per measurement — :mod:`~framepipe.bench.kernel` (the CPU ceiling),
 (p50/p95/p99 at a fixed rate) — plus :mod:`~framepipe.bench.processes` (real component
 processes with their peak RSS and CPU) and :mod:`~framepipe.bench.report` (table, JSON,
 PNG). :mod:`~framepipe.bench.run` puts them together. See docs/performance.md.
+
+Also here: everything else that measures — :mod:`~framepipe.bench.h5bench` (HDF5 write
+options) and :mod:`~framepipe.bench.camera` (a real camera's grab rate vs the publisher's).
+
+May import: ``framepipe.testing`` and everything below it. Only ``framepipe.ops.cli`` imports it.
 """
 
 from __future__ import annotations
 
-from framepipe.bench.processes import BenchError
-from framepipe.bench.run import MEASUREMENTS, Options, run
+#: the measurements ``framepipe bench --only`` takes, in the order they run. Kept here, with no
+#: imports, because every component builds the CLI parser at start-up: importing the bench's
+#: modules would cost each of them numpy/h5py start-up work it does not need.
+MEASUREMENTS = ("kernel", "pipeline", "naive", "transport", "recorder", "latency")
 
-__all__ = ["MEASUREMENTS", "BenchError", "Options", "run"]
+__all__ = ["MEASUREMENTS"]

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from framepipe.cameras import synthetic_frame
-from framepipe.fft import spectrum
+from framepipe.processing.fft import spectrum
 
 #: frames cycled through, so the kernel does not run on one cached frame
 DISTINCT_FRAMES = 4

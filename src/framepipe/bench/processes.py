@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.config import dump_toml
-from framepipe.errors import FramepipeError
-from framepipe.ports import free_ports
+from framepipe.core.errors import FramepipeError
+from framepipe.testing.ports import free_ports
 
 #: how often a running child's VmRSS and CPU time are sampled, in seconds
 RSS_SAMPLE_S = 0.1

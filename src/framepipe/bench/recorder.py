@@ -26,7 +26,7 @@ import numpy as np
 from framepipe.bench.processes import BenchError, Fleet, local_ports, write_config
 from framepipe.bench.transport import DISTINCT_FRAMES
 from framepipe.cameras import synthetic_frame
-from framepipe.subscribers.h5file import FrameFile
+from framepipe.storage.h5file import FrameFile
 
 
 def dataset_options() -> dict[str, Any]:
@@ -34,7 +34,7 @@ def dataset_options() -> dict[str, Any]:
     the filter of the recorder's default compression (see subscribers/compression.py), so the
     raw-h5py comparison uses the very same filter."""
     from framepipe.config import RecorderConfig
-    from framepipe.subscribers.compression import Codec
+    from framepipe.storage.compression import Codec
 
     rec = RecorderConfig()
     return Codec(rec.compression, rec.compression_level).dataset_options()

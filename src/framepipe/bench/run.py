@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe import __version__
-from framepipe.bench import kernel, latency, naive, pipeline, recorder, report, transport
-from framepipe.cli import BENCH_MEASUREMENTS as MEASUREMENTS
+from framepipe.bench import MEASUREMENTS, kernel, latency, naive, pipeline, recorder, report, transport
 
 
 @dataclasses.dataclass

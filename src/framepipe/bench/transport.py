@@ -25,10 +25,11 @@ import zmq
 
 from framepipe.bench.processes import BenchError, Fleet, free_ports, local_ports, write_config
 from framepipe.cameras import Camera, synthetic_frame
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config, load_config
-from framepipe.frame import Frame
-from framepipe.subscription import Subscription
+from framepipe.core.frame import Frame
+from framepipe.runtime.component import Component
+from framepipe.wire.sockets import POLL_MS
+from framepipe.wire.subscription import Subscription
 
 #: distinct buffers cycled by both senders
 DISTINCT_FRAMES = 4
@@ -219,7 +220,7 @@ def _component_main(component: Component, summary: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from framepipe.logs import setup_logging
+    from framepipe.core.logs import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m framepipe.bench.transport", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="role", required=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from framepipe.cameras.base import Camera
 from framepipe.cameras.synthetic import SyntheticCamera, synthetic_frame
 from framepipe.config import CameraConfig
-from framepipe.errors import CameraError
+from framepipe.core.errors import CameraError
 
 __all__ = ["Camera", "SyntheticCamera", "open_camera", "synthetic_frame"]
 

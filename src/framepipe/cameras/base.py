@@ -8,8 +8,8 @@ import time
 from types import ModuleType, TracebackType
 from typing import Any
 
-from framepipe.errors import CameraError
-from framepipe.frame import Frame
+from framepipe.core.errors import CameraError
+from framepipe.core.frame import Frame
 
 
 class Camera(abc.ABC):

@@ -23,8 +23,8 @@ from typing import Any
 
 from framepipe.cameras.base import Camera, import_extra
 from framepipe.config import CameraConfig
-from framepipe.errors import CameraError
-from framepipe.frame import FRAME_DTYPES, Frame
+from framepipe.core.errors import CameraError
+from framepipe.core.frame import FRAME_DTYPES, Frame
 
 #: pylon's value for "this camera does not number its images"
 _NO_BLOCK_ID = 0xFFFFFFFFFFFFFFFF

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from framepipe.errors import CameraError
+from framepipe.core.errors import CameraError
 
 
 def basler_devices(emulated: int = 0) -> dict[str, Any]:

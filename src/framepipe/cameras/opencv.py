@@ -21,8 +21,8 @@ import numpy as np
 
 from framepipe.cameras.base import Camera, Pacer, import_extra
 from framepipe.config import CameraConfig
-from framepipe.errors import CameraError
-from framepipe.frame import FRAME_DTYPES, Frame
+from framepipe.core.errors import CameraError
+from framepipe.core.frame import FRAME_DTYPES, Frame
 
 
 def load_cv2() -> Any:

@@ -24,9 +24,9 @@ import numpy as np
 
 from framepipe.cameras.base import Camera, Pacer
 from framepipe.config import CameraConfig
-from framepipe.errors import CameraError
-from framepipe.frame import FRAME_DTYPES, Frame
-from framepipe.subscribers.h5file import FRAME_FIELDS, MISSING_FIELD, attr_value, open_for_reading
+from framepipe.core.errors import CameraError
+from framepipe.core.frame import FRAME_DTYPES, Frame
+from framepipe.storage.h5file import FRAME_FIELDS, MISSING_FIELD, attr_value, open_for_reading
 
 log = logging.getLogger(__name__)
 

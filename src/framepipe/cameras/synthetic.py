@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.cameras.base import Camera, Pacer
-from framepipe.frame import Frame
+from framepipe.core.frame import Frame
 
 
 @functools.lru_cache(maxsize=4)

@@ -22,14 +22,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from framepipe import __version__
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config, run_id_now
-from framepipe.errors import ProtocolError, RecorderError
-from framepipe.ledger import FrameLedger
-from framepipe.protocol import Message, from_ranges
-from framepipe.subscribers.compression import Codec
-from framepipe.subscribers.h5file import FrameFile, finalize, now_iso
-from framepipe.subscription import Subscription
+from framepipe.core.errors import ProtocolError, RecorderError
+from framepipe.core.ledger import FrameLedger
+from framepipe.runtime.component import Component
+from framepipe.storage.compression import Codec
+from framepipe.storage.h5file import FrameFile, finalize, now_iso
+from framepipe.wire.protocol import Message, from_ranges
+from framepipe.wire.sockets import POLL_MS
+from framepipe.wire.subscription import Subscription
 
 #: how long the bye to the publisher may take
 BYE_TIMEOUT_S = 5.0

@@ -1,5 +1,5 @@
 """A hand-driven frames stream for recorder tests: real XPUB + ROUTER sockets on loopback,
-messages encoded with framepipe.protocol, so a test decides exactly which frame ids and
+messages encoded with framepipe.wire.protocol, so a test decides exactly which frame ids and
 sequence numbers a recorder gets (and which it does not)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from framepipe.protocol import data_header, encode_control, encode_data, to_ranges
+from framepipe.wire.protocol import data_header, encode_control, encode_data, to_ranges
 
 
 class StreamFeeder:

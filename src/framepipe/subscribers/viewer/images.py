@@ -1,6 +1,6 @@
 """Frames and spectra as images for people: 8-bit contrast, a colour map, PNG bytes.
 
-Used by the live view (:mod:`framepipe.subscribers.viewer`); nothing here touches sockets.
+Used by the live view (:mod:`framepipe.subscribers.viewer.component`); nothing here touches sockets.
 
 - :func:`frame_image`: grayscale or colour, uint8 or uint16, auto-contrast (percentiles,
   so a few hot pixels do not wash the image out), subsampled to a maximum side.
@@ -18,7 +18,7 @@ import zlib
 
 import numpy as np
 
-from framepipe.fft import spectrum
+from framepipe.processing.fft import spectrum
 
 #: anchor colours of the "inferno" colour map (black → purple → orange → pale yellow),
 #: perceptually ordered, readable by colour-blind people and in grayscale print

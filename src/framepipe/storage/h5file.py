@@ -38,8 +38,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from framepipe.errors import RecorderError
-from framepipe.subscribers.compression import Chunk, Codec
+from framepipe.core.errors import RecorderError
+from framepipe.storage.compression import Chunk, Codec
 
 #: rows per chunk of the per-frame columns (4 KiB of int64: rewriting it per frame is cheap)
 COLUMN_CHUNK = 512

@@ -42,14 +42,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import zmq
 
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
-from framepipe.display import encode_png, frame_image, frame_spectrum_image, spectrum_image
-from framepipe.errors import ConfigError
-from framepipe.ledger import SequenceTracker
-from framepipe.protocol import Message
-from framepipe.security import is_exposed
-from framepipe.subscription import Subscription
+from framepipe.core.errors import ConfigError
+from framepipe.core.ledger import SequenceTracker
+from framepipe.runtime.component import Component
+from framepipe.subscribers.viewer.images import encode_png, frame_image, frame_spectrum_image, spectrum_image
+from framepipe.wire.protocol import Message
+from framepipe.wire.security import is_exposed
+from framepipe.wire.sockets import POLL_MS
+from framepipe.wire.subscription import Subscription
 
 #: frames kept to pair with results that arrive later (count, and bytes whichever is smaller)
 PAIR_FRAMES = 64

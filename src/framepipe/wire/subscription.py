@@ -6,11 +6,11 @@ from typing import Any
 
 import zmq
 
-from framepipe.component import Component
-from framepipe.errors import ProtocolError
-from framepipe.ledger import SequenceTracker
-from framepipe.protocol import Message, decode, subscriber_topic
-from framepipe.sync import request
+from framepipe.core.errors import ProtocolError
+from framepipe.core.ledger import SequenceTracker
+from framepipe.wire.protocol import Message, decode, subscriber_topic
+from framepipe.wire.sockets import SocketOwner
+from framepipe.wire.sync import request
 
 
 class Subscription:
@@ -20,7 +20,7 @@ class Subscription:
     high-water mark by design), remembers the end-of-stream, says hello and bye.
     """
 
-    def __init__(self, owner: Component, *, stream: str, pub_url: str, sync_url: str, hwm: int):
+    def __init__(self, owner: SocketOwner, *, stream: str, pub_url: str, sync_url: str, hwm: int):
         self.owner = owner
         self.stream = stream
         self.pub_url = pub_url

@@ -24,11 +24,11 @@ from typing import Any
 
 import zmq
 
-from framepipe.component import POLL_MS, Component
-from framepipe.errors import ProtocolError, SyncError
-from framepipe.ledger import IdRanges
-from framepipe.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
-from framepipe.sync import SyncServer
+from framepipe.core.errors import ProtocolError, SyncError
+from framepipe.core.ledger import IdRanges
+from framepipe.wire.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
+from framepipe.wire.sockets import POLL_MS, SocketOwner
+from framepipe.wire.sync import SyncServer
 
 #: how often an end-of-stream is repeated while waiting for subscribers' byes
 EOS_REPEAT_S = 0.2
@@ -49,7 +49,7 @@ class Broadcast:
 
     def __init__(
         self,
-        owner: Component,
+        owner: SocketOwner,
         *,
         stream: str,
         pub_url: str,

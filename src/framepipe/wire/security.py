@@ -36,8 +36,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from framepipe.config import SecurityConfig
-from framepipe.errors import ConfigError
-from framepipe.logs import RateLimitedLog
+from framepipe.core.errors import ConfigError
+from framepipe.core.logs import RateLimitedLog
 
 SERVER = "server"
 DEFAULT_CLIENT = "client"

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from framepipe.config import Config
-from framepipe.errors import ProtocolError
-from framepipe.protocol import decode, encode_control
+from framepipe.core.errors import ProtocolError
+from framepipe.wire.protocol import decode, encode_control
 
 if TYPE_CHECKING:
-    from framepipe.component import Component
+    from framepipe.runtime.component import Component
 
 #: how often the server samples counters to compute rates
 RATE_WINDOW_S = 1.0
@@ -223,7 +223,7 @@ def query_deployment(
     The whole call takes at most about ``timeout_s``, however many components are down.
     Workers come from the sink's answer (role ``worker``, state ``seen``/``lost``).
     """
-    from framepipe.security import make_context
+    from framepipe.wire.security import make_context
 
     eps = endpoints(config)
     own = ctx is None
@@ -330,7 +330,7 @@ def watch(
     config: Config, *, interval_s: float, timeout_s: float, count: int | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """Query repeatedly; yields each round (the CLI prints, a dashboard renders)."""
-    from framepipe.security import make_context
+    from framepipe.wire.security import make_context
 
     ctx = make_context(config.security)
     try:

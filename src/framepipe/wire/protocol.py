@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from framepipe.errors import ProtocolError
+from framepipe.core.errors import ProtocolError
 
 VERSION = 1
 

@@ -12,7 +12,7 @@ and reports the publisher's rate over the mean of the two raw runs (bracketing t
 run, so a load change on a shared machine shows up as a spread between the raw runs).
 The bench can call it; from a shell::
 
-    python -m framepipe.cameras.measure --frames 300 --width 1024 --height 1024 --pixel-format Mono8
+    python -m framepipe.bench.camera --frames 300 --width 1024 --height 1024 --pixel-format Mono8
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.cameras.basler import load_pylon, lock_emulator
-from framepipe.component import POLL_MS, Component
 from framepipe.config import Config
-from framepipe.ports import free_ports
-from framepipe.subscription import Subscription
+from framepipe.runtime.component import Component
+from framepipe.testing.ports import free_ports
+from framepipe.wire.sockets import POLL_MS
+from framepipe.wire.subscription import Subscription
 
 
 def raw_grab_rate(

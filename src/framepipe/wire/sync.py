@@ -24,8 +24,8 @@ from typing import Any
 
 import zmq
 
-from framepipe.errors import ProtocolError, SyncError
-from framepipe.protocol import decode, encode_control
+from framepipe.core.errors import ProtocolError, SyncError
+from framepipe.wire.protocol import decode, encode_control
 
 RETRY_S = 1.0
 

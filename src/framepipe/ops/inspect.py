@@ -21,9 +21,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from framepipe.errors import FramepipeError
-from framepipe.protocol import to_ranges
-from framepipe.subscribers.h5file import attr_value, open_for_reading
+from framepipe.core.errors import FramepipeError
+from framepipe.storage.h5file import attr_value, open_for_reading
+from framepipe.wire.protocol import to_ranges
 
 FILTER_NAMES = {
     str(hdf5plugin.BSHUF_ID): "bitshuffle-lz4",

@@ -12,7 +12,7 @@
   recorder's own (first to last frame written, from its summary).
 
 Every variant includes closing its file. Rates are frames/s and MB/s of raw pixels
-(1 MB = 1e6 bytes). ``python -m framepipe.subscribers.h5bench --help`` runs it from a shell.
+(1 MB = 1e6 bytes). ``python -m framepipe.bench.h5bench --help`` runs it from a shell.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import numpy as np
 
 from framepipe.cameras.base import Camera
 from framepipe.cameras.synthetic import synthetic_frame
-from framepipe.frame import Frame
-from framepipe.subscribers.compression import Codec
-from framepipe.subscribers.h5file import FrameFile
+from framepipe.core.frame import Frame
+from framepipe.storage.compression import Codec
+from framepipe.storage.h5file import FrameFile
 
 
 class _CyclingCamera(Camera):
@@ -224,7 +224,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m framepipe.subscribers.h5bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m framepipe.bench.h5bench", description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--height", type=int, default=1024)
     p.add_argument("--width", type=int, default=1024)

@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from framepipe import __version__
+from framepipe.bench import MEASUREMENTS
 from framepipe.config import Config, default_config_path, load_config
-from framepipe.errors import ConfigError, FramepipeError
+from framepipe.core.errors import ConfigError, FramepipeError
 
 log = logging.getLogger("framepipe")
 
@@ -84,10 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: kept here, not imported from framepipe.bench: every component builds this parser at start-up
-BENCH_MEASUREMENTS = ("kernel", "pipeline", "naive", "transport", "recorder", "latency")
-
-
 def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure the pipeline against its own ceilings (docs/performance.md)")
     p.add_argument("--quick", action="store_true", help="small runs, under a minute: proves the bench works")
@@ -95,9 +92,7 @@ def _bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--size", type=int, default=1024, help="frame width = height in pixels (default 1024)")
     p.add_argument("--dtype", default="uint16", choices=["uint8", "uint16"])
     p.add_argument("--result", default="power", choices=["power", "magnitude", "log_power", "complex"])
-    p.add_argument(
-        "--only", default=",".join(BENCH_MEASUREMENTS), help=f"comma-separated subset of {','.join(BENCH_MEASUREMENTS)}"
-    )
+    p.add_argument("--only", default=",".join(MEASUREMENTS), help=f"comma-separated subset of {','.join(MEASUREMENTS)}")
     p.add_argument("--latency-fps", type=float, default=100.0, help="frame rate of the latency run (default 100)")
     p.add_argument("--max-workers", type=int, help="largest W of the pipeline runs (default cores + 1)")
     p.add_argument("--repeat", type=int, help="runs per measurement, fastest kept (default 1 quick, 3 full)")
@@ -111,10 +106,10 @@ def _bench(args: argparse.Namespace) -> int:
     from framepipe.bench.run import Options, run
 
     only = tuple(m.strip() for m in args.only.split(",") if m.strip())
-    unknown = [m for m in only if m not in BENCH_MEASUREMENTS]
+    unknown = [m for m in only if m not in MEASUREMENTS]
     if unknown or not only:
         what = unknown[0] if unknown else "(none)"
-        raise ConfigError(f"--only: unknown measurement {what}; choose from {', '.join(BENCH_MEASUREMENTS)}")
+        raise ConfigError(f"--only: unknown measurement {what}; choose from {', '.join(MEASUREMENTS)}")
     if args.size < 16 or (args.max_workers is not None and args.max_workers < 1) or (args.repeat or 1) < 1:
         raise ConfigError("--size must be ≥ 16, --max-workers and --repeat ≥ 1")
     opts = Options(
@@ -142,8 +137,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, str | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from framepipe.heap import keep_frame_buffers
-    from framepipe.logs import setup_logging
+    from framepipe.core.heap import keep_frame_buffers
+    from framepipe.core.logs import setup_logging
 
     keep_frame_buffers()  # also for the bench's own kernel measurement: same allocator as the workers
 
@@ -159,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keys":
-        from framepipe.security import generate_keys
+        from framepipe.wire.security import generate_keys
 
         for written in generate_keys(args.dir, args.client):
             print(written)
@@ -167,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "bench":
         return _bench(args)
     if args.command == "inspect":  # a file, no deployment config
-        from framepipe.inspect import main as inspect_main
+        from framepipe.ops.inspect import main as inspect_main
 
         return inspect_main(args.file, args.png, args.json)
     config, path = _load(args)
@@ -180,12 +175,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print_cameras(list_cameras(emulated, args.max_index, args.probe_timeout), as_json=args.json)
         return 0
     if args.command == "run":
-        from framepipe.launcher import run_pipeline
+        from framepipe.ops.launcher import run_pipeline
 
         log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
         return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui)
     if args.command == "worker" and args.n > 1:
-        from framepipe.launcher import ChildSet, component_args
+        from framepipe.runtime.processes import ChildSet, component_args
 
         children = ChildSet()
         for i in range(args.n):
@@ -205,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         return children.wait_all(stop_on_failure=False)
 
-    from framepipe.component import SummaryFile
+    from framepipe.runtime.component import SummaryFile
 
     component = _component(args, config)
     component.install_signal_handlers()
@@ -221,7 +216,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     """Print one table (or JSON); exit 1 when any component is down."""
     import json
 
-    from framepipe.status import query_deployment, render_table, watch
+    from framepipe.runtime.status import query_deployment, render_table, watch
 
     if args.stop:
         for s in query_deployment(config, timeout_s=args.timeout, command="stop"):
@@ -229,7 +224,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         return 0
     rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
     statuses: list[dict[str, object]] = []
-    from framepipe.dashboard import rich_available, watch_live
+    from framepipe.ops.dashboard import rich_available, watch_live
 
     if args.watch and not args.json and sys.stdout.isatty() and rich_available():
         # on a terminal: the live dashboard of `framepipe run`, fed by the status endpoints
@@ -271,7 +266,7 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
         name = args.name or (config.recorders[0].name if config.recorders else "recorder")
         return Recorder(config, name=name)
     if args.command == "view":
-        from framepipe.subscribers.viewer import Viewer
+        from framepipe.subscribers.viewer.component import Viewer
 
         return Viewer(config)
     raise AssertionError(args.command)

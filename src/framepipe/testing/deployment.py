@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from framepipe.config import dump_toml
-from framepipe.ports import free_ports
+from framepipe.testing.ports import free_ports
 
 T = TypeVar("T")
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[2])  # the src/ directory this framepipe came from
 
 PORT_KEYS = {
     "publisher": ("frames_port", "sync_port", "preview_port"),

@@ -22,16 +22,13 @@ from typing import Any
 import zmq
 
 from framepipe.config import Config
-from framepipe.errors import ConfigError, ProtocolError
-from framepipe.heap import keep_frame_buffers
-from framepipe.logs import RateLimitedLog
-from framepipe.security import is_exposed, make_context
-from framepipe.status import StatusServer
+from framepipe.core.errors import ConfigError, ProtocolError
+from framepipe.core.heap import keep_frame_buffers
+from framepipe.core.logs import RateLimitedLog
+from framepipe.runtime.status import StatusServer
+from framepipe.wire.security import is_exposed, make_context
+from framepipe.wire.sockets import LINGER_MS
 
-#: how long a loop blocks in poll before it looks at its stop flag again
-POLL_MS = 100
-#: linger on close: long enough to flush a final message, short enough to exit promptly
-LINGER_MS = 1000
 #: how often a running component rewrites its --summary-json file (the dashboard reads it)
 SUMMARY_EVERY_S = 0.5
 

@@ -1,0 +1,7 @@
+"""Helpers shared by the tests and the bench: throwaway deployments of real CLI processes
+(``deployment``), a free port picker (``ports``), a scripted publisher (``feeder``) and a
+stream watcher (``streams``). Like ``ophyd_async.testing``: runtime code never imports it.
+
+May import: everything below ``framepipe.bench`` (components, runtime, wire, cameras,
+storage, processing, config, core).
+"""

@@ -1,1 +1,0 @@
-"""Test-only helpers: never imported by framepipe itself."""
