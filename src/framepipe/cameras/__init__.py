@@ -4,6 +4,9 @@
 ``opencv`` the ``framepipe[opencv]`` extra (opencv-python-headless); ``replay`` plays an
 HDF5 file recorded by framepipe. The optional libraries are imported when a camera opens,
 so a machine without them runs everything else. See docs/cameras.md.
+
+May import: ``framepipe.storage`` (replay reads recorded files), ``framepipe.config``,
+``framepipe.core``. No sockets.
 """
 
 from __future__ import annotations
