@@ -11,11 +11,15 @@ series: missing ids, counts (received, written, dropped upstream, rejected, dupl
 ``complete``, true only when the end of stream arrived and nothing it carried is missing. A write
 error (full disk, unwritable directory) stops the recorder with a clear message and exit
 code 1; it says bye to the publisher first, so the stream and its other subscribers go on.
+
+Those decisions (pending frames, rotation, flushes, the ledger) are
+:class:`framepipe.core.series.RecordingSeries`'s; this module is the loop that feeds it the
+stream and does the HDF5 work it asks for.
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +28,7 @@ from typing import Any
 from framepipe import __version__
 from framepipe.config import Config, run_id_now
 from framepipe.core.errors import ProtocolError, RecorderError
-from framepipe.core.ledger import FrameLedger
+from framepipe.core.series import RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile, finalize, now_iso
@@ -36,6 +40,19 @@ from framepipe.wire.subscription import Subscription
 BYE_TIMEOUT_S = 5.0
 
 
+@dataclasses.dataclass(slots=True)
+class Received:
+    """A received frame until it is written (the message's buffer lives until then)."""
+
+    msg: Message
+    t_recv_ns: int
+    #: its chunk being compressed by the pool; None: compressed when written
+    job: Future[Any] | None = None
+
+    def compressed(self) -> bool:
+        return self.job is None or self.job.done()
+
+
 class Recorder(Component):
     """SUB to a stream → HDF5 file(s) with a frame ledger."""
 
@@ -44,8 +61,6 @@ class Recorder(Component):
     def __init__(self, config: Config, name: str):
         super().__init__(config, name)
         self.rec = config.recorder(name)
-        #: frame ids written to the files (what the files hold)
-        self.ledger = FrameLedger()
         self.codec = Codec(self.rec.compression, self.rec.compression_level)
         self.run_id = config.run.id or run_id_now()
         self.file: FrameFile | None = None
@@ -54,16 +69,21 @@ class Recorder(Component):
         self.camera: dict[str, Any] = {}
         self.sync_attrs: dict[str, Any] = {}
         self.error: str | None = None
-        self._unflushed = 0
-        self._flushed_at = time.monotonic()
         self.sub: Subscription | None = None
         # compression pipeline: frames received, their chunks being compressed by the pool
         # (made in run(): __init__ opens nothing)
         self._pool: ThreadPoolExecutor | None = None
-        #: bound of the pipeline, in frames (memory: this many received frames held)
-        self._max_pending = 0
-        self._pending: collections.deque[tuple[Future[Any] | None, Message, int]] = collections.deque()
-        self._pending_ids: set[int] = set()
+        direct = self.rec.direct_chunks and self.codec.direct and self.codec.kind != "none"
+        self._threads = self.rec.compress_threads if direct else 0
+        self.series: RecordingSeries[Received] = RecordingSeries(
+            flush_frames=self.rec.flush_frames,
+            flush_s=self.rec.flush_s,
+            rotate_frames=self.rec.rotate_frames,
+            rotate_bytes=self.rec.rotate_bytes,
+            # the pipeline's bound, in frames (memory: this many received frames held)
+            max_pending=2 * self._threads,
+            clock=time.monotonic,
+        )
 
     def path(self, index: int = 0) -> str:
         run = self.config.run
@@ -73,7 +93,7 @@ class Recorder(Component):
 
     # ------------------------------------------------------------------ files
     def _open_next(self) -> FrameFile:
-        index = len(self.files)
+        index = self.series.file_index
         frame_file = FrameFile(
             self.path(index),
             attrs={
@@ -96,6 +116,7 @@ class Recorder(Component):
             frame_file.set_attrs(self.sync_attrs)
         self.files.append((frame_file, ""))
         self.file = frame_file
+        self.series.file_opened()
         self.counters["files"] = len(self.files)
         return frame_file
 
@@ -110,22 +131,12 @@ class Recorder(Component):
             self.files[-1] = (frame_file, now_iso())
             self.counters["stored_bytes"] += frame_file.stored_bytes
             self.counters["raw_bytes"] += frame_file.raw_bytes
-            self._unflushed = 0
+            self.series.file_closed()
 
     def _flush(self) -> None:
-        if self.file is not None and self._unflushed:
+        if self.file is not None:
             self.file.flush()
-        self._unflushed = 0
-        self._flushed_at = time.monotonic()
-
-    def _flush_due(self) -> bool:
-        if not self._unflushed:
-            return False
-        rec = self.rec
-        return bool(
-            (rec.flush_frames and self._unflushed >= rec.flush_frames)
-            or (rec.flush_s and time.monotonic() - self._flushed_at >= rec.flush_s)
-        )
+        self.series.flushed()
 
     # ------------------------------------------------------------------ loop
     def run(self) -> int:
@@ -156,10 +167,10 @@ class Recorder(Component):
         self.sub = Subscription(
             self, stream=self.rec.stream, pub_url=pub_url, sync_url=sync_url, hwm=self.rec.hwm_frames
         )
-        threads = self.rec.compress_threads if self.rec.direct_chunks and self.codec.direct else 0
-        if threads and self.codec.kind != "none":
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"{self.name}-compress")
-            self._max_pending = 2 * threads
+        # one tracker: the subscription counts the gaps, the series' ledger reports them
+        self.sub.sequence = self.series.sequence
+        if self._threads:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"{self.name}-compress")
         self.ready(
             f"writing {self.path(0)} compression={self.codec.kind} direct={self.rec.direct_chunks}",
             status_section=self.rec,
@@ -181,7 +192,7 @@ class Recorder(Component):
             while not self.stopping:
                 if self.sub.sub.poll(POLL_MS) and self._drain():
                     break
-                if self._flush_due():
+                if self.series.flush_due():
                     self._flush()
         except RecorderError as e:
             self.error = str(e)
@@ -210,94 +221,81 @@ class Recorder(Component):
             msg = self.sub.receive()
             if msg is None:
                 # nothing else to do: write what is still being compressed, keeping latency low
-                self._write_pending(0)
+                self._write_pending(drain=True)
                 return False
             if msg.kind == "eos":
-                self._write_pending(0)
+                self._write_pending(drain=True)
                 self.counters["cpu_last_ns"] = time.process_time_ns()
                 try:
-                    self.ledger.expect(from_ranges(msg.header.get("frame_ids", [])))
+                    frame_ids: list[int] | None = from_ranges(msg.header.get("frame_ids", []))
                 except ProtocolError as e:
                     self.reject(e, self.rec.stream)
+                    frame_ids = None
+                self.series.end_of_stream(msg.header, frame_ids)
                 self.log.info("end of stream (%s)", msg.header.get("reason"))
                 return True
             assert msg.array is not None
-            self.counters["received"] += 1
-            frame_id = msg.frame_id
-            if frame_id in self.ledger or frame_id in self._pending_ids:
-                self.ledger.duplicates += 1
-                self.counters["duplicates"] += 1
+            received = Received(msg, time.time_ns())
+            accepted = self.series.arrive(msg.frame_id, received)
+            self.counters["received"] = self.series.received
+            if not accepted:
+                self.counters["duplicates"] = self.series.duplicates
                 continue
-            now = time.time_ns()
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
-            job = self._pool.submit(self.codec.compress, msg.array) if self._pool is not None else None
-            self._pending.append((job, msg, now))
-            self._pending_ids.add(frame_id)
-            self._write_pending(self._max_pending)
+            if self._pool is not None:
+                received.job = self._pool.submit(self.codec.compress, msg.array)
+            self._write_pending()
         return False
 
-    def _head_ready(self) -> bool:
-        job = self._pending[0][0]
-        return job is None or job.done()
-
-    def _write_pending(self, keep: int) -> None:
-        """Write pending frames in arrival order until at most ``keep`` are left
-        (more if the oldest ones are already compressed)."""
-        while self._pending and (
-            len(self._pending) > keep or self._pending[0][0] is None or self._pending[0][0].done()
-        ):
-            job, msg, t_recv = self._pending.popleft()
-            self._pending_ids.discard(msg.frame_id)
+    def _write_pending(self, *, drain: bool = False) -> None:
+        """Write the pending frames the series lets go (all of them with ``drain``), oldest first."""
+        while (received := self.series.next_write(Received.compressed, drain=drain)) is not None:
+            job, msg = received.job, received.msg
             assert msg.array is not None
             t0 = time.time_ns()
             try:
                 chunk = job.result() if job is not None else None
             except Exception as e:  # a codec failure is a recorder failure, with the frame named
                 raise RecorderError(f"{self.codec.kind} compression failed at frame {msg.frame_id}: {e}") from e
-            if self.file is None:
+            if self.series.needs_file:
                 self._open_next()
             assert self.file is not None
             self.file.append(
                 msg.array,
                 frame_id=msg.frame_id,
                 t_acq_ns=msg.header["t_acq_ns"],
-                t_recv_ns=t_recv,
+                t_recv_ns=received.t_recv_ns,
                 chunk=chunk,
                 fields=msg.header,
             )
             self.counters["write_ns"] += time.time_ns() - t0
-            self.ledger.add(msg.frame_id)
+            step = self.series.wrote(msg.frame_id, stored_bytes=self.file.stored_bytes)
             now = time.time_ns()
-            if self.counters["written"] == 0:
+            if self.series.written == 1:
                 self.counters["first_ns"] = now
                 # CPU time of all threads, from the first frame to the end of stream (see _drain):
                 # the recorder's own cost, whatever the neighbours' load. Read twice per run only:
                 # CLOCK_PROCESS_CPUTIME_ID costs up to milliseconds per call on this VM.
                 self.counters["cpu_first_ns"] = time.process_time_ns()
-            self.counters["written"] += 1
+            self.counters["written"] = self.series.written
             self.counters["bytes"] += msg.array.nbytes
             self.counters["last_ns"] = now
-            self._unflushed += 1
-            rec = self.rec
-            if (rec.rotate_frames and self.file.n >= rec.rotate_frames) or (
-                rec.rotate_bytes and self.file.stored_bytes >= rec.rotate_bytes
-            ):
+            if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
-            elif self._flush_due():
+            elif step is Step.FLUSH:
                 self._flush()
 
     def _finish(self, code: int) -> int:
         """Close the open file and write the ledger into every file of the series."""
-        if self._pending and self.error is None:
+        if self.series.pending and self.error is None:
             try:
-                self._write_pending(0)  # stopped by a signal: what was received is written
+                self._write_pending(drain=True)  # stopped by a signal: what was received is written
             except RecorderError as e:
                 self.log.error("%s", e)
                 self.error = str(e)
                 code = 1
-        self._pending.clear()
-        self._pending_ids.clear()
+        self.series.discard_pending()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         try:
@@ -306,51 +304,25 @@ class Recorder(Component):
             self.log.error("%s", e)
             self.error = self.error or str(e)
             code = 1
-        assert self.sub is not None
-        eos = self.sub.eos
-        missing = self.ledger.missing()
-        # complete: the file(s) hold every frame the stream says it carried. Why the stream
-        # ended (a camera error, a stop) is end_reason's business, not complete's.
-        complete = eos is not None and not missing and self.error is None
-        ledger: dict[str, Any] = {
-            "complete": complete,
-            "end_of_stream": eos is not None,
-            "end_reason": (eos or {}).get("reason", "stopped" if self.error is None else "error"),
-            "error": self.error or "",
-            "expected": self.ledger.expected,
-            "received": self.counters["received"],
-            "written": self.counters["written"],
-            "missing": len(missing),
-            "dropped_upstream": self.sub.sequence.gaps,
-            "rejected": self.counters["rejected"],
-            "duplicates": self.counters["duplicates"],
-            "files": [os.path.basename(f.path) for f, _ in self.files],
-            "missing_ids": missing,
-        }
-        camera_lost = (eos or {}).get("camera_lost")
-        if isinstance(camera_lost, int):  # the frames stream: frames the camera lost before publishing
-            ledger["camera_lost"] = camera_lost
+        ledger = self.series.ledger(
+            error=self.error,
+            rejected=self.counters["rejected"],
+            file_names=[os.path.basename(f.path) for f, _ in self.files],
+        )
         if self.error is not None:
             # After a write error (full disk, say) a reopened file would fail to close again
             # and be left flagged "open for writing"; a file without ledger already reads as
             # not complete, and the counts are in the log, the summary and the bye.
             self.log.error("no ledger written into the file(s) after the error above")
         for index, (frame_file, closed_at) in enumerate(self.files if self.error is None else []):
-            per_file = {
-                **ledger,
-                "file_index": index,
-                "written_in_file": frame_file.n,
-                "first_frame_id": -1 if frame_file.first_id is None else frame_file.first_id,
-                "last_frame_id": -1 if frame_file.last_id is None else frame_file.last_id,
-            }
             try:
-                finalize(frame_file.path, end_time=closed_at or now_iso(), ledger=per_file)
+                finalize(frame_file.path, end_time=closed_at or now_iso(), ledger=ledger.attrs(index))
             except RecorderError as e:
                 self.log.error("%s", e)
                 code = 1
-        self.counters["missing"] = len(missing)
-        self.counters["gaps"] = self.sub.sequence.gaps
-        self.counters["complete"] = int(complete)
+        self.counters["missing"] = len(ledger.missing_ids)
+        self.counters["gaps"] = ledger.dropped_upstream
+        self.counters["complete"] = int(ledger.complete)
         c = self.counters
         self.log.info(
             "closed %d file(s): written %d, received %d, missing %d, dropped upstream %d, rejected %d, "
@@ -358,11 +330,11 @@ class Recorder(Component):
             len(self.files),
             c["written"],
             c["received"],
-            len(missing),
-            self.sub.sequence.gaps,
+            c["missing"],
+            ledger.dropped_upstream,
             c["rejected"],
             c["duplicates"],
-            str(complete).lower(),
+            str(ledger.complete).lower(),
         )
         return code
 
