@@ -214,7 +214,9 @@ def test_memory_is_bounded_by_the_window_and_every_frame_is_acknowledged(clock: 
     at_workers: list[int] = []  # what the pool holds; a dying worker loses some of it
     next_id, total = 0, 2000
     sends: dict[int, int] = {}
-    while next_id < total or not window.all_acknowledged:
+    for _step in range(20 * total):  # bounded: a window that loses a frame fails, never hangs
+        if next_id == total and window.all_acknowledged:
+            break
         while next_id < total and window.has_room:
             window.accept(next_id, str(next_id))
             next_id += 1
@@ -235,6 +237,8 @@ def test_memory_is_bounded_by_the_window_and_every_frame_is_acknowledged(clock: 
             window.acknowledge([done, done] if roll > 0.9 else [done])  # sometimes acked twice
         clock.advance(rng.randrange(0, 400))
         window.redispatch_overdue()
+    else:
+        pytest.fail(f"stuck: {len(window.in_flight)} frame(s) never acknowledged, {next_id} of {total} accepted")
     assert window.counters["accepted"] == total == window.counters["acknowledged"]
     assert window.counters["dispatched"] == sum(sends.values())
     assert window.counters["redispatched"] == sum(n - 1 for n in sends.values()) > 0
