@@ -4,7 +4,9 @@ PUSH/PULL alone loses whatever was queued to a worker that dies. The ventilator 
 every frame it sent until the sink acknowledges it (acks arrive on the sink's control
 stream), re-sends frames not acknowledged within ``redispatch_after_s``, and stops
 taking new frames while ``window`` frames are in flight. The sink drops duplicates, so a
-lost ack or a late result from a hung worker costs a duplicate, never a frame.
+lost ack or a late result from a hung worker costs a duplicate, never a frame. Those
+decisions are :class:`framepipe.core.dispatch.InFlightWindow`'s; this module is the loop
+that feeds it the source, the acks and the socket monitor, and sends what it names.
 
 A worker that dies (SIGKILL, crash, network gone) or hangs (SIGSTOP: no answer to
 ZMTP heartbeats within ``sink.worker_timeout_s``) drops its connection; the ventilator
@@ -19,8 +21,8 @@ high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
 
 from __future__ import annotations
 
-import collections
 import time
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import zmq
@@ -28,8 +30,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.cameras import Camera, open_camera
 from framepipe.config import Config
+from framepipe.core.dispatch import InFlightFrame, InFlightWindow
 from framepipe.core.errors import CameraError, ProtocolError, SyncError
-from framepipe.core.ledger import FrameLedger
 from framepipe.runtime.component import Component
 from framepipe.wire.protocol import (
     TOPIC_ACK,
@@ -39,7 +41,6 @@ from framepipe.wire.protocol import (
     encode_data,
     encode_forward,
     from_ranges,
-    to_ranges,
 )
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
@@ -56,15 +57,6 @@ CONNECT_WAIT_S = 2.0
 STOP_EOS_S = 1.5
 
 
-class _InFlight:
-    __slots__ = ("attempts", "parts", "sent_at")
-
-    def __init__(self, parts: list[Any]):
-        self.parts = parts
-        self.sent_at = 0.0
-        self.attempts = 0
-
-
 class Ventilator(Component):
     """Frames in (SUB to the publisher, or a camera) → PUSH to workers, exactly once."""
 
@@ -73,11 +65,22 @@ class Ventilator(Component):
     def __init__(self, config: Config, camera: Camera | None = None, name: str | None = None):
         super().__init__(config, name)
         self._camera = camera
-        self.in_flight: collections.OrderedDict[int, _InFlight] = collections.OrderedDict()
-        self.queue: collections.deque[int] = collections.deque()  # ids waiting for a free worker
-        self.accepted = FrameLedger()
-        self.workers: list[str] = []
-        self._next_scan = 0.0
+        cfg = config.ventilator
+        #: frame parts are [header, payload]; the header gets the attempt number when sent
+        self.window: InFlightWindow[list[Any]] = InFlightWindow(cfg.window, cfg.redispatch_after_s, time.monotonic)
+
+    # what the status endpoint finds by duck typing (runtime/status.py)
+    @property
+    def in_flight(self) -> Mapping[int, InFlightFrame[list[Any]]]:
+        return self.window.in_flight
+
+    @property
+    def queue(self) -> Collection[int]:
+        return self.window.queue
+
+    @property
+    def workers(self) -> list[str]:
+        return self.window.workers
 
     def run(self) -> int:
         cfg = self.config.ventilator
@@ -160,7 +163,7 @@ class Ventilator(Component):
         frames are spread over all of them rather than all sent to the first to arrive.
         Bounded: workers that come later simply join the round-robin."""
         deadline = time.monotonic() + CONNECT_WAIT_S
-        while self.counters["worker_connections"] < count and not self.stopping:
+        while self.window.counters["worker_connections"] < count and not self.stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -169,7 +172,6 @@ class Ventilator(Component):
 
     # ---------------------------------------------------------------- main loop
     def _loop(self, camera: Camera | None) -> int:
-        cfg = self.config.ventilator
         source_done = False
         code = 0
         stop_deadline: float | None = None
@@ -178,17 +180,17 @@ class Ventilator(Component):
                 # stop taking new frames; give in-flight work a bounded time to finish
                 stop_deadline = time.monotonic() + min(STOP_DRAIN_S, self.config.run.finish_timeout_s)
                 source_done = True
-                self.log.info("stopping: %d frame(s) in flight", len(self.in_flight))
-            if source_done and not self.in_flight:
+                self.log.info("stopping: %d frame(s) in flight", len(self.window.in_flight))
+            if source_done and self.window.all_acknowledged:
                 break
             if stop_deadline is not None and time.monotonic() > stop_deadline:
-                self.log.warning("stopped with %d frame(s) unacknowledged", len(self.in_flight))
+                self.log.warning("stopped with %d frame(s) unacknowledged", len(self.window.in_flight))
                 break
-            room = len(self.in_flight) < cfg.window and not source_done
+            room = self.window.has_room and not source_done
             poller = zmq.Poller()
             poller.register(self.control, zmq.POLLIN)
             poller.register(self.monitor, zmq.POLLIN)
-            if self.queue:
+            if self.window.queue:
                 poller.register(self.push, zmq.POLLOUT)
             if room and self.source is not None:
                 poller.register(self.source.sub, zmq.POLLIN)
@@ -207,25 +209,22 @@ class Ventilator(Component):
                     except CameraError as e:
                         self.log.error("camera failed: %s", e)
                         source_done, code = True, 2
-            self._redispatch_overdue()
+            self.window.redispatch_overdue()
             self._send_queued()
         return self._finish(code)
 
     def _accept(self, frame_id: int, parts: list[Any]) -> None:
-        if not self.accepted.add(frame_id):
+        if not self.window.accept(frame_id, parts):
             self.warn.warning("dup-source", "frame %d arrived twice from the source: ignored", frame_id)
             return
-        if self.accepted.received == 1:
+        if self.window.counters["accepted"] == 1:
             self.counters["first_ns"] = time.time_ns()
-        self.counters["accepted"] += 1
         self.counters["bytes"] += memoryview(parts[1]).nbytes
-        self.in_flight[frame_id] = _InFlight(parts)
-        self.queue.append(frame_id)
 
     def _take_from_stream(self) -> bool:
         assert self.source is not None
         for _ in range(self.config.ventilator.window):
-            if len(self.in_flight) >= self.config.ventilator.window:
+            if not self.window.has_room:
                 return False
             msg = self.source.receive()
             if msg is None:
@@ -245,7 +244,7 @@ class Ventilator(Component):
             "frame",
             frame.array,
             frame_id=frame.frame_id,
-            seq=self.counters["accepted"],
+            seq=self.window.counters["accepted"],
             t_acq_ns=frame.t_acq_ns,
             t_pub_ns=time.time_ns(),
             **frame.extra,
@@ -255,41 +254,14 @@ class Ventilator(Component):
         return False
 
     def _send_queued(self) -> None:
-        while self.queue:
-            fid = self.queue[0]
-            item = self.in_flight.get(fid)
-            if item is None:  # acknowledged while it waited
-                self.queue.popleft()
-                continue
-            header, payload = item.parts
-            header = {**header, "attempt": item.attempts}
+        while (frame := self.window.next_to_send()) is not None:
+            header, payload = frame.parts
+            header = {**header, "attempt": frame.attempts}
             try:
                 self.push.send_multipart(encode_forward(header, payload), copy=False, flags=zmq.NOBLOCK)
             except zmq.Again:
                 return  # every worker is full (or none is connected): try again on POLLOUT
-            self.queue.popleft()
-            item.attempts += 1
-            item.sent_at = time.monotonic()
-            self.in_flight.move_to_end(fid)
-            self.counters["dispatched"] += 1
-            if item.attempts > 1:
-                self.counters["redispatched"] += 1
-
-    def _redispatch_overdue(self) -> None:
-        """Queue again every frame sent longer than ``redispatch_after_s`` ago and not acked."""
-        now = time.monotonic()
-        if now < self._next_scan:
-            return
-        self._next_scan = now + 0.05
-        limit = now - self.config.ventilator.redispatch_after_s
-        for fid, item in list(self.in_flight.items()):
-            if item.sent_at == 0.0:
-                continue  # waiting in the queue already
-            if item.sent_at > limit:
-                break  # in_flight is ordered by send time: the rest are newer
-            item.sent_at = 0.0
-            self.queue.append(fid)
-            self.in_flight.move_to_end(fid)
+            self.window.sent(frame)
 
     def _read_monitor(self) -> None:
         """Worker connections come and go; when one goes, hand its frames back at once."""
@@ -299,22 +271,10 @@ class Ventilator(Component):
             except zmq.Again:
                 return
             if event["event"] == zmq.EVENT_ACCEPTED:
-                self.counters["worker_connections"] += 1
+                self.window.worker_connected()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self.counters["worker_disconnects"] += 1
-                n = self._requeue_sent()
+                n = self.window.worker_disconnected()
                 self.log.info("a worker disconnected: %d unacknowledged frame(s) re-dispatched", n)
-
-    def _requeue_sent(self) -> int:
-        """Queue again every frame sent and not acknowledged (duplicates are dropped by the sink)."""
-        n = 0
-        for fid, item in list(self.in_flight.items()):
-            if item.sent_at != 0.0:
-                item.sent_at = 0.0
-                self.queue.append(fid)
-                self.in_flight.move_to_end(fid)
-                n += 1
-        return n
 
     def _read_control(self) -> None:
         while True:
@@ -325,10 +285,8 @@ class Ventilator(Component):
             try:
                 msg = decode(parts, max_payload_bytes=self.max_payload, topic=True)
                 if parts[0] == TOPIC_ACK and msg.kind == "ack":
-                    for fid in from_ranges(msg.header.get("ids")):
-                        if self.in_flight.pop(fid, None) is not None:
-                            self.counters["acknowledged"] += 1
-                            self.counters["last_ns"] = time.time_ns()
+                    if self.window.acknowledge(from_ranges(msg.header.get("ids"))):
+                        self.counters["last_ns"] = time.time_ns()
                 elif parts[0] == TOPIC_WORKERS and msg.kind == "status":
                     self._workers_changed(msg.header)
             except ProtocolError as e:
@@ -338,26 +296,25 @@ class Ventilator(Component):
         alive = header.get("alive")
         if not isinstance(alive, list):
             return
-        alive = sorted(str(a) for a in alive)
-        if alive != self.workers:
-            joined = set(alive) - set(self.workers)
-            left = set(self.workers) - set(alive)
-            for w in sorted(joined):
-                self.log.info("worker %s joined", w)
-            for w in sorted(left):
-                self.log.warning("worker %s lost: its unacknowledged frames will be re-dispatched", w)
-            self.workers = alive
+        joined, left = self.window.workers_changed(str(a) for a in alive)
+        for w in joined:
+            self.log.info("worker %s joined", w)
+        for w in left:
+            self.log.warning("worker %s lost: its unacknowledged frames will be re-dispatched", w)
 
     def _finish(self, code: int) -> int:
         sink = self.config.sink
         assert self.ctx is not None
-        self.counters["unacknowledged"] = len(self.in_flight)
+        eos = self.window.end_of_stream()
+        counts = self.window.counters
         self.log.info(
             "done: %d accepted, %d re-dispatched, %d unacknowledged",
-            self.counters["accepted"],
-            self.counters["redispatched"],
-            len(self.in_flight),
+            counts["accepted"],
+            counts["redispatched"],
+            counts["unacknowledged"],
         )
+        if self.window.ignored_acks:
+            self.log.debug("%d acknowledgement(s) for frames not in flight ignored", self.window.ignored_acks)
         try:
             reply = request(
                 self.ctx,
@@ -365,8 +322,8 @@ class Ventilator(Component):
                 "eos",
                 self.name,
                 timeout_s=self.config.run.finish_timeout_s if not self.stopping else STOP_EOS_S,
-                frame_ids=self.accepted.ranges(),
-                unacknowledged=to_ranges(list(self.in_flight)),
+                frame_ids=eos.accepted,
+                unacknowledged=eos.unacknowledged,
             )
             self.log.info("sink confirmed end of stream: %s", {k: reply.get(k) for k in ("received", "missing")})
         except SyncError as e:
@@ -376,7 +333,7 @@ class Ventilator(Component):
                 return code
             self.log.error("sink did not confirm end of stream: %s", e)
             return code or 1
-        if self.in_flight and not self.stopping:
+        if not self.window.all_acknowledged and not self.stopping:
             return code or 1
         return code
 
@@ -388,10 +345,12 @@ class Ventilator(Component):
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
+        out.update(self.window.counters)
         source = getattr(self, "source", None)  # set in run(); the summary may be asked for before
         if source is not None:
             out["source_gaps"] = source.sequence.gaps
         # live figures for the dashboard
-        out.update(in_flight=len(self.in_flight), queued=len(self.queue), workers_alive=len(self.workers))
+        window = self.window
+        out.update(in_flight=len(window.in_flight), queued=len(window.queue), workers_alive=len(window.workers))
         out["window"] = self.config.ventilator.window
         return out
