@@ -64,7 +64,6 @@ class Sink(Component):
             timeout_s=config.sink.worker_timeout_s,
             pool_size=config.workers.count,
             clock=clock,
-            counters=self.counters,
         )
         self._eos_peer: bytes | None = None  # who sent the end of stream, owed the `done` reply
         self._ventilator_asked = False
@@ -259,6 +258,7 @@ class Sink(Component):
 
     def _check_workers(self) -> None:
         for name, silent_s in self.liveness.check():
+            self.counters["workers_lost"] += 1
             self.log.warning("worker %s lost: silent for %.1f s", name, silent_s)
         alive = self.liveness.announcement()
         if alive is not None:

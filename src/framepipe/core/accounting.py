@@ -198,7 +198,7 @@ class ResultAccounting:
 class WorkerLiveness:
     """Which workers are alive, from their results and heartbeats.
 
-    A worker silent for ``timeout_s`` is lost (counted in ``workers_lost``). The pool is
+    A worker silent for ``timeout_s`` is lost (listed in ``lost``, once). The pool is
     ready for the ventilator once ``pool_size`` workers were heard, or one was heard
     POOL_GRACE_S ago: a short run then does not finish before the other workers are up
     (they would miss the work, and the stop at the end).
@@ -210,10 +210,8 @@ class WorkerLiveness:
         timeout_s: float,
         pool_size: int,
         clock: Callable[[], float],
-        counters: collections.Counter[str] | None = None,
     ) -> None:
         self.clock = clock
-        self.counters: collections.Counter[str] = collections.Counter() if counters is None else counters
         self.timeout_s = timeout_s
         self.pool_size = pool_size
         #: name → when last heard (clock seconds)
@@ -242,7 +240,6 @@ class WorkerLiveness:
             if now - seen > self.timeout_s:
                 del self.alive[name]
                 self.lost.append(name)
-                self.counters["workers_lost"] += 1
                 gone.append((name, now - seen))
                 self._announce_due = 0.0
         return gone
