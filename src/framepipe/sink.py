@@ -10,18 +10,23 @@
   worker has been seen. End: the ventilator's ``eos`` request lists the frame ids it
   accepted; the sink answers when it holds all of them (or the finish timeout passes),
   ends the results stream and tells the workers to stop.
+
+The decisions (new or duplicate, ack batches, what is missing, when to finish, who is alive)
+are plain classes in ``framepipe.core.accounting``; this module is the loop that feeds them
+the messages and sends what they say.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from framepipe.config import Config
+from framepipe.core.accounting import POOL_GRACE_S, ResultAccounting, WorkerLiveness
 from framepipe.core.errors import ProtocolError
-from framepipe.core.ledger import FrameLedger, IdRanges
 from framepipe.runtime.component import Component
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.protocol import (
@@ -32,22 +37,14 @@ from framepipe.wire.protocol import (
     encode_control,
     encode_forward,
     from_ranges,
-    to_ranges,
 )
 from framepipe.wire.sockets import POLL_MS
 
-#: acks go out when a batch is pending (a quarter of the window, at most this many), or as
-#: soon as the results queue is empty: batching comes from bursts, and an idle sink never
-#: sits on acks the ventilator's window is waiting for
-ACK_BATCH = 64
-#: longest an acknowledgement is held back to batch it with others (when not flushed sooner)
-ACK_INTERVAL_S = 0.02
-WORKERS_INTERVAL_S = 0.5
 STOP_REPEATS = 5
 #: on SIGINT/SIGTERM, how long to wait for results subscribers' byes (exit within 5 s)
 STOP_BYE_S = 2.0
-#: at start, how long after the first worker the sink waits for the rest of workers.count
-POOL_GRACE_S = 2.0
+#: missing or acknowledged-elsewhere id ranges named in the end-of-run log lines
+LOGGED_RANGES = 20
 
 
 class Sink(Component):
@@ -55,26 +52,27 @@ class Sink(Component):
 
     role = "sink"
 
-    def __init__(self, config: Config, name: str | None = None):
+    def __init__(self, config: Config, name: str | None = None, *, clock: Callable[[], float] = time.monotonic):
         super().__init__(config, name)
-        self.ledger = FrameLedger()
-        self.workers: dict[str, float] = {}  # name → last heard (monotonic)
-        self.lost_workers: list[str] = []
-        self.per_worker: dict[str, int] = {}
-        self._acks: list[int] = []
-        # The ventilator stops sending when `window` frames are unacknowledged, so a batch
-        # must fill long before that: a quarter of the window (at most ACK_BATCH).
-        self._ack_batch = max(1, min(ACK_BATCH, config.ventilator.window // 4))
-        self._ack_due = 0.0
-        self._workers_due = 0.0
-        self._eos_request: tuple[bytes, dict[str, Any]] | None = None
-        self._eos_deadline = 0.0
+        self.accounting = ResultAccounting(
+            window=config.ventilator.window,
+            finish_timeout_s=config.run.finish_timeout_s,
+            clock=clock,
+            counters=self.counters,
+        )
+        self.liveness = WorkerLiveness(
+            timeout_s=config.sink.worker_timeout_s,
+            pool_size=config.workers.count,
+            clock=clock,
+        )
+        self._eos_peer: bytes | None = None  # who sent the end of stream, owed the `done` reply
         self._ventilator_asked = False
-        self._first_worker_at = 0.0
-        self._accepted: list[int] = []
-        self._acked_by_ventilator = IdRanges()
         self._ventilator_released = False
-        self._latency_ns: list[int] = []
+
+    @property
+    def workers(self) -> dict[str, float]:
+        """Live workers: name → when last heard (monotonic; the status endpoint shows ages)."""
+        return self.liveness.alive
 
     def run(self) -> int:
         cfg = self.config.sink
@@ -97,22 +95,22 @@ class Sink(Component):
         warned = False
         while True:
             # acks still pending (a drain cut short): come straight back for the rest
-            events = self.stream.poll(extra=(self.pull,), timeout_ms=0 if self._acks else POLL_MS)
+            events = self.stream.poll(extra=(self.pull,), timeout_ms=0 if self.accounting.acks_held else POLL_MS)
             self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
             self._handle_deferred()
             if events.get(self.pull) and self._drain_results():
                 self._flush_acks(force=True)
-            now = time.monotonic()
-            self._check_workers(now)
+            self._check_workers()
             if (
                 self._ventilator_asked
                 and not self._ventilator_released
                 and not warned
-                and now - started > cfg.sync_timeout_s
+                and time.monotonic() - started > cfg.sync_timeout_s
             ):
                 self.log.warning("still waiting for: %s", self._not_ready_reason())
                 warned = True
-            if self._eos_request is not None and self._try_finish(now):
+            if self.accounting.may_finish():
+                self._reply_done()
                 break
             if self.stopping:
                 self.log.info("stopping before the end of stream")
@@ -120,22 +118,12 @@ class Sink(Component):
         return self._finish()
 
     # ---------------------------------------------------------------- start and end
-    def _pool_ready(self) -> bool:
-        """At least one worker; and the configured pool (``workers.count``), or the first
-        worker was seen POOL_GRACE_S ago: a short run then does not finish before the
-        other workers are up (they would miss the work, and the stop at the end)."""
-        if not self.workers:
-            return False
-        if len(self.workers) >= self.config.workers.count:
-            return True
-        return time.monotonic() - self._first_worker_at >= POOL_GRACE_S
-
     def _not_ready_reason(self) -> str:
         missing = self.stream.missing_subscribers()
         reasons = [f"subscriber {m}" for m in missing]
         if not self.workers:
             reasons.append("a worker")
-        elif not self._pool_ready():
+        elif not self.liveness.pool_ready():
             reasons.append(
                 f"workers ({len(self.workers)} of {self.config.workers.count}, for up to {POOL_GRACE_S:g} s)"
             )
@@ -148,7 +136,7 @@ class Sink(Component):
             if kind == "hello":
                 # answer at once, so the ventilator's timeout can say what is missing
                 self._ventilator_asked = True
-                if self._pool_ready() and self.stream.all_here():
+                if self.liveness.pool_ready() and self.stream.all_here():
                     self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
                     self._ventilator_released = True
                     self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
@@ -161,67 +149,43 @@ class Sink(Component):
             elif kind == "eos":
                 try:
                     ids = from_ranges(header.get("frame_ids"))
-                    unacknowledged = set(from_ranges(header.get("unacknowledged", [])))
+                    unacknowledged = from_ranges(header.get("unacknowledged", []))
                 except ProtocolError as e:
                     self.reject(e, "results-sync")
                     self.stream.sync.reply(peer, "status", ok=False, error=str(e))
                     continue
-                self.ledger.expect(ids)
-                self._accepted = ids
-                # acknowledged, yet not seen here: a sink before a restart handled them
-                self._acked_by_ventilator = IdRanges(i for i in ids if i not in unacknowledged)
-                self._eos_request = (peer, header)
-                self._eos_deadline = time.monotonic() + self.config.run.finish_timeout_s
+                self.accounting.end_of_stream(ids, unacknowledged)
+                self._eos_peer = peer
                 self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
             else:
                 self.reject(ProtocolError(f"unexpected {kind} request", kind="bad_kind"), "results-sync")
                 self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
         self.stream.deferred.clear()
 
-    def _missing(self) -> list[int]:
-        """Expected and neither received here nor acknowledged by an earlier sink."""
-        return [i for i in self.ledger.missing() if i not in self._acked_by_ventilator]
-
-    def _acked_elsewhere(self) -> list[int]:
-        """Frames an earlier sink (before a restart) received and acknowledged: not here."""
-        return [i for i in self.ledger.missing() if i in self._acked_by_ventilator]
-
-    def _try_finish(self, now: float) -> bool:
-        assert self._eos_request is not None
-        missing = self._missing()
-        if missing and now < self._eos_deadline:
-            return False
-        peer, _ = self._eos_request
+    def _reply_done(self) -> None:
+        """Answer the ventilator's end of stream (all accepted ids here, or the timeout passed)."""
+        assert self._eos_peer is not None
         self._flush_acks(force=True)
-        self.stream.sync.reply(
-            peer,
-            "done",
-            received=self.ledger.received,
-            missing=len(missing),
-            duplicates=self.ledger.duplicates,
-            acknowledged_elsewhere=len(self._acked_elsewhere()),
-        )
-        return True
+        self.stream.sync.reply(self._eos_peer, "done", **self.accounting.done())
 
     def _finish(self) -> int:
         self._flush_acks(force=True)
-        summary = self.summary()
-        reason = (
-            "complete" if self._eos_request and not summary["missing"] else "stopped" if self.stopping else "incomplete"
-        )
+        acc = self.accounting
+        done = acc.done()
+        reason = acc.end_reason(self.stopping)
         self.log.info(
             "results: %d received, %d missing, %d duplicate(s) dropped",
-            self.ledger.received,
-            summary["missing"],
-            self.ledger.duplicates,
+            done["received"],
+            done["missing"],
+            done["duplicates"],
         )
-        if summary["missing"]:
-            self.log.error("missing frame ids: %s", to_ranges(self._missing())[:20])
-        if summary["acknowledged_elsewhere"]:
+        if done["missing"]:
+            self.log.error("missing frame ids: %s", acc.missing().ranges()[:LOGGED_RANGES])
+        if done["acknowledged_elsewhere"]:
             self.log.warning(
                 "%d frame(s) were received by an earlier sink (restarted mid-run): %s",
-                summary["acknowledged_elsewhere"],
-                to_ranges(self._acked_elsewhere())[:20],
+                done["acknowledged_elsewhere"],
+                acc.acknowledged_elsewhere().ranges()[:LOGGED_RANGES],
             )
         for _ in range(STOP_REPEATS):
             self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
@@ -230,19 +194,19 @@ class Sink(Component):
         self.stream.finish(
             STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
             reason=reason,
-            frame_ids=self._accepted if self._eos_request else None,
+            frame_ids=acc.accepted_ids() if acc.ended else None,
         )
         # stop once more, for workers that reconnected while the stream ended
         self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
-        if self._eos_request is None:
+        if not acc.ended:
             return 0 if self.stopping else 1
-        return 0 if not summary["missing"] else 1
+        return 0 if not done["missing"] else 1
 
     # ---------------------------------------------------------------- results
     def _drain_results(self) -> bool:
         """Take up to 256 waiting results; True when the queue was emptied."""
         for _ in range(256):
-            self._flush_acks(time.monotonic())  # a full batch (or an overdue one) goes now
+            self._flush_acks()  # a full batch (or an overdue one) goes now
             try:
                 parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -265,19 +229,15 @@ class Sink(Component):
             worker = str(msg.header.get("worker", "?"))
             self._heard_from(worker)
             fid = msg.frame_id
-            self._acks.append(fid)
-            if not self.ledger.add(fid):
-                self.counters["duplicates"] += 1
-                continue
             now_ns = time.time_ns()
-            if self.ledger.received == 1:
-                self.counters["first_ns"] = now_ns
-            self.counters["last_ns"] = now_ns
-            self.counters["received"] += 1
-            self.counters["bytes"] += msg.array.nbytes if msg.array is not None else 0
-            self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
-            if len(self._latency_ns) < 100_000:
-                self._latency_ns.append(now_ns - msg.header["t_acq_ns"])
+            if not self.accounting.result(
+                fid,
+                worker,
+                t_sink_ns=now_ns,
+                t_acq_ns=msg.header["t_acq_ns"],
+                nbytes=msg.array.nbytes if msg.array is not None else 0,
+            ):
+                continue  # a duplicate: acknowledged again, not forwarded
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
             if not self.stream.publish(encode_forward(header, msg.payload), fid):
                 # stopped while a lossless results subscriber stayed full: received, not forwarded
@@ -285,57 +245,30 @@ class Sink(Component):
                 self.warn.warning("unpublished", "stopping: result %d not forwarded (results subscriber full)", fid)
         return False
 
-    def _flush_acks(self, now: float | None = None, force: bool = False) -> None:
-        """Send the pending acks if ``force``, a batch is full, or the oldest is due."""
-        if not self._acks:
-            return
-        now = time.monotonic() if now is None else now
-        if not force and len(self._acks) < self._ack_batch and now < self._ack_due:
-            return
-        self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=to_ranges(self._acks)))
-        self._acks.clear()
-        self._ack_due = now + ACK_INTERVAL_S
+    def _flush_acks(self, force: bool = False) -> None:
+        """Send the held acks if ``force``, a batch is full, or they are due."""
+        ranges = self.accounting.take_acks(force)
+        if ranges is not None:
+            self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=ranges))
 
     # ---------------------------------------------------------------- liveness
     def _heard_from(self, name: str) -> None:
-        if not self.workers and not self.lost_workers:
-            self._first_worker_at = time.monotonic()
-        if name not in self.workers:
+        if self.liveness.heard_from(name):
             self.log.info("worker %s joined", name)
-            self._workers_due = 0.0
-        self.workers[name] = time.monotonic()
 
-    def _check_workers(self, now: float) -> None:
-        timeout = self.config.sink.worker_timeout_s
-        for name, seen in list(self.workers.items()):
-            if now - seen > timeout:
-                del self.workers[name]
-                self.lost_workers.append(name)
-                self.counters["workers_lost"] += 1
-                self.log.warning("worker %s lost: silent for %.1f s", name, now - seen)
-                self._workers_due = 0.0
-        if now >= self._workers_due:
-            self.control.send_multipart(encode_control("status", topic=TOPIC_WORKERS, alive=sorted(self.workers)))
-            self._workers_due = now + WORKERS_INTERVAL_S
+    def _check_workers(self) -> None:
+        for name, silent_s in self.liveness.check():
+            self.counters["workers_lost"] += 1
+            self.log.warning("worker %s lost: silent for %.1f s", name, silent_s)
+        alive = self.liveness.announcement()
+        if alive is not None:
+            self.control.send_multipart(encode_control("status", topic=TOPIC_WORKERS, alive=alive))
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        led = self.ledger.summary()
-        missing = self._missing()
-        out.update(
-            expected=led["expected"],
-            missing=len(missing),
-            missing_ids=missing[:1000],
-            acknowledged_elsewhere=len(self._acked_elsewhere()),
-            per_worker=dict(self.per_worker),
-            workers_lost=list(self.lost_workers),
-            workers_alive=len(self.workers),
-        )
-        if self._latency_ns:
-            import numpy as np
-
-            lat = np.array(self._latency_ns) / 1e6
-            out["latency_ms"] = {
-                p: round(float(np.percentile(lat, q)), 3) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))
-            }
+        out.update(self.accounting.summary())
+        out.update(self.liveness.summary())
+        latency = self.accounting.latency_ms()
+        if latency is not None:
+            out["latency_ms"] = latency
         return out

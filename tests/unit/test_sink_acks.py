@@ -1,9 +1,12 @@
-"""The sink's acknowledgement batching, on a real inproc socket pair (no network)."""
+"""The sink's acknowledgement batching, on a real inproc socket pair (no network).
+
+The batching decisions live in ``ResultAccounting`` (tests/unit/test_accounting.py); this
+checks what the sink puts on its control socket, with the sink's clock faked.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +35,20 @@ def control() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
         ctx.term()
 
 
+class _Clock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _result(sink: Sink, fid: int) -> None:
+    sink.accounting.result(fid, "worker-0", t_sink_ns=0)
+
+
 def _acked(sub: zmq.Socket[bytes]) -> list[list[int]]:
     batches = []
     while sub.poll(0):
@@ -45,24 +62,25 @@ def test_a_batch_is_a_quarter_of_the_window(
     control: tuple[zmq.Socket[bytes], zmq.Socket[bytes]], window: int, batch: int
 ) -> None:
     pub, sub = control
-    sink = Sink(Config.model_validate({"ventilator": {"window": window}}))
+    clock = _Clock()
+    sink = Sink(Config.model_validate({"ventilator": {"window": window}}), clock=clock)
     sink.control = pub
-    now = time.monotonic()
-    sink._ack_due = now + 3600  # the timer never fires here: only the batch size flushes
+    sink.accounting.ack_due = clock.now + 3600  # the timer never fires here: only the batch size flushes
     for fid in range(batch):
-        sink._acks.append(fid)
-        sink._flush_acks(now)
+        _result(sink, fid)
+        sink._flush_acks()
     assert _acked(sub) == [list(range(batch))], "one message, sent when the batch was full"
 
 
 def test_held_acks_go_out_when_due(control: tuple[zmq.Socket[bytes], zmq.Socket[bytes]]) -> None:
     pub, sub = control
-    sink = Sink(Config.model_validate({"ventilator": {"window": 16}}))
+    clock = _Clock()
+    sink = Sink(Config.model_validate({"ventilator": {"window": 16}}), clock=clock)
     sink.control = pub
-    now = time.monotonic()
-    sink._ack_due = now + 0.02
-    sink._acks.append(7)
-    sink._flush_acks(now)
+    sink.accounting.ack_due = clock.now + 0.02
+    _result(sink, 7)
+    sink._flush_acks()
     assert _acked(sub) == []  # held back to batch...
-    sink._flush_acks(now + 0.021)
+    clock.now += 0.021
+    sink._flush_acks()
     assert _acked(sub) == [[7]]  # ...until due

@@ -91,6 +91,32 @@ class IdRanges:
                 yield from range(i, stop + 1)
                 i = stop + 1
 
+    def difference(self, other: IdRanges) -> IdRanges:
+        """Ids here and not in ``other``, as ranges: time and memory grow with the number of
+        ranges, not with the ids' values (unlike :meth:`minus`, which yields every id)."""
+        out = IdRanges()
+        olos, ohis = other._los, other._his
+        j = 0
+        for lo, hi in zip(self._los, self._his, strict=True):
+            while j < len(olos) and ohis[j] < lo:
+                j += 1
+            i = lo
+            k = j
+            while k < len(olos) and olos[k] <= hi:
+                if olos[k] > i:
+                    out._append(i, olos[k] - 1)
+                i = ohis[k] + 1
+                k += 1
+            if i <= hi:
+                out._append(i, hi)
+        return out
+
+    def _append(self, lo: int, hi: int) -> None:
+        # pieces of a difference come in order and never touch (ranges here never do)
+        self._los.append(lo)
+        self._his.append(hi)
+        self._count += hi - lo + 1
+
 
 class FrameLedger:
     """Frame ids received, with duplicates counted.
@@ -146,6 +172,16 @@ class FrameLedger:
         if bounds is None:
             return []
         return list(_span(*bounds).minus(self._seen))
+
+    def missing_ranges(self) -> IdRanges:
+        """What :meth:`missing` lists, as ranges: its size grows with the holes, not with
+        the ids' values (one stray huge id must not cost memory in proportion to it)."""
+        if self._expected is not None:
+            return self._expected.difference(self._seen)
+        bounds = self._seen.bounds()
+        if bounds is None:
+            return IdRanges()
+        return _span(*bounds).difference(self._seen)
 
     def unexpected(self) -> list[int]:
         if self._expected is None:
