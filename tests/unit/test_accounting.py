@@ -19,21 +19,12 @@ from framepipe.core.accounting import (
 )
 from framepipe.core.ledger import FrameLedger
 from framepipe.sink import Sink
+from framepipe.testing.clock import FakeClock
 
 FINISH_S = 5.0
 
 
-class Clock:
-    """Monotonic seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def accounting(clock: Clock, window: int = 16) -> ResultAccounting:
+def accounting(clock: FakeClock, window: int = 16) -> ResultAccounting:
     return ResultAccounting(window=window, finish_timeout_s=FINISH_S, clock=clock)
 
 
@@ -50,7 +41,7 @@ def acked_ids(ranges: list[list[int]] | None) -> list[int]:
 
 
 def test_a_late_duplicate_is_dropped_counted_and_acknowledged_again() -> None:
-    acc = accounting(Clock())
+    acc = accounting(FakeClock())
     assert feed(acc, 0, 1, 2) == [True, True, True]
     assert acked_ids(acc.take_acks(force=True)) == [0, 1, 2]
     # a hung worker's late answer, after the re-dispatched copy was received
@@ -62,7 +53,7 @@ def test_a_late_duplicate_is_dropped_counted_and_acknowledged_again() -> None:
 
 
 def test_gaps_are_missing_before_and_after_the_end_of_stream() -> None:
-    acc = accounting(Clock())
+    acc = accounting(FakeClock())
     feed(acc, 0, 1, 3, 5)
     before = acc.summary()
     assert before["expected"] is None
@@ -75,7 +66,7 @@ def test_gaps_are_missing_before_and_after_the_end_of_stream() -> None:
 
 def test_summary_counts_with_the_names_the_sink_reports() -> None:
     counters: collections.Counter[str] = collections.Counter()
-    acc = ResultAccounting(window=16, finish_timeout_s=FINISH_S, clock=Clock(), counters=counters)
+    acc = ResultAccounting(window=16, finish_timeout_s=FINISH_S, clock=FakeClock(), counters=counters)
     feed(acc, 0, 1)
     feed(acc, 1)
     assert counters == {"received": 2, "duplicates": 1, "bytes": 20, "first_ns": 1_000, "last_ns": 1_001}
@@ -86,7 +77,7 @@ def test_summary_counts_with_the_names_the_sink_reports() -> None:
 
 
 def test_end_of_stream_before_all_results_waits_and_lists_what_is_missing() -> None:
-    clock = Clock()
+    clock = FakeClock()
     acc = accounting(clock)
     assert not acc.may_finish(), "no end of stream yet"
     feed(acc, 0, 2)
@@ -105,7 +96,7 @@ def test_end_of_stream_before_all_results_waits_and_lists_what_is_missing() -> N
 
 
 def test_the_finish_timeout_ends_an_incomplete_run() -> None:
-    clock = Clock()
+    clock = FakeClock()
     acc = accounting(clock)
     feed(acc, 0)
     acc.end_of_stream([0, 1], unacknowledged=[1])
@@ -117,7 +108,7 @@ def test_the_finish_timeout_ends_an_incomplete_run() -> None:
 
 
 def test_ids_an_earlier_sink_acknowledged_are_not_waited_for() -> None:
-    acc = accounting(Clock())
+    acc = accounting(FakeClock())
     feed(acc, 0, 1)
     # 2 and 3 were acknowledged by the sink before a restart; 4 never was
     acc.end_of_stream(range(5), unacknowledged=[4])
@@ -131,7 +122,7 @@ def test_ids_an_earlier_sink_acknowledged_are_not_waited_for() -> None:
 
 
 def test_before_the_end_of_stream_a_run_is_never_complete() -> None:
-    acc = accounting(Clock())
+    acc = accounting(FakeClock())
     feed(acc, 0, 1)
     assert not acc.ended and acc.accepted_ids() == []
     assert acc.end_reason(stopping=True) == "stopped"
@@ -143,7 +134,7 @@ def test_before_the_end_of_stream_a_run_is_never_complete() -> None:
 @pytest.mark.parametrize(("window", "batch"), [(16, 4), (2, 1), (4096, 64)])
 def test_acks_go_out_when_a_batch_is_full(window: int, batch: int) -> None:
     assert ack_batch_size(window) == batch
-    clock = Clock()
+    clock = FakeClock()
     acc = accounting(clock, window=window)
     acc.ack_due = clock.now + 3600  # only the count can release them
     for fid in range(batch - 1):
@@ -155,7 +146,7 @@ def test_acks_go_out_when_a_batch_is_full(window: int, batch: int) -> None:
 
 
 def test_held_acks_go_out_when_due() -> None:
-    clock = Clock()
+    clock = FakeClock()
     acc = accounting(clock, window=4096)
     feed(acc, 0)
     assert acked_ids(acc.take_acks(force=True)) == [0]  # a send starts the interval
@@ -167,7 +158,7 @@ def test_held_acks_go_out_when_due() -> None:
 
 
 def test_a_duplicate_in_the_same_batch_still_counts_towards_it() -> None:
-    acc = accounting(Clock(), window=16)  # batches of 4
+    acc = accounting(FakeClock(), window=16)  # batches of 4
     acc.ack_due = acc.clock() + 3600
     feed(acc, 0, 1, 1)
     assert acc.take_acks() is None
@@ -179,7 +170,7 @@ def test_a_duplicate_in_the_same_batch_still_counts_towards_it() -> None:
 
 
 def test_a_huge_frame_id_costs_no_memory_in_proportion_to_it() -> None:
-    clock = Clock()
+    clock = FakeClock()
     acc = accounting(clock)
     # big enough that a list of the ids in between would show in the peak (~100 MB), small
     # enough that a regression fails here instead of exhausting the machine
@@ -204,7 +195,7 @@ def test_a_huge_frame_id_costs_no_memory_in_proportion_to_it() -> None:
 def test_missing_ids_agree_with_the_ledger_list() -> None:
     rng = random.Random(12)
     for _ in range(300):
-        acc = accounting(Clock())
+        acc = accounting(FakeClock())
         ledger = FrameLedger()
         for fid in rng.choices(range(80), k=rng.randint(0, 60)):
             acc.result(fid, "w0", t_sink_ns=0)
@@ -219,12 +210,12 @@ def test_missing_ids_agree_with_the_ledger_list() -> None:
 # ---------------------------------------------------------------- worker liveness
 
 
-def liveness(clock: Clock, pool_size: int = 2) -> WorkerLiveness:
+def liveness(clock: FakeClock, pool_size: int = 2) -> WorkerLiveness:
     return WorkerLiveness(timeout_s=3.0, pool_size=pool_size, clock=clock)
 
 
 def test_a_silent_worker_is_lost_and_a_heard_one_is_not() -> None:
-    clock = Clock()
+    clock = FakeClock()
     live = liveness(clock)
     assert live.heard_from("a") and live.heard_from("b")
     assert not live.heard_from("a"), "heard again: not a new worker"
@@ -239,7 +230,7 @@ def test_a_silent_worker_is_lost_and_a_heard_one_is_not() -> None:
 
 
 def test_live_workers_are_announced_at_once_on_a_change_else_periodically() -> None:
-    clock = Clock()
+    clock = FakeClock()
     live = liveness(clock)
     assert live.announcement() == []
     assert live.announcement() is None
@@ -255,7 +246,7 @@ def test_live_workers_are_announced_at_once_on_a_change_else_periodically() -> N
 
 
 def test_the_pool_is_ready_when_complete_or_after_the_grace() -> None:
-    clock = Clock()
+    clock = FakeClock()
     live = liveness(clock, pool_size=3)
     assert not live.pool_ready()
     live.heard_from("a")
@@ -264,7 +255,7 @@ def test_the_pool_is_ready_when_complete_or_after_the_grace() -> None:
     assert not live.pool_ready(), "two of three, within the grace"
     clock.now += 0.001
     assert live.pool_ready(), "the grace counts from the first worker"
-    full = liveness(Clock(), pool_size=2)
+    full = liveness(FakeClock(), pool_size=2)
     full.heard_from("a")
     full.heard_from("b")
     assert full.pool_ready()
@@ -274,7 +265,7 @@ def test_the_pool_is_ready_when_complete_or_after_the_grace() -> None:
 
 
 def test_the_sink_summary_keeps_its_keys() -> None:
-    clock = Clock()
+    clock = FakeClock()
     sink = Sink(Config.model_validate({}), clock=clock)
     sink.liveness.heard_from("w0")
     sink.accounting.result(0, "w0", t_sink_ns=5, t_acq_ns=1, nbytes=8)

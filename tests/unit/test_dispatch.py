@@ -8,22 +8,10 @@ import pytest
 
 from framepipe.config import Config
 from framepipe.core.dispatch import InFlightWindow
+from framepipe.testing.clock import FakeClock
 from framepipe.ventilator import Ventilator
 
 REDISPATCH_MS = 2000
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.ms = 1000  # not 0: a send at time zero must be a send like any other
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
 
 
 @pytest.fixture
@@ -67,7 +55,7 @@ def test_a_worker_dies_with_frames_in_flight_they_are_sent_again(clock: FakeCloc
         window.accept(fid, f"f{fid}")
     send_all(window)
     window.acknowledge([1])
-    clock.advance(10)  # long before the deadline: the disconnect alone hands them back
+    clock.advance_ms(10)  # long before the deadline: the disconnect alone hands them back
     assert window.worker_disconnected() == 2
     assert send_all(window) == [(0, "f0", 1), (2, "f2", 1)], "every sent, unacknowledged frame, again"
     assert window.counters["redispatched"] == 2 and window.counters["worker_disconnects"] == 1
@@ -89,21 +77,21 @@ def test_redispatch_exactly_at_the_timeout_and_not_before(clock: FakeClock) -> N
     window = make_window(clock)
     window.accept(1, "a")
     send_all(window)
-    clock.advance(500)
+    clock.advance_ms(500)
     window.accept(2, "b")
     send_all(window)
-    clock.advance(REDISPATCH_MS - 500 - 1)  # 1 ms before frame 1's deadline
+    clock.advance_ms(REDISPATCH_MS - 500 - 1)  # 1 ms before frame 1's deadline
     assert window.redispatch_overdue() == 0
     assert window.next_to_send() is None
-    clock.advance(1)  # exactly at it
+    clock.advance_ms(1)  # exactly at it
     assert window.redispatch_overdue() == 1
     assert send_all(window) == [(1, "a", 1)], "only the frame whose deadline passed"
-    clock.advance(500)  # frame 2's deadline
+    clock.advance_ms(500)  # frame 2's deadline
     assert window.redispatch_overdue() == 1
     assert send_all(window) == [(2, "b", 1)]
-    clock.advance(REDISPATCH_MS - 500 - 1)  # 1 ms before frame 1's second deadline
+    clock.advance_ms(REDISPATCH_MS - 500 - 1)  # 1 ms before frame 1's second deadline
     assert window.redispatch_overdue() == 0, "a re-sent frame gets a new deadline"
-    clock.advance(1)
+    clock.advance_ms(1)
     assert window.redispatch_overdue() == 1
     assert send_all(window) == [(1, "a", 2)]
 
@@ -111,7 +99,7 @@ def test_redispatch_exactly_at_the_timeout_and_not_before(clock: FakeClock) -> N
 def test_a_frame_waiting_for_a_worker_is_not_timed_out(clock: FakeClock) -> None:
     window = make_window(clock)
     window.accept(1, "a")
-    clock.advance(10 * REDISPATCH_MS)  # no worker took it: it was never sent
+    clock.advance_ms(10 * REDISPATCH_MS)  # no worker took it: it was never sent
     assert window.redispatch_overdue() == 0
     assert send_all(window) == [(1, "a", 0)]
 
@@ -120,7 +108,7 @@ def test_an_ack_after_redispatch_counts_once(clock: FakeClock) -> None:
     window = make_window(clock)
     window.accept(1, "a")
     send_all(window)
-    clock.advance(REDISPATCH_MS)
+    clock.advance_ms(REDISPATCH_MS)
     window.redispatch_overdue()
     send_all(window)
     assert window.acknowledge([1]) == 1, "the first result's ack"
@@ -134,7 +122,7 @@ def test_an_ack_while_queued_for_redispatch_cancels_the_resend(clock: FakeClock)
     window = make_window(clock)
     window.accept(1, "a")
     send_all(window)
-    clock.advance(REDISPATCH_MS)
+    clock.advance_ms(REDISPATCH_MS)
     assert window.redispatch_overdue() == 1
     assert window.acknowledge([1]) == 1  # the slow worker answered before a free one came
     assert window.next_to_send() is None
@@ -176,7 +164,7 @@ def test_window_full_until_acks(clock: FakeClock) -> None:
     with pytest.raises(OverflowError):
         window.accept(3, "3")
     send_all(window)
-    clock.advance(REDISPATCH_MS)
+    clock.advance_ms(REDISPATCH_MS)
     window.redispatch_overdue()
     assert not window.has_room, "a re-dispatch frees nothing"
     window.worker_disconnected()
@@ -235,7 +223,7 @@ def test_memory_is_bounded_by_the_window_and_every_frame_is_acknowledged(clock: 
         elif at_workers:
             done = at_workers.pop(0)
             window.acknowledge([done, done] if roll > 0.9 else [done])  # sometimes acked twice
-        clock.advance(rng.randrange(0, 400))
+        clock.advance_ms(rng.randrange(0, 400))
         window.redispatch_overdue()
     else:
         pytest.fail(f"stuck: {len(window.in_flight)} frame(s) never acknowledged, {next_id} of {total} accepted")

@@ -7,16 +7,7 @@ import dataclasses
 import pytest
 
 from framepipe.core.series import RecordingSeries, Step
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from framepipe.testing.clock import FakeClock
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ import zmq
 
 from framepipe.config import Config
 from framepipe.sink import Sink
+from framepipe.testing.clock import FakeClock
 from framepipe.wire.protocol import from_ranges
 
 
@@ -35,16 +36,6 @@ def control() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
         ctx.term()
 
 
-class _Clock:
-    """Monotonic seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _result(sink: Sink, fid: int) -> None:
     sink.accounting.result(fid, "worker-0", t_sink_ns=0)
 
@@ -62,7 +53,7 @@ def test_a_batch_is_a_quarter_of_the_window(
     control: tuple[zmq.Socket[bytes], zmq.Socket[bytes]], window: int, batch: int
 ) -> None:
     pub, sub = control
-    clock = _Clock()
+    clock = FakeClock()
     sink = Sink(Config.model_validate({"ventilator": {"window": window}}), clock=clock)
     sink.control = pub
     sink.accounting.ack_due = clock.now + 3600  # the timer never fires here: only the batch size flushes
@@ -74,7 +65,7 @@ def test_a_batch_is_a_quarter_of_the_window(
 
 def test_held_acks_go_out_when_due(control: tuple[zmq.Socket[bytes], zmq.Socket[bytes]]) -> None:
     pub, sub = control
-    clock = _Clock()
+    clock = FakeClock()
     sink = Sink(Config.model_validate({"ventilator": {"window": 16}}), clock=clock)
     sink.control = pub
     sink.accounting.ack_due = clock.now + 0.02
