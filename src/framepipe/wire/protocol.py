@@ -149,6 +149,7 @@ _REJECTIONS = {
     "missing": "missing_field",
     "extra_forbidden": "unknown_field",
     "too_long": "oversized",
+    "string_too_long": "oversized",
     "oversized": "oversized",
     "union_tag_invalid": "bad_kind",
     "union_tag_not_found": "bad_kind",
