@@ -30,7 +30,7 @@ import zmq
 from pydantic import ValidationError
 
 from framepipe.core.errors import ProtocolError
-from framepipe.wire.messages import CONTROL, Control, ControlModel, control_message
+from framepipe.wire.messages import CONTROL, Control, ControlModel, control_message, first_error
 from framepipe.wire.messages import CONTROL_KINDS as CONTROL_KINDS
 from framepipe.wire.messages import VERSION as VERSION
 
@@ -161,11 +161,9 @@ def _control(kind: str, header: dict[str, Any]) -> Control:
     try:
         return CONTROL.validate_python(header)
     except ValidationError as e:
-        error = e.errors(include_url=False, include_context=False, include_input=False)[0]
-        field = ".".join(str(part) for part in error["loc"][1:])  # [0] is the model's tag
-        raise ProtocolError(
-            f"{kind} message: {field or 'header'}: {error['msg']}", kind=_REJECTIONS.get(error["type"], "bad_field")
-        ) from None
+        field, problem, error_type = first_error(e)
+        reason = _REJECTIONS.get(error_type, "bad_field")
+        raise ProtocolError(f"{kind} message: {field}: {problem}", kind=reason) from None
 
 
 def _buffer_of(part: Any) -> memoryview:
