@@ -26,7 +26,7 @@ import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import IdRanges
-from framepipe.wire.messages import Bye, Done, EndOfStream, EndOfStreamRequest, Hello, Welcome
+from framepipe.wire.messages import Bye, Done, EndOfStream, Hello, Request, Welcome
 from framepipe.wire.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
 from framepipe.wire.sockets import POLL_MS, SocketOwner
 from framepipe.wire.sync import SyncServer
@@ -141,11 +141,7 @@ class Broadcast:
                     self.owner.reject(e, f"{self.stream}-sync")
                     continue
                 request = asked.control
-                if (
-                    isinstance(request, Hello | Bye | EndOfStreamRequest)
-                    and defer is not None
-                    and defer(asked.kind, request.name)
-                ):
+                if isinstance(request, Request) and defer is not None and defer(asked.kind, request.name):
                     self.deferred.append((peer, asked.kind, asked.header))
                 elif isinstance(request, Hello):
                     self.hellos[request.name] = request

@@ -4,8 +4,9 @@ A control message is one JSON object (see protocol.py for the framing). Each kin
 goes on the wire has a model here, requests and replies alike::
 
     ControlModel                      v = 1, kind
-    ├── Hello, Bye                    subscriber/ventilator → sync ROUTER (requests)
-    ├── EndOfStreamRequest  (eos)     ventilator → sink sync ROUTER: the ids it accepted
+    ├── Request                       name, t_send_ns: to a sync ROUTER
+    │   ├── Hello, Bye                subscriber/ventilator → publisher or sink
+    │   └── EndOfStreamRequest (eos)  ventilator → sink: the ids it accepted
     ├── EndOfStream         (eos)     on a broadcast stream: the ids it carried
     ├── Ack, Stop, WorkersAlive       the sink's control stream (topics ack, stop, workers)
     ├── Heartbeat                     worker → sink results-in
@@ -42,7 +43,7 @@ Policy, the same for every model:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -122,23 +123,26 @@ class ControlModel(BaseModel):
     kind: str
 
 
-class Hello(ControlModel):
-    """A subscriber (or the ventilator) says it is there; answered by Welcome."""
+class Request(ControlModel):
+    """Base of the requests to a sync server: who asks, and when by its clock."""
 
-    TAG = "hello"
-    kind: Literal["hello"] = "hello"
     name: Name
     #: the client's clock when it sent the request
     t_send_ns: Count | None = None
 
 
-class Bye(ControlModel):
+class Hello(Request):
+    """A subscriber (or the ventilator) says it is there; answered by Welcome."""
+
+    TAG = "hello"
+    kind: Literal["hello"] = "hello"
+
+
+class Bye(Request):
     """A subscriber is done with the stream, with its counts; answered by Done."""
 
     TAG = "bye"
     kind: Literal["bye"] = "bye"
-    name: Name
-    t_send_ns: Count | None = None
     received: Count | None = None
     gaps: Count | None = None
     written: Count | None = None
@@ -147,14 +151,12 @@ class Bye(ControlModel):
     error: Text | None = None
 
 
-class EndOfStreamRequest(ControlModel):
+class EndOfStreamRequest(Request):
     """The ventilator's end of work to the sink: the frame ids it accepted; answered by
     Done once the sink holds them all (or its finish timeout passed)."""
 
     TAG = "eos-request"
     kind: Literal["eos"] = "eos"
-    name: Name
-    t_send_ns: Count | None = None
     frame_ids: IdRangeList
     #: sent and never acknowledged (the rest of frame_ids were, maybe by an earlier sink)
     unacknowledged: IdRangeList | None = None
@@ -273,24 +275,7 @@ class ErrorReply(Reply):
     reason: OneLine
 
 
-MODELS: tuple[type[ControlModel], ...] = (
-    Hello,
-    Bye,
-    EndOfStreamRequest,
-    EndOfStream,
-    Ack,
-    Stop,
-    WorkersAlive,
-    Heartbeat,
-    StatusRequest,
-    Welcome,
-    Done,
-    StatusReply,
-    ErrorReply,
-)
-
-CONTROL_KINDS = frozenset(model.model_fields["kind"].default for model in MODELS)
-
+#: every control message, the type a decoded one has (``Message.control``)
 Control = (
     Hello
     | Bye
@@ -306,6 +291,9 @@ Control = (
     | StatusReply
     | ErrorReply
 )
+
+MODELS: tuple[type[ControlModel], ...] = get_args(Control)
+CONTROL_KINDS = frozenset(model.model_fields["kind"].default for model in MODELS)
 
 
 def _shape(data: Any) -> str | None:
@@ -324,22 +312,7 @@ def _shape(data: Any) -> str | None:
 
 #: validates a decoded header into its model (protocol.decode is its only reader)
 CONTROL: TypeAdapter[Control] = TypeAdapter(
-    Annotated[
-        Annotated[Hello, Tag(Hello.TAG)]
-        | Annotated[Bye, Tag(Bye.TAG)]
-        | Annotated[EndOfStreamRequest, Tag(EndOfStreamRequest.TAG)]
-        | Annotated[EndOfStream, Tag(EndOfStream.TAG)]
-        | Annotated[Ack, Tag(Ack.TAG)]
-        | Annotated[Stop, Tag(Stop.TAG)]
-        | Annotated[WorkersAlive, Tag(WorkersAlive.TAG)]
-        | Annotated[Heartbeat, Tag(Heartbeat.TAG)]
-        | Annotated[StatusRequest, Tag(StatusRequest.TAG)]
-        | Annotated[Welcome, Tag(Welcome.TAG)]
-        | Annotated[Done, Tag(Done.TAG)]
-        | Annotated[StatusReply, Tag(StatusReply.TAG)]
-        | Annotated[ErrorReply, Tag(ErrorReply.TAG)],
-        Discriminator(_shape),
-    ]
+    Annotated[Union[tuple(Annotated[model, Tag(model.TAG)] for model in MODELS)], Discriminator(_shape)]  # noqa: UP007
 )
 
 

@@ -148,17 +148,7 @@ def exchange(
             sock.close(linger=0)
 
 
-def request(
-    ctx: zmq.Context[Any],
-    url: str,
-    kind: str,
-    name: str,
-    *,
-    timeout_s: float,
-    should_stop: Callable[[], bool] = lambda: False,
-    curve: Callable[[zmq.Socket[Any]], None] | None = None,
-    **fields: Any,
-) -> dict[str, Any]:
+def request(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """:func:`exchange`, returning the reply header as a dict with ``rtt_ns`` and
-    ``clock_offset_ns`` (for callers that read replies by field name)."""
-    return exchange(ctx, url, kind, name, timeout_s=timeout_s, should_stop=should_stop, curve=curve, **fields).header()
+    ``clock_offset_ns`` (for callers that still read replies by field name)."""
+    return exchange(*args, **kwargs).header()
