@@ -1,4 +1,5 @@
-"""What crosses the network: the message format (``protocol``), the two sides of a broadcast
+"""What crosses the network: the message format (``protocol``) and the control messages'
+models (``messages``), the two sides of a broadcast
 stream (``broadcast``, ``subscription``), REQ/REP synchronisation (``sync``) and CURVE
 security (``security``).
 
