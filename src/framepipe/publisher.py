@@ -40,7 +40,7 @@ class Publisher(Component):
                 subscribers=cfg.subscribers,
                 hwm=cfg.hwm_frames,
                 lossless=cfg.policy == "lossless",
-                welcome={"camera": meta},
+                camera=meta,
             )
             self.ready(f"policy={cfg.policy}")
             self.stream.wait_for_subscribers(cfg.sync_timeout_s)

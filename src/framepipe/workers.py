@@ -18,6 +18,7 @@ from framepipe.config import Config
 from framepipe.core.errors import ProtocolError
 from framepipe.processing.fft import spectrum
 from framepipe.runtime.component import Component
+from framepipe.wire.messages import Heartbeat, Stop
 from framepipe.wire.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
 from framepipe.wire.sockets import POLL_MS
 
@@ -81,7 +82,7 @@ class Worker(Component):
     def _heartbeat(self) -> None:
         try:
             self.push.send_multipart(
-                encode_control("heartbeat", name=self.name, processed=self.counters["processed"]), flags=zmq.NOBLOCK
+                encode_control(Heartbeat(name=self.name, processed=self.counters["processed"])), flags=zmq.NOBLOCK
             )
         except zmq.Again:
             pass  # the sink is not there or is full: it will hear from us with the next result
@@ -97,7 +98,7 @@ class Worker(Component):
             except ProtocolError as e:
                 self.reject(e, "control")
                 continue
-            if msg.kind == "stop":
+            if isinstance(msg.control, Stop):
                 return True
 
     def _process_one(self) -> None:

@@ -5,11 +5,13 @@ Server side: :class:`StatusServer` is a ROUTER socket served by a background thr
 config section). The socket is bound by the component and then used only by that thread;
 the thread reads ``component.summary()`` (counters are plain ints in dicts: a copy is
 consistent enough for a status line) and never touches the component's own sockets. It
-answers two requests, both ``status`` control messages (see protocol.py):
+answers two requests, both ``StatusRequest`` messages (see wire/messages.py):
 
 - ``{"cmd": "status"}`` → ``{"ok": true, "status": {role, host, uptime_s, counters, rates,
   queue, peers, workers...}}``
 - ``{"cmd": "stop"}``   → ``{"ok": true}`` and the component's ``stop()`` (as SIGTERM would).
+
+Anything else is refused with an ``ErrorReply`` whose ``reason`` says why.
 
 Workers have no endpoint: the sink hears their heartbeats and reports them.
 
@@ -25,12 +27,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import zmq
 
 from framepipe.config import Config
 from framepipe.core.errors import ProtocolError
+from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
 
 if TYPE_CHECKING:
@@ -156,18 +159,18 @@ class StatusServer:
         peer = parts[0]
         try:
             msg = decode(parts[2:], max_payload_bytes=MAX_REQUEST_BYTES)
-            if msg.kind != "status":
+            if not isinstance(msg.control, StatusRequest):
                 raise ProtocolError(f"unexpected {msg.kind} on status", kind="bad_kind")
         except ProtocolError as e:
             comp.reject(e, "status")
-            self.sock.send_multipart([peer, b"", *encode_control("status", ok=False, error=str(e))])
+            self.sock.send_multipart([peer, b"", *encode_control(ErrorReply(reason=str(e)))])
             return
-        cmd = msg.header.get("cmd", "status")
-        if cmd == "stop":
+        reply: Reply
+        if msg.control.cmd == "stop":
             comp.log.info("stop requested on the status endpoint")
             comp.stop()
-            reply = encode_control("status", ok=True, stopping=True)
-        elif cmd == "status":
+            reply = StatusReply(ok=True, stopping=True)
+        else:
             for _ in range(3):  # the main thread may resize a dict while we copy it
                 try:
                     status = component_status(comp, self._rates())
@@ -176,10 +179,8 @@ class StatusServer:
                     continue
             else:
                 status = {"name": comp.name, "role": comp.role, "state": "busy"}
-            reply = encode_control("status", ok=True, status=json.loads(json.dumps(status, default=str)))
-        else:
-            reply = encode_control("status", ok=False, error=f"unknown command {cmd!r}")
-        self.sock.send_multipart([peer, b"", *reply])
+            reply = StatusReply(ok=True, status=json.loads(json.dumps(status, default=str)))
+        self.sock.send_multipart([peer, b"", *encode_control(reply)])
 
 
 # ---------------------------------------------------------------------------- client
@@ -215,7 +216,7 @@ def query_deployment(
     config: Config,
     *,
     timeout_s: float = 2.0,
-    command: str = "status",
+    command: Literal["status", "stop"] = "status",
     ctx: zmq.Context[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Ask every status endpoint at once; one dict per component, ``state="down"`` if silent.
@@ -235,7 +236,7 @@ def query_deployment(
             sock = context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(ep.url)
-            sock.send_multipart(encode_control("status", cmd=command))
+            sock.send_multipart(encode_control(StatusRequest(cmd=command)))
             socks[sock] = ep
         deadline = time.monotonic() + timeout_s
         poller = zmq.Poller()
@@ -253,10 +254,15 @@ def query_deployment(
                 except ProtocolError as e:
                     results[ep.name] = _down(ep, f"bad answer: {e}")
                     continue
-                if not msg.header.get("ok"):
-                    results[ep.name] = _down(ep, str(msg.header.get("error", "refused")))
+                reply = msg.control
+                if isinstance(reply, ErrorReply):
+                    results[ep.name] = _down(ep, reply.reason)
                     continue
-                status = dict(msg.header.get("status") or {"name": ep.name, "role": ep.role, "state": "stopping"})
+                if not isinstance(reply, StatusReply) or not reply.ok:
+                    refused = reply.error if isinstance(reply, StatusReply) else f"unexpected {msg.kind}"
+                    results[ep.name] = _down(ep, refused or "refused")
+                    continue
+                status = dict(reply.status or {"name": ep.name, "role": ep.role, "state": "stopping"})
                 status.setdefault("state", "running")
                 status["url"] = ep.url
                 results[ep.name] = status

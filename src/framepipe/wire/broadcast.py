@@ -26,6 +26,7 @@ import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import IdRanges
+from framepipe.wire.messages import Bye, Done, EndOfStream, Hello, Request, Welcome
 from framepipe.wire.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
 from framepipe.wire.sockets import POLL_MS, SocketOwner
 from framepipe.wire.sync import SyncServer
@@ -57,14 +58,15 @@ class Broadcast:
         subscribers: list[str],
         hwm: int,
         lossless: bool,
-        welcome: dict[str, Any] | None = None,
+        camera: dict[str, Any] | None = None,
         preview_url: str | None = None,
     ):
         self.owner = owner
         self.stream = stream
         self.expected = list(subscribers)
         self.lossless = lossless
-        self.welcome = welcome or {}
+        #: the camera's metadata, sent in every welcome (the frames stream)
+        self.camera = camera
         self.pub = owner.socket(zmq.XPUB, sndhwm=hwm)
         self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         if lossless:
@@ -81,9 +83,9 @@ class Broadcast:
         router = owner.socket(zmq.ROUTER)
         owner.bind(router, sync_url, f"{stream}-sync")
         self.sync = SyncServer(router, owner.max_payload)
-        #: subscribers that said hello / bye (name → their header)
-        self.hellos: dict[str, dict[str, Any]] = {}
-        self.byes: dict[str, dict[str, Any]] = {}
+        #: subscribers that said hello / bye (name → their request)
+        self.hellos: dict[str, Hello] = {}
+        self.byes: dict[str, Bye] = {}
         self.subscriptions = 0
         #: subscribers whose own subscription reached this XPUB (by their marker topic)
         self.subscribed: set[str] = set()
@@ -92,7 +94,8 @@ class Broadcast:
         self.published_ids = IdRanges()
         self.blocked_s = 0.0
         self._next_blocked_log = 0.0
-        #: sync requests the owner handles itself (e.g. the sink's ventilator hello)
+        #: sync requests the owner handles itself (e.g. the sink's ventilator hello):
+        #: (peer, kind, header), the header as received (its model validated it)
         self.deferred: list[tuple[bytes, str, dict[str, Any]]] = []
 
     # ---------------------------------------------------------------- housekeeping
@@ -133,33 +136,29 @@ class Broadcast:
         if events.get(self.sync.sock, 0) & zmq.POLLIN:
             while self.sync.sock.poll(0):
                 try:
-                    got = self.sync.receive()
+                    peer, asked = self.sync.receive()
                 except ProtocolError as e:
                     self.owner.reject(e, f"{self.stream}-sync")
                     continue
-                if got is None:
-                    continue
-                peer, kind, header = got
-                name = header["name"]
-                if defer is not None and defer(kind, name):
-                    self.deferred.append(got)
-                elif kind == "hello":
-                    self.hellos[name] = header
-                    if name not in self.expected:
-                        self.owner.log.info("%s joined %s (not in the configured list)", name, self.stream)
+                request = asked.control
+                if isinstance(request, Request) and defer is not None and defer(asked.kind, request.name):
+                    self.deferred.append((peer, asked.kind, asked.header))
+                elif isinstance(request, Hello):
+                    self.hellos[request.name] = request
+                    if request.name not in self.expected:
+                        self.owner.log.info("%s joined %s (not in the configured list)", request.name, self.stream)
                     else:
-                        self.owner.log.info("%s said hello", name)
-                    self.sync.reply(peer, "welcome", stream=self.stream, seq=self.seq, **self.welcome)
-                elif kind == "bye":
-                    self.byes[name] = header
-                    counts = {k: v for k, v in header.items() if k not in ("v", "kind", "name", "t_send_ns")}
-                    self.owner.log.info("%s said bye: %s", name, counts)
-                    self.sync.reply(peer, "done")
+                        self.owner.log.info("%s said hello", request.name)
+                    self.sync.reply(peer, Welcome(stream=self.stream, seq=self.seq, camera=self.camera))
+                elif isinstance(request, Bye):
+                    self.byes[request.name] = request
+                    counts = request.model_dump(exclude_none=True, exclude={"v", "kind", "name", "t_send_ns"})
+                    self.owner.log.info("%s said bye: %s", request.name, counts)
+                    self.sync.reply(peer, Done())
                 else:
-                    self.owner.reject(
-                        ProtocolError(f"unexpected {kind} request", kind="bad_kind"), f"{self.stream}-sync"
-                    )
-                    self.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
+                    error = ProtocolError(f"unexpected {asked.kind} request", kind="bad_kind")
+                    self.owner.reject(error, f"{self.stream}-sync")
+                    self.sync.refuse(peer, str(error))
 
     def poll(self, extra: tuple[zmq.Socket[Any], ...] = (), timeout_ms: int = POLL_MS) -> dict[Any, int]:
         poller = zmq.Poller()
@@ -249,21 +248,27 @@ class Broadcast:
             self.blocked_s += time.monotonic() - t0
 
     def finish(
-        self, timeout_s: float, reason: str = "complete", frame_ids: list[int] | None = None, **fields: Any
+        self,
+        timeout_s: float,
+        reason: str = "complete",
+        frame_ids: list[int] | None = None,
+        camera_lost: int | None = None,
     ) -> list[str]:
         """Send end-of-stream until every subscriber said bye (or timeout); return who did not.
 
         ``frame_ids``: the ids the stream should have carried (default: those published
-        here), which subscribers compare with what they hold.
+        here), which subscribers compare with what they hold. ``camera_lost``: frames the
+        camera itself lost (the frames stream).
         """
         eos = encode_control(
-            "eos",
-            stream=self.stream,
-            reason=reason,
-            seq_last=self.seq - 1,
-            count=self.seq,
-            frame_ids=self.published_ids.ranges() if frame_ids is None else to_ranges(frame_ids),
-            **fields,
+            EndOfStream(
+                stream=self.stream,
+                reason=reason,
+                seq_last=self.seq - 1,
+                count=self.seq,
+                frame_ids=self.published_ids.ranges() if frame_ids is None else to_ranges(frame_ids),
+                camera_lost=camera_lost,
+            )
         )
         waiting = self._owe_bye()
         start = time.monotonic()

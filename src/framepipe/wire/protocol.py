@@ -8,10 +8,13 @@ A control message (end of stream, acknowledgements, stop, heartbeats, sync) is o
 frame, the header alone. On the sink's control stream a topic frame comes first so
 workers can subscribe to ``stop`` only. No pickle, ever: nothing received is executed.
 
-Every received header is validated (:func:`decode`): protocol version, kind, required
-fields and their types, dtype from an allow-list, a sane shape, payload length equal to
-shape × itemsize, and a size limit. Failures raise :class:`ProtocolError` whose ``kind``
-is the reason counter a component increments. See docs/protocol.md.
+Every received header is validated (:func:`decode`): protocol version, kind, then for a
+control message its model (``wire.messages``: typed fields, bounds, no unknown fields),
+which the decoded :class:`Message` carries as ``control``; for a data message the
+required fields and their types, dtype from an allow-list, a sane shape, payload length
+equal to shape × itemsize, and a size limit — checked by hand, not by pydantic: they run
+on every frame. Failures raise :class:`ProtocolError` whose ``kind`` is the reason counter
+a component increments. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ from typing import Any
 
 import numpy as np
 import zmq
+from pydantic import ValidationError
 
 from framepipe.core.errors import ProtocolError
-
-VERSION = 1
+from framepipe.wire.messages import CONTROL, Control, ControlModel, control_message, first_error
+from framepipe.wire.messages import CONTROL_KINDS as CONTROL_KINDS
+from framepipe.wire.messages import VERSION as VERSION
 
 #: dtypes accepted on the wire, for frames and results
 WIRE_DTYPES = frozenset({"uint8", "uint16", "float32", "complex64"})
 
 #: data messages carry a payload; control messages do not
 DATA_KINDS = frozenset({"frame", "result"})
-CONTROL_KINDS = frozenset({"eos", "ack", "stop", "heartbeat", "hello", "bye", "welcome", "status", "done"})
 
 #: control-stream topics
 TOPIC_ACK = b"ack"
@@ -68,13 +72,17 @@ _DATA_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 @dataclasses.dataclass(slots=True)
 class Message:
-    """A decoded message: its header fields and, for data kinds, the array (read-only view)."""
+    """A decoded message: its header fields and, for data kinds, the array (read-only view);
+    for control kinds the validated model (``control``)."""
 
     kind: str
+    #: the header as received (control messages too, for code that reads fields by name)
     header: dict[str, Any]
     array: np.ndarray | None = None
     #: the received payload frame, kept so it can be forwarded without a copy
     payload: Any = None
+    #: a control message as its model (wire.messages); None for data kinds
+    control: Control | None = None
 
     @property
     def frame_id(self) -> int:
@@ -122,12 +130,40 @@ def encode_data(header: dict[str, Any], array: np.ndarray) -> list[Any]:
     return [_dumps(header), memoryview(array).cast("B")]  # type: ignore[arg-type]
 
 
-def encode_control(kind: str, topic: bytes | None = None, **fields: Any) -> list[bytes]:
-    """Frames of a control message, optionally prefixed by a topic frame."""
-    if kind not in CONTROL_KINDS:
-        raise ValueError(f"not a control kind: {kind}")
-    frames = [_dumps({"v": VERSION, "kind": kind, **fields})]
+def encode_control(message: ControlModel | str, topic: bytes | None = None, **fields: Any) -> list[bytes]:
+    """Frames of a control message, optionally prefixed by a topic frame.
+
+    ``message`` is a model of wire.messages, or a kind whose model is built from
+    ``fields`` (ValueError for what a receiver would refuse: a sender's bug).
+    """
+    if isinstance(message, str):
+        message = control_message(message, **fields)
+    elif fields:
+        raise TypeError("fields are given by the model")
+    frames = [_dumps(message.model_dump(exclude_none=True))]
     return [topic, *frames] if topic is not None else frames
+
+
+#: pydantic error types → rejection counters (any other type is ``bad_field``)
+_REJECTIONS = {
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_field",
+    "too_long": "oversized",
+    "string_too_long": "oversized",
+    "oversized": "oversized",
+    "union_tag_invalid": "bad_kind",
+    "union_tag_not_found": "bad_kind",
+}
+
+
+def _control(kind: str, header: dict[str, Any]) -> Control:
+    """The model of a control header; ProtocolError names the first field at fault."""
+    try:
+        return CONTROL.validate_python(header)
+    except ValidationError as e:
+        field, problem, error_type = first_error(e)
+        reason = _REJECTIONS.get(error_type, "bad_field")
+        raise ProtocolError(f"{kind} message: {field}: {problem}", kind=reason) from None
 
 
 def _buffer_of(part: Any) -> memoryview:
@@ -159,10 +195,10 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
     if header.get("v") != VERSION or type(header.get("v")) is not int:  # not 1.0, not true
         raise ProtocolError(f"protocol version {header.get('v')!r}, expected {VERSION}", kind="bad_version")
     kind = header.get("kind")
-    if kind in CONTROL_KINDS:
+    if isinstance(kind, str) and kind in CONTROL_KINDS:
         if len(parts) != 1:
             raise ProtocolError(f"{kind} message must not carry a payload", kind="bad_framing")
-        return Message(kind=kind, header=header)
+        return Message(kind=kind, header=header, control=_control(kind, header))
     if kind not in DATA_KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}", kind="bad_kind")
     for field, typ in _DATA_FIELDS.items():

@@ -6,11 +6,12 @@ from typing import Any
 
 import zmq
 
-from framepipe.core.errors import ProtocolError
+from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import SequenceTracker
+from framepipe.wire.messages import EndOfStream, ErrorReply
 from framepipe.wire.protocol import Message, decode, subscriber_topic
 from framepipe.wire.sockets import SocketOwner
-from framepipe.wire.sync import request
+from framepipe.wire.sync import exchange
 
 
 class Subscription:
@@ -30,13 +31,18 @@ class Subscription:
         self.sub.setsockopt(zmq.SUBSCRIBE, subscriber_topic(owner.name))
         owner.connect(self.sub, pub_url)
         self.sequence = SequenceTracker()
+        #: the stream's end (the EndOfStream header as received), once it came
         self.eos: dict[str, Any] | None = None
+        #: the publisher's welcome header, with the sync's ``rtt_ns`` and ``clock_offset_ns``
         self.welcome: dict[str, Any] = {}
 
     def hello(self, timeout_s: float) -> dict[str, Any]:
-        """Tell the publisher we are here; returns its welcome (stream metadata)."""
+        """Tell the publisher we are here; returns its welcome (stream metadata).
+
+        Raises SyncError if it does not answer in time, or refuses (saying why).
+        """
         assert self.owner.ctx is not None
-        self.welcome = request(
+        answer = exchange(
             self.owner.ctx,
             self.sync_url,
             "hello",
@@ -44,14 +50,21 @@ class Subscription:
             timeout_s=timeout_s,
             should_stop=lambda: self.owner.stopping,
         )
+        if isinstance(answer.reply.control, ErrorReply):
+            raise SyncError(f"{self.sync_url} refused our hello: {answer.reply.control.reason}")
+        self.welcome = answer.header()
         return self.welcome
 
     def bye(self, timeout_s: float, **counts: Any) -> None:
+        """Tell the publisher we are done, with our counts (Bye's fields)."""
         assert self.owner.ctx is not None
         try:
-            request(self.owner.ctx, self.sync_url, "bye", self.owner.name, timeout_s=timeout_s, **counts)
+            answer = exchange(self.owner.ctx, self.sync_url, "bye", self.owner.name, timeout_s=timeout_s, **counts)
         except Exception as e:  # the publisher may be gone already: say so, do not fail
             self.owner.log.warning("bye to %s not answered: %s", self.sync_url, e)
+            return
+        if isinstance(answer.reply.control, ErrorReply):
+            self.owner.log.warning("bye to %s refused: %s", self.sync_url, answer.reply.control.reason)
 
     def receive(self) -> Message | None:
         """One message if one is waiting: data or eos; None if none or it was malformed."""
@@ -64,11 +77,10 @@ class Subscription:
         except ProtocolError as e:
             self.owner.reject(e, self.stream)
             return None
-        if msg.kind == "eos":
+        if isinstance(msg.control, EndOfStream):
             if self.eos is None:
                 self.eos = msg.header
-                seq_last = msg.header.get("seq_last")
-                self.sequence.finish(seq_last if isinstance(seq_last, int) else None)
+                self.sequence.finish(msg.control.seq_last)
             return msg
         if msg.kind not in ("frame", "result"):
             self.owner.reject(ProtocolError(f"unexpected {msg.kind} on {self.stream}", kind="bad_kind"), self.stream)

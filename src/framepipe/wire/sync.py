@@ -5,6 +5,11 @@ REQ. A client says ``hello`` before the first message and ``bye`` after end of s
 each with its name. Replies may be deferred: the sink answers the ventilator's hello only
 once its results subscribers are there and a worker has been seen.
 
+Requests and replies are the models of ``wire.messages`` (Hello/Welcome, Bye/Done, the
+ventilator's EndOfStreamRequest/Done), decoded by protocol.py on both sides. A request the
+server refuses — malformed, or not one it takes — is answered with an ErrorReply whose
+``reason`` says why, so the client's log names the problem rather than a timeout.
+
 Clients use the lazy-pirate pattern: poll with a timeout, and on silence close the REQ
 socket, open a new one and ask again, until an overall deadline gives a SyncError.
 
@@ -17,7 +22,7 @@ round trip long, so its offset is only as good as rtt/2; ``rtt_ns`` says how goo
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,40 +30,71 @@ from typing import Any
 import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
-from framepipe.wire.protocol import decode, encode_control
+from framepipe.wire.messages import ErrorReply, Reply, control_message
+from framepipe.wire.protocol import Message, decode, encode_control
 
 RETRY_S = 1.0
 
 
 class SyncServer:
-    """The binding side: receives hello/bye/done requests on a ROUTER socket."""
+    """The binding side: receives hello/bye/eos requests on a ROUTER socket."""
 
     def __init__(self, sock: zmq.Socket[Any], max_payload: int):
         self.sock = sock
         self.max_payload = max_payload
 
-    def receive(self) -> tuple[bytes, str, dict[str, Any]] | None:
-        """Take one request: (peer identity, kind, header), or None for a malformed one.
+    def receive(self) -> tuple[bytes, Message]:
+        """Take one request: (peer identity, the decoded message, with its model).
 
-        Raises ProtocolError so the caller counts it. The caller must ``reply``.
+        A malformed one is refused (an ErrorReply saying why) and raises ProtocolError,
+        so the caller counts it. Otherwise the caller must ``reply`` (or ``refuse``).
         """
         parts = self.sock.recv_multipart()
         if len(parts) < 3 or parts[1] != b"":
             raise ProtocolError("sync request without REQ envelope", kind="bad_framing")
         peer = parts[0]
-        msg = decode(parts[2:], max_payload_bytes=self.max_payload)
-        name = msg.header.get("name")
-        if not isinstance(name, str) or not name:
-            self.reply(peer, "status", ok=False, error="missing name")
-            raise ProtocolError("sync request without a name", kind="missing_field")
-        return peer, msg.kind, msg.header
+        try:
+            return peer, decode(parts[2:], max_payload_bytes=self.max_payload)
+        except ProtocolError as e:
+            self.refuse(peer, str(e))
+            raise
 
-    def reply(self, peer: bytes, kind: str = "welcome", **fields: Any) -> None:
-        fields.setdefault("t_server_ns", time.time_ns())
-        self.sock.send_multipart([peer, b"", *encode_control(kind, **fields)])
+    def reply(self, peer: bytes, message: Reply | str = "welcome", **fields: Any) -> None:
+        """Answer a request with a reply model (or a kind and its fields), stamped with
+        this server's clock (``t_server_ns``) unless it carries one."""
+        if isinstance(message, str):
+            built = control_message(message, **fields)
+            if not isinstance(built, Reply):
+                raise ValueError(f"{message} is not a reply")
+            message = built
+        if message.t_server_ns is None:
+            message = message.model_copy(update={"t_server_ns": time.time_ns()})
+        self.sock.send_multipart([peer, b"", *encode_control(message)])
+
+    def refuse(self, peer: bytes, reason: str) -> None:
+        """Answer a request with an ErrorReply: the client learns why, in one line."""
+        self.reply(peer, ErrorReply(reason=reason))
 
 
-def request(
+@dataclasses.dataclass(frozen=True, slots=True)
+class Exchange:
+    """One sync request answered: the reply and what its timing says about the server."""
+
+    reply: Message
+    #: request sent → reply received, on the client's clock
+    rtt_ns: int
+    #: server clock − client clock (NTP-style), when the reply carried ``t_server_ns``
+    clock_offset_ns: int | None
+
+    def header(self) -> dict[str, Any]:
+        """The reply's header with ``rtt_ns`` and ``clock_offset_ns`` added (the dict form)."""
+        out = {**self.reply.header, "rtt_ns": self.rtt_ns}
+        if self.clock_offset_ns is not None:
+            out["clock_offset_ns"] = self.clock_offset_ns
+        return out
+
+
+def exchange(
     ctx: zmq.Context[Any],
     url: str,
     kind: str,
@@ -68,10 +104,12 @@ def request(
     should_stop: Callable[[], bool] = lambda: False,
     curve: Callable[[zmq.Socket[Any]], None] | None = None,
     **fields: Any,
-) -> dict[str, Any]:
+) -> Exchange:
     """Send one sync request and wait for its reply, retrying on silence.
 
-    Returns the reply header; raises SyncError after ``timeout_s`` or when stopped.
+    The reply is decoded by protocol.decode and must be a reply kind (an ErrorReply is
+    returned, for the caller to read its reason). Raises SyncError after ``timeout_s``,
+    when stopped, or for an invalid reply.
     """
     deadline = time.monotonic() + timeout_s
     payload = encode_control(kind, name=name, t_send_ns=time.time_ns(), **fields)
@@ -93,15 +131,24 @@ def request(
                     raise SyncError(f"no answer to {kind} from {url} within {timeout_s:g} s")
                 if sock.poll(int(min(100, (deadline - now) * 1000) + 1)):
                     t1 = time.time_ns()
-                    reply = json.loads(sock.recv())
-                    reply["rtt_ns"] = t1 - t0
-                    t_server = reply.get("t_server_ns")
-                    if isinstance(t_server, int) and not isinstance(t_server, bool):
-                        reply["clock_offset_ns"] = t_server - (t0 + t1) // 2
-                    return dict(reply)
+                    try:
+                        reply = decode(sock.recv_multipart(), max_payload_bytes=0)
+                    except ProtocolError as e:
+                        raise SyncError(f"invalid answer to {kind} from {url}: {e}") from e
+                    if not isinstance(reply.control, Reply):
+                        raise SyncError(f"{reply.kind} is no answer to {kind} (from {url})")
+                    t_server = reply.control.t_server_ns
+                    offset = None if t_server is None else t_server - (t0 + t1) // 2
+                    return Exchange(reply, t1 - t0, offset)
                 # lazy pirate only for the first answer; a deferred reply (welcome later)
                 # keeps the same socket once the server has shown it is there
                 if now >= retry_at and kind != "hello":
                     break
         finally:
             sock.close(linger=0)
+
+
+def request(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`exchange`, returning the reply header as a dict with ``rtt_ns`` and
+    ``clock_offset_ns`` (for callers that still read replies by field name)."""
+    return exchange(*args, **kwargs).header()
