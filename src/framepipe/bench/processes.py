@@ -69,9 +69,6 @@ class MeasuredChild(Child):
         self.summary_path = summary_path
         # waiting on a pidfd, then os.wait4 for the rusage: Popen's own wait would drop it
         self.pidfd = os.pidfd_open(self.pid)
-        self.started = time.monotonic()
-        self.code: int | None = None
-        self.ended: float | None = None
         #: VmHWM, sampled: rusage's ru_maxrss would include the pre-exec fork of the benchmark
         self.peak_rss_kb = 0
         self.cpu_s = 0.0
@@ -82,20 +79,18 @@ class MeasuredChild(Child):
 
     def poll(self) -> int | None:
         """Reap it if it has exited, with its own CPU time from rusage."""
-        if self.code is not None:
-            return self.code
+        if self.returncode is not None:
+            return self.returncode
         pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         if pid == 0:
             return None
-        self.code = os.waitstatus_to_exitcode(status)
-        self.popen.returncode = self.code  # reaped here: Popen must not wait again
-        self.ended = time.monotonic()
+        self.popen.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         self.cpu_s = usage.ru_utime + usage.ru_stime
         os.close(self.pidfd)
-        return self.code
+        return self.popen.returncode
 
     def wait_briefly(self, timeout: float) -> int | None:
-        if self.code is None:
+        if self.returncode is None:
             select.select([self.pidfd], [], [], timeout)
         return self.poll()
 
@@ -172,7 +167,7 @@ class Fleet:
         return self.start(name, framepipe_argv(*args, "--config", str(config)))
 
     def running(self) -> list[MeasuredChild]:
-        return [c for c in self.children if c.code is None]
+        return [c for c in self.children if c.returncode is None]
 
     def wait(self, children: list[MeasuredChild] | None = None, timeout_s: float = 120.0) -> None:
         """Wait for ``children`` (default: all) to exit, sampling RSS.
@@ -182,7 +177,7 @@ class Fleet:
         targets = children if children is not None else self.children
         deadline = time.monotonic() + timeout_s
         while True:
-            pending = [c for c in targets if c.code is None]
+            pending = [c for c in targets if c.returncode is None]
             if not pending:
                 return
             now = time.monotonic()
@@ -198,9 +193,9 @@ class Fleet:
 
     def check(self) -> None:
         """BenchError naming every child that failed, with the tail of its log."""
-        failed = [c for c in self.children if c.code not in (0, None)]
+        failed = [c for c in self.children if c.returncode not in (0, None)]
         if failed:
-            detail = "\n".join(f"--- {c.name} (exit {c.code}):\n{c.log()[-1500:]}" for c in failed)
+            detail = "\n".join(f"--- {c.name} (exit {c.returncode}):\n{c.log()[-1500:]}" for c in failed)
             raise BenchError(f"{', '.join(c.name for c in failed)} failed:\n{detail}")
 
     def close(self) -> None:
