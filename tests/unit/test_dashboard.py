@@ -149,7 +149,7 @@ def test_monitor_falls_back_to_plain_lines_without_a_terminal_or_rich(
     # stdout is not a terminal under pytest: plain, even when the dashboard is asked for
     monitor = RunMonitor(tmp_path, title="t", total=40, log_path=tmp_path / "run.log", tui=True)
     assert not monitor.tui and monitor.child_output is None
-    with caplog.at_level("INFO", logger="run"), monitor:
+    with caplog.at_level("INFO", logger="framepipe.run"), monitor:
         pass
     assert any(r.getMessage().startswith("progress: 20/40 frames (50%)") for r in caplog.records)
     # and without rich installed (the `ui` extra), even on a terminal
@@ -181,13 +181,13 @@ def test_status_endpoint_answers_render_like_summaries_and_down_is_said() -> Non
 def test_launcher_lines_go_to_the_log_file_while_the_dashboard_is_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The dashboard owns the terminal: the launcher's own lines (logger "run") join the
+    """The dashboard owns the terminal: the launcher's own lines (logger "framepipe.run") join the
     children's in the log file, and its warnings show under the table from there."""
     import logging
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     log_path = tmp_path / "run.log"
-    run_log = logging.getLogger("run")
+    run_log = logging.getLogger("framepipe.run")
     with RunMonitor(tmp_path, title="t", total=10, log_path=log_path) as monitor:
         assert monitor.tui
         run_log.warning("run over: stopping worker-1")

@@ -20,16 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from framepipe.bench.processes import write_config
 from framepipe.cameras.basler import load_pylon, lock_emulator
 from framepipe.config import Config
 from framepipe.runtime.component import Component
+from framepipe.runtime.processes import Child, child_env, framepipe_argv
 from framepipe.testing.ports import free_ports
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
@@ -164,20 +165,10 @@ def publisher_rate(
     }
     config = Config.model_validate(settings)
     with tempfile.TemporaryDirectory(prefix="framepipe-measure-") as tmp:
-        cfg_path = Path(tmp, "measure.toml")
-        lines = []
-        for section, items in settings.items():
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in items.items()]
-        cfg_path.write_text("\n".join(lines) + "\n")
+        cfg_path = write_config(Path(tmp, "measure.toml"), settings)
         summary_path = Path(tmp, "publisher.json")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        src = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "framepipe", "publisher", "--config", str(cfg_path)]
-        proc = subprocess.Popen(
-            [*argv, "--summary-json", str(summary_path), "--log-level", "warning"], env=env, cwd=tmp
-        )
+        argv = framepipe_argv("publisher", "--config", str(cfg_path), "--summary-json", str(summary_path))
+        proc = Child("publisher", [*argv, "--log-level", "warning"], env=child_env(), cwd=tmp)
         counter = _Counter(config, name="bench-counter")
         try:
             with counter:
@@ -185,9 +176,7 @@ def publisher_rate(
                     counter.run()
                 code = proc.wait(timeout=300)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            proc.kill()
         pub = json.loads(summary_path.read_text())
     return {
         "exit_code": code,

@@ -21,9 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +32,10 @@ import numpy as np
 from framepipe.cameras.base import Camera
 from framepipe.cameras.synthetic import synthetic_frame
 from framepipe.core.frame import Frame
+from framepipe.runtime.processes import Child, child_env, framepipe_argv
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile
+from framepipe.testing.ports import free_ports
 
 
 class _CyclingCamera(Camera):
@@ -74,17 +73,6 @@ def _rate(n: int, seconds: float, frame_bytes: int, cpu_s: float) -> dict[str, f
     }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def bench_h5py(path: Path, frames: list[np.ndarray], n: int, codec: Codec) -> dict[str, float]:
     """The reference: plain h5py writes through HDF5's filter pipeline."""
     shape, dtype = frames[0].shape, frames[0].dtype
@@ -116,7 +104,7 @@ def bench_recorder(directory: Path, frames: list[np.ndarray], n: int, compressio
     from framepipe.config import dump_toml, load_config
     from framepipe.publisher import Publisher
 
-    frames_port, sync_port, preview_port = _free_ports(3)
+    frames_port, sync_port, preview_port = free_ports(3)
     data = directory / "recorder"
     cfg_path = directory / "h5bench.toml"
     cfg_path.write_text(
@@ -135,16 +123,8 @@ def bench_recorder(directory: Path, frames: list[np.ndarray], n: int, compressio
         )
     )
     summary = directory / "recorder-summary.json"
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    log = open(directory / "recorder.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "framepipe", "record", "--config", str(cfg_path), "--summary-json", str(summary)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    argv = framepipe_argv("record", "--config", str(cfg_path), "--summary-json", str(summary))
+    proc = Child("recorder", argv, directory / "recorder.log", child_env())
     try:
         config = load_config(cfg_path)
         with Publisher(config, camera=_CyclingCamera(frames, n), name="h5bench-publisher") as pub:
@@ -152,12 +132,9 @@ def bench_recorder(directory: Path, frames: list[np.ndarray], n: int, compressio
         if code != 0:
             raise RuntimeError(f"bench publisher failed with code {code}")
         if proc.wait(timeout=120) != 0:
-            raise RuntimeError(f"recorder failed: {(directory / 'recorder.log').read_text()[-2000:]}")
+            raise RuntimeError(f"recorder failed: {proc.log()[-2000:]}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+        proc.kill()
     s = json.loads(summary.read_text())
     written = int(s.get("written", 0))
     if written != n:

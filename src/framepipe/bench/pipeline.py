@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.bench.processes import BenchError, Child, Fleet, local_ports, write_config
+from framepipe.bench.processes import BenchError, Fleet, MeasuredChild, local_ports, write_config
 
 
 def pipeline_sections(
@@ -46,7 +46,7 @@ def pipeline_sections(
     return sections
 
 
-def start_pipeline(fleet: Fleet, config: Path, workers: int) -> dict[str, Child]:
+def start_pipeline(fleet: Fleet, config: Path, workers: int) -> dict[str, MeasuredChild]:
     """Start the components in the launcher's order; they synchronise among themselves."""
     procs = {"sink": fleet.framepipe("sink", "sink", config=config)}
     for i in range(workers):
@@ -64,7 +64,7 @@ def rate(summary: dict[str, Any], key: str) -> float:
     return (n - 1) / ((last - first) / 1e9)
 
 
-def component_costs(procs: dict[str, Child], sink: dict[str, Any], key: str = "received") -> dict[str, Any]:
+def component_costs(procs: dict[str, MeasuredChild], sink: dict[str, Any], key: str = "received") -> dict[str, Any]:
     """Peak RSS of each process, and its CPU per frame in the steady state.
 
     ``cpu_ms_per_frame`` divides the CPU a process used between the first and last

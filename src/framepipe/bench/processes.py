@@ -12,19 +12,18 @@ bounded timeout, never on sleep.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from framepipe.config import dump_toml
 from framepipe.core.errors import FramepipeError
+from framepipe.runtime.processes import Child, child_env, framepipe_argv
 from framepipe.testing.ports import free_ports
 
 #: how often a running child's VmRSS and CPU time are sampled, in seconds
@@ -59,37 +58,41 @@ def local_ports() -> dict[str, dict[str, Any]]:
     }
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a child: this interpreter's framepipe first on the path."""
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+class MeasuredChild(Child):
+    """One process of a benchmark run (:class:`~framepipe.runtime.processes.Child`), reaped
+    here with its rusage and sampled from /proc while it runs."""
 
+    failure = BenchError
 
-@dataclasses.dataclass
-class Child:
-    """One process of a benchmark run."""
+    def __init__(self, name: str, argv: list[str], log_path: Path, summary_path: Path | None, cwd: Path):
+        super().__init__(name, argv, log_path, child_env(), cwd, stdin=subprocess.DEVNULL)
+        self.summary_path = summary_path
+        # waiting on a pidfd, then os.wait4 for the rusage: Popen's own wait would drop it
+        self.pidfd = os.pidfd_open(self.pid)
+        #: VmHWM, sampled: rusage's ru_maxrss would include the pre-exec fork of the benchmark
+        self.peak_rss_kb = 0
+        self.cpu_s = 0.0
+        #: (time.time_ns(), VmRSS kB) samples
+        self.rss_kb: list[tuple[int, int]] = []
+        #: (time.time_ns(), CPU seconds so far) samples, to cost the steady state without start-up
+        self.cpu: list[tuple[int, float]] = []
 
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    summary_path: Path | None
-    pidfd: int
-    started: float
-    code: int | None = None
-    ended: float | None = None
-    #: VmHWM, sampled: rusage's ru_maxrss would include the pre-exec fork of the benchmark
-    peak_rss_kb: int = 0
-    cpu_s: float = 0.0
-    #: (time.time_ns(), VmRSS kB) samples
-    rss_kb: list[tuple[int, int]] = dataclasses.field(default_factory=list)
-    #: (time.time_ns(), CPU seconds so far) samples, to cost the steady state without start-up
-    cpu: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    def poll(self) -> int | None:
+        """Reap it if it has exited, with its own CPU time from rusage."""
+        if self.returncode is not None:
+            return self.returncode
+        pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        self.popen.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        os.close(self.pidfd)
+        return self.popen.returncode
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def wait_briefly(self, timeout: float) -> int | None:
+        if self.returncode is None:
+            select.select([self.pidfd], [], [], timeout)
+        return self.poll()
 
     def summary(self) -> dict[str, Any]:
         if self.summary_path is None:
@@ -147,42 +150,26 @@ class Fleet:
     def __init__(self, workdir: Path):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.children: list[Child] = []
+        self.children: list[MeasuredChild] = []
 
-    def start(self, name: str, argv: list[str], *, summary: bool = True) -> Child:
+    def start(self, name: str, argv: list[str], *, summary: bool = True) -> MeasuredChild:
         """Start ``argv`` (a ``python -m ...`` command line); its output goes to ``<dir>/<name>.log``."""
-        log_path = self.dir / f"{name}.log"
         summary_path = self.dir / f"{name}.json" if summary else None
         if summary_path is not None:
             summary_path.unlink(missing_ok=True)
             argv = [*argv, "--summary-json", str(summary_path)]
-        with open(log_path, "wb") as log:
-            popen = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env(), cwd=self.dir
-            )
-        child = Child(name, popen, log_path, summary_path, os.pidfd_open(popen.pid), time.monotonic())
+        child = MeasuredChild(name, argv, self.dir / f"{name}.log", summary_path, self.dir)
         self.children.append(child)
         return child
 
-    def framepipe(self, name: str, *args: str, config: Path) -> Child:
+    def framepipe(self, name: str, *args: str, config: Path) -> MeasuredChild:
         """A framepipe component through the real CLI."""
-        return self.start(name, [sys.executable, "-m", "framepipe", *args, "--config", str(config)])
+        return self.start(name, framepipe_argv(*args, "--config", str(config)))
 
-    def running(self) -> list[Child]:
-        return [c for c in self.children if c.code is None]
+    def running(self) -> list[MeasuredChild]:
+        return [c for c in self.children if c.returncode is None]
 
-    def _reap(self, child: Child) -> bool:
-        pid, status, usage = os.wait4(child.popen.pid, os.WNOHANG)
-        if pid == 0:
-            return False
-        child.code = os.waitstatus_to_exitcode(status)
-        child.popen.returncode = child.code  # reaped here: Popen must not wait again
-        child.ended = time.monotonic()
-        child.cpu_s = usage.ru_utime + usage.ru_stime
-        os.close(child.pidfd)
-        return True
-
-    def wait(self, children: list[Child] | None = None, timeout_s: float = 120.0) -> None:
+    def wait(self, children: list[MeasuredChild] | None = None, timeout_s: float = 120.0) -> None:
         """Wait for ``children`` (default: all) to exit, sampling RSS.
 
         BenchError on timeout, or as soon as any child fails (the others would wait for it).
@@ -190,7 +177,7 @@ class Fleet:
         targets = children if children is not None else self.children
         deadline = time.monotonic() + timeout_s
         while True:
-            pending = [c for c in targets if c.code is None]
+            pending = [c for c in targets if c.returncode is None]
             if not pending:
                 return
             now = time.monotonic()
@@ -199,40 +186,24 @@ class Fleet:
                 raise BenchError(f"{names} still running after {timeout_s:g} s (logs in {self.dir})")
             for child in self.running():
                 child.sample(now)
-            ready, _, _ = select.select([c.pidfd for c in self.running()], [], [], RSS_SAMPLE_S)
+            select.select([c.pidfd for c in self.running()], [], [], RSS_SAMPLE_S)
             for child in self.running():
-                if child.pidfd in ready:
-                    self._reap(child)
+                child.poll()
             self.check()
-
-    def wait_for_log(self, child: Child, text: str, timeout_s: float = 60.0) -> None:
-        """Until ``text`` appears in the child's log (e.g. ``ready:``); BenchError if it exits first."""
-        deadline = time.monotonic() + timeout_s
-        while text not in child.log():
-            if child.code is not None or time.monotonic() > deadline:
-                raise BenchError(f"{child.name}: {text!r} not seen (logs in {child.log_path}):\n{child.log()[-2000:]}")
-            ready, _, _ = select.select([child.pidfd], [], [], 0.02)
-            if ready:
-                self._reap(child)
 
     def check(self) -> None:
         """BenchError naming every child that failed, with the tail of its log."""
-        failed = [c for c in self.children if c.code not in (0, None)]
+        failed = [c for c in self.children if c.returncode not in (0, None)]
         if failed:
-            detail = "\n".join(f"--- {c.name} (exit {c.code}):\n{c.log()[-1500:]}" for c in failed)
+            detail = "\n".join(f"--- {c.name} (exit {c.returncode}):\n{c.log()[-1500:]}" for c in failed)
             raise BenchError(f"{', '.join(c.name for c in failed)} failed:\n{detail}")
 
     def close(self) -> None:
         """Kill and reap whatever is still running. Safe twice."""
         for child in self.running():
-            try:
-                child.popen.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            child.signal(signal.SIGKILL)
         for child in self.running():
-            os.waitpid(child.popen.pid, 0)
-            child.popen.returncode = child.code = -9
-            os.close(child.pidfd)
+            child.kill()
 
     def __enter__(self) -> Fleet:
         return self

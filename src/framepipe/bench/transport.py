@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import zmq
 
-from framepipe.bench.processes import BenchError, Fleet, free_ports, local_ports, write_config
+from framepipe.bench.processes import BenchError, Fleet, local_ports, write_config
 from framepipe.cameras import Camera, synthetic_frame
 from framepipe.config import Config, load_config
 from framepipe.core.frame import Frame
 from framepipe.runtime.component import Component
+from framepipe.testing.ports import free_ports
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
 
@@ -193,7 +194,7 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         pull = fleet.start(
             "raw-pull", [*me, "raw-pull", url, str(frames), str(run_dir / "raw-pull.json")], summary=False
         )
-        fleet.wait_for_log(pull, "ready:")
+        pull.wait_for("ready:", timeout=60.0)
         fleet.start("raw-push", [*me, "raw-push", url, str(frames), str(size), dtype], summary=False)
         fleet.wait(timeout_s=timeout_s)
         fleet.check()

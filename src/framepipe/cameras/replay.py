@@ -28,7 +28,7 @@ from framepipe.core.errors import CameraError
 from framepipe.core.frame import FRAME_DTYPES, Frame
 from framepipe.storage.h5file import FRAME_FIELDS, MISSING_FIELD, attr_value, open_for_reading
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("framepipe.replay")
 
 FRAMES, IDS, TIMES = "entry/data/frames", "entry/data/frame_id", "entry/data/t_acq_ns"
 

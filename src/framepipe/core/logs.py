@@ -7,13 +7,32 @@ import logging
 import sys
 import time
 
+#: every framepipe logger is named ``framepipe.<component name>`` (``framepipe.sink``,
+#: ``framepipe.worker-0``, ``framepipe.run`` for the launcher): one tree, one level switch
+LOGGER_PREFIX = "framepipe."
+
+
+def component_of(record: logging.LogRecord) -> str:
+    """The component a log line is from, as operators name it: the logger name without
+    the ``framepipe.`` every one of them shares (``sink``, ``worker-0``, ``run``)."""
+    return record.name.removeprefix(LOGGER_PREFIX)
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(component)-18s %(levelname)-7s %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.__dict__["component"] = component_of(record)
+        return super().format(record)
+
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
             {
                 "t": record.created,
-                "component": record.name,
+                "component": component_of(record),
                 "level": record.levelname.lower(),
                 "msg": record.getMessage(),
             }
@@ -21,11 +40,9 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "info", *, json_lines: bool = False) -> None:
+    """One handler on stderr for the whole process: plain lines, or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)-18s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_JsonFormatter() if json_lines else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -11,8 +10,6 @@ from framepipe import __version__
 from framepipe.bench import MEASUREMENTS
 from framepipe.config import Config, default_config_path, load_config
 from framepipe.core.errors import ConfigError, FramepipeError
-
-log = logging.getLogger("framepipe")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -180,24 +177,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
         return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui)
     if args.command == "worker" and args.n > 1:
-        from framepipe.runtime.processes import ChildSet, component_args
+        from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
 
         children = ChildSet()
+        common = [*component_args(path, args.overrides), "--log-level", args.log_level]
         for i in range(args.n):
-            children.start(
-                f"worker-{i}",
-                [
-                    sys.executable,
-                    "-m",
-                    "framepipe",
-                    "worker",
-                    "--index",
-                    str(i),
-                    *component_args(path, args.overrides),
-                    "--log-level",
-                    args.log_level,
-                ],
-            )
+            children.start(f"worker-{i}", framepipe_argv("worker", "--index", str(i), *common))
         return children.wait_all(stop_on_failure=False)
 
     from framepipe.runtime.component import SummaryFile

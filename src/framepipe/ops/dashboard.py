@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-log = logging.getLogger("run")
+log = logging.getLogger("framepipe.run")
 
 #: the counter that says "frames through this stage", per role
 THROUGHPUT = {

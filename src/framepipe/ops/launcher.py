@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from framepipe.config import Config, run_id_now
-from framepipe.runtime.processes import ChildSet, component_args
+from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
 
 log = logging.getLogger("framepipe.run")
 
@@ -51,8 +50,7 @@ def run_pipeline(
 
         def start(name: str, *argv: str) -> None:
             summary = os.path.join(tmp, f"{name}.json")
-            argv_all = [sys.executable, "-m", "framepipe", *argv, *common, "--summary-json", summary]
-            children.start(name, argv_all, output=monitor.child_output)
+            children.start(name, framepipe_argv(*argv, *common, "--summary-json", summary), monitor.child_output)
 
         t0 = time.monotonic()
         with monitor:

@@ -42,7 +42,7 @@ class Component:
         keep_frame_buffers()  # every component allocates and frees frame-sized buffers
         self.config = config
         self.name = name or self.role
-        self.log = logging.getLogger(self.name)
+        self.log = logging.getLogger(f"framepipe.{self.name}")
         self.warn = RateLimitedLog(self.log)
         self.counters: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()

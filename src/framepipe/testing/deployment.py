@@ -7,21 +7,16 @@ on sleep), and kills whatever is left in ``close()``.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from framepipe.config import dump_toml
+from framepipe.runtime.processes import Child, child_env, framepipe_argv
 from framepipe.testing.ports import free_ports
 
-T = TypeVar("T")
-
-SRC = str(Path(__file__).resolve().parents[2])  # the src/ directory this framepipe came from
+__all__ = ["PORT_KEYS", "Deployment", "Proc", "child_env", "free_ports"]
 
 PORT_KEYS = {
     "publisher": ("frames_port", "sync_port", "preview_port"),
@@ -30,71 +25,11 @@ PORT_KEYS = {
 }
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(extra or {})
-    return env
+class Proc(Child):
+    """One component process of a test (:class:`~framepipe.runtime.processes.Child`); its
+    output goes to a log file we can wait on, and a wait that fails fails the test."""
 
-
-class Proc:
-    """One component process; its stderr goes to a log file we can wait on."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path):
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 30.0) -> str:
-        """Block until ``text`` appears in the log; fail with the log if it does not."""
-
-        def seen() -> str | None:
-            out = self.log()
-            return out if text in out else None
-
-        return self.wait_until(seen, repr(text), timeout)
-
-    def wait_until(self, check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-        """Block until ``check()`` returns something (not None) while this process runs;
-        fail with the log if the process exits first or the timeout passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = check()
-            if got is not None:
-                return got
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before {what}:\n{self.log()}")
-            try:
-                self.popen.wait(timeout=0.05)  # bounded wait on the process, not a sleep
-            except subprocess.TimeoutExpired:
-                pass
-        raise AssertionError(f"{self.name}: {what} not seen within {timeout} s:\n{self.log()}")
-
-    def wait(self, timeout: float = 60.0) -> int:
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} still running after {timeout} s:\n{self.log()[-4000:]}") from None
-
-    def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
-        self._log.close()
+    failure = AssertionError
 
 
 class Deployment:
@@ -122,7 +57,7 @@ class Deployment:
         self.config_path.write_text(dump_toml(sections))
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "framepipe", *args, "--config", str(self.config_path)]
+        return framepipe_argv(*args, "--config", str(self.config_path))
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         proc = Proc(name, self.argv(*args), self.dir / f"{name}.log", child_env(env), self.dir)
