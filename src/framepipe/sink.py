@@ -29,6 +29,7 @@ from framepipe.core.accounting import POOL_GRACE_S, ResultAccounting, WorkerLive
 from framepipe.core.errors import ProtocolError
 from framepipe.runtime.component import Component
 from framepipe.wire.broadcast import Broadcast
+from framepipe.wire.messages import Ack, Done, EndOfStreamRequest, Heartbeat, Hello, Stop, Welcome, WorkersAlive
 from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_STOP,
@@ -132,41 +133,42 @@ class Sink(Component):
         return ", ".join(reasons)
 
     def _handle_deferred(self) -> None:
-        for peer, kind, header in self.stream.deferred:
-            if kind == "hello":
+        for peer, asked in self.stream.deferred:
+            request = asked.control
+            if isinstance(request, Hello):
                 # answer at once, so the ventilator's timeout can say what is missing
                 self._ventilator_asked = True
                 if self.liveness.pool_ready() and self.stream.all_here():
-                    self.stream.sync.reply(peer, "welcome", workers=sorted(self.workers))
+                    self.stream.sync.reply(peer, Welcome(workers=sorted(self.workers)))
                     self._ventilator_released = True
                     self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
                 else:
-                    self.stream.sync.reply(peer, "status", ok=False, waiting_for=self._not_ready_reason())
-            elif kind == "eos" and header["name"] != "ventilator":
+                    self.stream.sync.refuse(peer, f"waiting for {self._not_ready_reason()}")
+            elif isinstance(request, EndOfStreamRequest) and request.name != "ventilator":
                 # only the ventilator ends the work stream (CURVE, when on, proves who is who)
-                self.reject(ProtocolError(f"eos from {header['name']!r}", kind="bad_kind"), "results-sync")
-                self.stream.sync.reply(peer, "status", ok=False, error="only the ventilator sends eos")
-            elif kind == "eos":
+                self.reject(ProtocolError(f"eos from {request.name!r}", kind="bad_kind"), "results-sync")
+                self.stream.sync.refuse(peer, "only the ventilator sends eos")
+            elif isinstance(request, EndOfStreamRequest):
                 try:
-                    ids = from_ranges(header.get("frame_ids"))
-                    unacknowledged = from_ranges(header.get("unacknowledged", []))
+                    ids = from_ranges(request.frame_ids)
+                    unacknowledged = from_ranges(request.unacknowledged or [])
                 except ProtocolError as e:
                     self.reject(e, "results-sync")
-                    self.stream.sync.reply(peer, "status", ok=False, error=str(e))
+                    self.stream.sync.refuse(peer, str(e))
                     continue
                 self.accounting.end_of_stream(ids, unacknowledged)
                 self._eos_peer = peer
                 self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
             else:
-                self.reject(ProtocolError(f"unexpected {kind} request", kind="bad_kind"), "results-sync")
-                self.stream.sync.reply(peer, "status", ok=False, error=f"unexpected {kind}")
+                self.reject(ProtocolError(f"unexpected {asked.kind} request", kind="bad_kind"), "results-sync")
+                self.stream.sync.refuse(peer, f"unexpected {asked.kind}")
         self.stream.deferred.clear()
 
     def _reply_done(self) -> None:
         """Answer the ventilator's end of stream (all accepted ids here, or the timeout passed)."""
         assert self._eos_peer is not None
         self._flush_acks(force=True)
-        self.stream.sync.reply(self._eos_peer, "done", **self.accounting.done())
+        self.stream.sync.reply(self._eos_peer, Done.model_validate(self.accounting.done()))
 
     def _finish(self) -> int:
         self._flush_acks(force=True)
@@ -188,7 +190,7 @@ class Sink(Component):
                 acc.acknowledged_elsewhere().ranges()[:LOGGED_RANGES],
             )
         for _ in range(STOP_REPEATS):
-            self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
+            self.control.send_multipart(encode_control(Stop(reason=reason), topic=TOPIC_STOP))
         # the results stream should have carried every accepted frame: subscribers'
         # ledgers then show what they lack, even across a restart of this sink
         self.stream.finish(
@@ -197,7 +199,7 @@ class Sink(Component):
             frame_ids=acc.accepted_ids() if acc.ended else None,
         )
         # stop once more, for workers that reconnected while the stream ended
-        self.control.send_multipart(encode_control("stop", topic=TOPIC_STOP, reason=reason))
+        self.control.send_multipart(encode_control(Stop(reason=reason), topic=TOPIC_STOP))
         if not acc.ended:
             return 0 if self.stopping else 1
         return 0 if not done["missing"] else 1
@@ -216,12 +218,8 @@ class Sink(Component):
             except ProtocolError as e:
                 self.reject(e, "results-in")
                 continue
-            if msg.kind == "heartbeat":
-                name = msg.header.get("name")
-                if not isinstance(name, str) or not name or len(name) > 200:
-                    self.reject(ProtocolError("heartbeat without a worker name", kind="missing_field"), "results-in")
-                else:
-                    self._heard_from(name)
+            if isinstance(msg.control, Heartbeat):
+                self._heard_from(msg.control.name)  # its model checked the name
                 continue
             if msg.kind != "result":
                 self.reject(ProtocolError(f"unexpected {msg.kind} on results-in", kind="bad_kind"), "results-in")
@@ -249,7 +247,7 @@ class Sink(Component):
         """Send the held acks if ``force``, a batch is full, or they are due."""
         ranges = self.accounting.take_acks(force)
         if ranges is not None:
-            self.control.send_multipart(encode_control("ack", topic=TOPIC_ACK, ids=ranges))
+            self.control.send_multipart(encode_control(Ack(ids=ranges), topic=TOPIC_ACK))
 
     # ---------------------------------------------------------------- liveness
     def _heard_from(self, name: str) -> None:
@@ -262,7 +260,7 @@ class Sink(Component):
             self.log.warning("worker %s lost: silent for %.1f s", name, silent_s)
         alive = self.liveness.announcement()
         if alive is not None:
-            self.control.send_multipart(encode_control("status", topic=TOPIC_WORKERS, alive=alive))
+            self.control.send_multipart(encode_control(WorkersAlive(alive=alive), topic=TOPIC_WORKERS))
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()

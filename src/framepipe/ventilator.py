@@ -33,6 +33,7 @@ from framepipe.config import Config
 from framepipe.core.dispatch import InFlightFrame, InFlightWindow
 from framepipe.core.errors import CameraError, ProtocolError, SyncError
 from framepipe.runtime.component import Component
+from framepipe.wire.messages import Ack, Done, EndOfStream, ErrorReply, Welcome, WorkersAlive
 from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_WORKERS,
@@ -44,7 +45,7 @@ from framepipe.wire.protocol import (
 )
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
-from framepipe.wire.sync import request
+from framepipe.wire.sync import exchange
 
 #: ZMTP heartbeat interval on the tasks socket: a hung worker's connection is closed
 #: after ``sink.worker_timeout_s`` without an answer, and its frames handed back
@@ -113,9 +114,9 @@ class Ventilator(Component):
             self.ready(f"window={cfg.window}")
             assert self.ctx is not None
             welcome = self._wait_for_sink()
-            known = welcome.get("workers", [])
+            known = welcome.workers or []
             self.log.info("sink ready with workers: %s", ", ".join(known) or "?")
-            self._wait_for_connections(len(known) if isinstance(known, list) else 1)
+            self._wait_for_connections(max(1, len(known)))
             if self.source is not None:
                 self.source.hello(self.config.publisher.sync_timeout_s)
             return self._loop(camera)
@@ -123,37 +124,37 @@ class Ventilator(Component):
             if camera is not None:
                 camera.close()
 
-    def _wait_for_sink(self) -> dict[str, Any]:
+    def _wait_for_sink(self) -> Welcome:
         """Ask the sink until it has a worker and its results subscribers; bounded.
 
-        The sink answers at once, ``welcome`` or what it still waits for, so that a
-        timeout names the reason: no sink at all, or the sink's missing pieces.
+        The sink answers at once, a welcome or a refusal saying what it still waits for,
+        so that a timeout names the reason: no sink at all, or the sink's missing pieces.
         """
         assert self.ctx is not None
         sink, timeout = self.config.sink, self.config.ventilator.sync_timeout_s
         url = sink.connect_url(sink.sync_port)
         deadline = time.monotonic() + timeout
-        waiting_for: str | None = None
+        refused: str | None = None
         self.log.info("waiting for the sink and a worker")
         while True:
             left = deadline - time.monotonic()
             try:
                 if left <= 0:
                     raise SyncError("timed out")
-                reply = request(self.ctx, url, "hello", self.name, timeout_s=left, should_stop=lambda: self.stopping)
+                reply = exchange(self.ctx, url, "hello", self.name, timeout_s=left, should_stop=lambda: self.stopping)
             except SyncError as e:
                 if self.stopping:
                     raise
-                if waiting_for is None:
+                if refused is None:
                     raise SyncError(f"no answer from the sink at {url} within {timeout:g} s: is it running?") from e
-                raise SyncError(
-                    f"the sink at {url} was not ready within {timeout:g} s: still waiting for {waiting_for}"
-                ) from e
-            if reply.get("kind") == "welcome":
-                return reply
-            if reply.get("waiting_for") != waiting_for:
-                waiting_for = str(reply.get("waiting_for") or reply.get("error"))
-                self.log.info("sink is waiting for: %s", waiting_for)
+                raise SyncError(f"the sink at {url} was not ready within {timeout:g} s: still {refused}") from e
+            answer = reply.reply.control
+            if isinstance(answer, Welcome):
+                return answer
+            reason = answer.reason if isinstance(answer, ErrorReply) else f"unexpected {reply.reply.kind}"
+            if reason != refused:
+                refused = reason
+                self.log.info("sink is %s", refused)
             # ask again when the sink publishes its next worker status (every 0.5 s)
             if self.control.poll(1000):
                 self._read_control()
@@ -229,8 +230,8 @@ class Ventilator(Component):
             msg = self.source.receive()
             if msg is None:
                 return False
-            if msg.kind == "eos":
-                self.log.info("end of stream from the publisher (%s)", msg.header.get("reason"))
+            if isinstance(msg.control, EndOfStream):
+                self.log.info("end of stream from the publisher (%s)", msg.control.reason)
                 self.source.bye(5.0, received=self.source.sequence.received, gaps=self.source.sequence.gaps)
                 return True
             self._accept(msg.frame_id, [msg.header, msg.payload])
@@ -284,19 +285,16 @@ class Ventilator(Component):
                 return
             try:
                 msg = decode(parts, max_payload_bytes=self.max_payload, topic=True)
-                if parts[0] == TOPIC_ACK and msg.kind == "ack":
-                    if self.window.acknowledge(from_ranges(msg.header.get("ids"))):
+                if parts[0] == TOPIC_ACK and isinstance(msg.control, Ack):
+                    if self.window.acknowledge(from_ranges(msg.control.ids)):
                         self.counters["last_ns"] = time.time_ns()
-                elif parts[0] == TOPIC_WORKERS and msg.kind == "status":
-                    self._workers_changed(msg.header)
+                elif parts[0] == TOPIC_WORKERS and isinstance(msg.control, WorkersAlive):
+                    self._workers_changed(msg.control.alive)
             except ProtocolError as e:
                 self.reject(e, "control")
 
-    def _workers_changed(self, header: dict[str, Any]) -> None:
-        alive = header.get("alive")
-        if not isinstance(alive, list):
-            return
-        joined, left = self.window.workers_changed(str(a) for a in alive)
+    def _workers_changed(self, alive: list[str]) -> None:
+        joined, left = self.window.workers_changed(alive)
         for w in joined:
             self.log.info("worker %s joined", w)
         for w in left:
@@ -316,7 +314,7 @@ class Ventilator(Component):
         if self.window.ignored_acks:
             self.log.debug("%d acknowledgement(s) for frames not in flight ignored", self.window.ignored_acks)
         try:
-            reply = request(
+            reply = exchange(
                 self.ctx,
                 sink.connect_url(sink.sync_port),
                 "eos",
@@ -325,7 +323,11 @@ class Ventilator(Component):
                 frame_ids=eos.accepted,
                 unacknowledged=eos.unacknowledged,
             )
-            self.log.info("sink confirmed end of stream: %s", {k: reply.get(k) for k in ("received", "missing")})
+            done = reply.reply.control
+            if not isinstance(done, Done):
+                why = done.reason if isinstance(done, ErrorReply) else f"unexpected {reply.reply.kind}"
+                raise SyncError(f"the sink refused the end of stream: {why}")
+            self.log.info("sink confirmed end of stream: %s received, %s missing", done.received, done.missing)
         except SyncError as e:
             if self.stopping:
                 # asked to stop: the unacknowledged frames are counted in the summary

@@ -137,7 +137,7 @@ def test_out_of_order_frames_are_written_in_arrival_order_and_complete() -> None
     rec = recording()
     rec.receive(0, 2, 1, 4, 3)
     assert rec.files == [[0, 2, 1, 4, 3]]
-    rec.series.end_of_stream({"reason": "complete"}, range(5))
+    rec.series.end_of_stream("complete", None, range(5))
     ledger = rec.series.ledger(error=None, rejected=0, file_names=["f.h5"])
     assert ledger.complete and ledger.missing_ids == []
 
@@ -189,7 +189,7 @@ def test_a_sequence_gap_is_counted_and_its_frame_listed_missing() -> None:
         rec.series.sequence.see(seq)
         rec.receive(seq)
     rec.series.sequence.finish(3)
-    rec.series.end_of_stream({"reason": "complete"}, range(4))
+    rec.series.end_of_stream("complete", None, range(4))
     ledger = rec.series.ledger(error=None, rejected=0, file_names=["f.h5"])
     attrs = ledger.attrs(0)
     assert attrs["dropped_upstream"] == 1
@@ -201,7 +201,7 @@ def test_a_sequence_gap_is_counted_and_its_frame_listed_missing() -> None:
 def test_end_of_stream_without_missing_frames_is_complete() -> None:
     rec = recording(rotate_frames=2)
     rec.receive(0, 1, 2)
-    rec.series.end_of_stream({"reason": "complete", "camera_lost": 0}, [0, 1, 2])
+    rec.series.end_of_stream("complete", 0, [0, 1, 2])
     ledger = rec.series.ledger(error=None, rejected=1, file_names=["a.h5", "b.h5"])
     for index in (0, 1):  # every file carries the whole series' ledger
         attrs = ledger.attrs(index)
@@ -215,7 +215,7 @@ def test_end_of_stream_without_missing_frames_is_complete() -> None:
 def test_end_of_stream_with_a_missing_tail_is_not_complete() -> None:
     rec = recording()
     rec.receive(0, 1, 2)
-    rec.series.end_of_stream({"reason": "complete"}, range(5))
+    rec.series.end_of_stream("complete", None, range(5))
     ledger = rec.series.ledger(error=None, rejected=0, file_names=["f.h5"])
     assert not ledger.complete and ledger.missing_ids == [3, 4]
     assert "camera_lost" not in ledger.attrs(0)  # the results stream carries none
@@ -237,7 +237,7 @@ def test_without_end_of_stream_missing_are_the_holes_and_never_complete() -> Non
 def test_an_error_is_never_complete() -> None:
     rec = recording()
     rec.receive(0)
-    rec.series.end_of_stream({"reason": "complete"}, [0])
+    rec.series.end_of_stream("complete", None, [0])
     ledger = rec.series.ledger(error="disk full", rejected=0, file_names=["f.h5"])
     assert not ledger.complete and ledger.error == "disk full"
     stopped = recording()
@@ -248,7 +248,7 @@ def test_an_error_is_never_complete() -> None:
 def test_a_malformed_frame_list_leaves_the_holes_as_missing() -> None:
     rec = recording()
     rec.receive(0, 2)
-    rec.series.end_of_stream({"reason": "complete"}, None)
+    rec.series.end_of_stream("complete", None, None)
     ledger = rec.series.ledger(error=None, rejected=1, file_names=["f.h5"])
     assert ledger.end_of_stream and ledger.expected is None
     assert ledger.missing_ids == [1] and not ledger.complete

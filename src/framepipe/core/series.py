@@ -24,12 +24,21 @@ import collections
 import dataclasses
 import enum
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from framepipe.core.ledger import FrameLedger, SequenceTracker
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndNotice:
+    """What the stream's end of stream said: why it ended, and (frames stream) the frames
+    the camera itself lost before publishing."""
+
+    reason: str | None
+    camera_lost: int | None
 
 
 class Step(enum.Enum):
@@ -145,7 +154,7 @@ class RecordingSeries(Generic[T]):
         self._open = False
         self._unflushed = 0
         self._flushed_at = clock()
-        self._eos: Mapping[str, Any] | None = None
+        self._eos: EndNotice | None = None
 
     # ------------------------------------------------------------------ arrivals
     def arrive(self, frame_id: int, item: T) -> bool:
@@ -258,11 +267,11 @@ class RecordingSeries(Generic[T]):
         self._flushed_at = self.clock()
 
     # ------------------------------------------------------------------ the end
-    def end_of_stream(self, header: Mapping[str, Any], frame_ids: Iterable[int] | None) -> None:
-        """The stream ended: its header (reason, camera_lost) and every frame id it carried
-        (None if its list was malformed: then the missing ids are the holes between the ids
-        written, as without an end of stream)."""
-        self._eos = header
+    def end_of_stream(self, reason: str | None, camera_lost: int | None, frame_ids: Iterable[int] | None) -> None:
+        """The stream ended: why, the frames the camera itself lost, and every frame id it
+        carried (None if its list was malformed: then the missing ids are the holes between
+        the ids written, as without an end of stream)."""
+        self._eos = EndNotice(reason, camera_lost)
         if frame_ids is not None:
             self.written_ids.expect(frame_ids)
 
@@ -274,11 +283,11 @@ class RecordingSeries(Generic[T]):
         """
         eos = self._eos
         missing = self.written_ids.missing()
-        camera_lost = (eos or {}).get("camera_lost")
+        reason = eos.reason if eos is not None else None
         return SeriesLedger(
             complete=eos is not None and not missing and error is None,
             end_of_stream=eos is not None,
-            end_reason=(eos or {}).get("reason", "stopped" if error is None else "error"),
+            end_reason=reason if reason is not None else ("stopped" if error is None else "error"),
             error=error or "",
             expected=self.written_ids.expected,
             received=self.received,
@@ -289,6 +298,6 @@ class RecordingSeries(Generic[T]):
             duplicates=self.duplicates,
             file_names=list(file_names),
             # the frames stream only: frames the camera lost before publishing
-            camera_lost=camera_lost if isinstance(camera_lost, int) else None,
+            camera_lost=eos.camera_lost if eos is not None else None,
             files=[dataclasses.replace(share) for share in self.files],
         )

@@ -32,6 +32,7 @@ from framepipe.core.series import RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile, finalize, now_iso
+from framepipe.wire.messages import EndOfStream
 from framepipe.wire.protocol import Message, from_ranges
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
@@ -164,11 +165,15 @@ class Recorder(Component):
             self.log.error("%s", e)
             self.counters["written"] = 0
             return 1
-        self.sub = Subscription(
-            self, stream=self.rec.stream, pub_url=pub_url, sync_url=sync_url, hwm=self.rec.hwm_frames
-        )
         # one tracker: the subscription counts the gaps, the series' ledger reports them
-        self.sub.sequence = self.series.sequence
+        self.sub = Subscription(
+            self,
+            stream=self.rec.stream,
+            pub_url=pub_url,
+            sync_url=sync_url,
+            hwm=self.rec.hwm_frames,
+            sequence=self.series.sequence,
+        )
         if self._threads:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"{self.name}-compress")
         self.ready(
@@ -182,12 +187,13 @@ class Recorder(Component):
             said_hello = True
             self.log.info("%s stream: welcome from %s, recording", self.rec.stream, self.sub.sync_url)
             assert self.file is not None
-            if isinstance(welcome.get("camera"), dict):
-                self.camera = welcome["camera"]
+            if welcome.camera is not None:
+                self.camera = welcome.camera
                 self.file.set_camera(self.camera)
             # start sync with this host: round trip and the publisher's clock offset (sync.py);
             # kept for the files a rotation opens later
-            self.sync_attrs = {f"sync_{k}": welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome}
+            timing = self.sub.welcome
+            self.sync_attrs = {f"sync_{k}": timing[k] for k in ("rtt_ns", "clock_offset_ns") if k in timing}
             self.file.set_attrs(self.sync_attrs)
             while not self.stopping:
                 if self.sub.sub.poll(POLL_MS) and self._drain():
@@ -223,16 +229,17 @@ class Recorder(Component):
                 # nothing else to do: write what is still being compressed, keeping latency low
                 self._write_pending(drain=True)
                 return False
-            if msg.kind == "eos":
+            if isinstance(msg.control, EndOfStream):
+                eos = msg.control
                 self._write_pending(drain=True)
                 self.counters["cpu_last_ns"] = time.process_time_ns()
                 try:
-                    frame_ids: list[int] | None = from_ranges(msg.header.get("frame_ids", []))
+                    frame_ids: list[int] | None = from_ranges(eos.frame_ids or [])
                 except ProtocolError as e:
                     self.reject(e, self.rec.stream)
                     frame_ids = None
-                self.series.end_of_stream(msg.header, frame_ids)
-                self.log.info("end of stream (%s)", msg.header.get("reason"))
+                self.series.end_of_stream(eos.reason, eos.camera_lost, frame_ids)
+                self.log.info("end of stream (%s)", eos.reason)
                 return True
             assert msg.array is not None
             received = Received(msg, time.time_ns())

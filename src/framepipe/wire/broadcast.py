@@ -27,7 +27,7 @@ import zmq
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import IdRanges
 from framepipe.wire.messages import Bye, Done, EndOfStream, Hello, Request, Welcome
-from framepipe.wire.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
+from framepipe.wire.protocol import SUBSCRIBER_TOPIC, Message, encode_control, to_ranges
 from framepipe.wire.sockets import POLL_MS, SocketOwner
 from framepipe.wire.sync import SyncServer
 
@@ -94,9 +94,9 @@ class Broadcast:
         self.published_ids = IdRanges()
         self.blocked_s = 0.0
         self._next_blocked_log = 0.0
-        #: sync requests the owner handles itself (e.g. the sink's ventilator hello):
-        #: (peer, kind, header), the header as received (its model validated it)
-        self.deferred: list[tuple[bytes, str, dict[str, Any]]] = []
+        #: sync requests the owner answers itself (e.g. the sink's ventilator hello):
+        #: (peer, the decoded request; its ``control`` is the validated model)
+        self.deferred: list[tuple[bytes, Message]] = []
 
     # ---------------------------------------------------------------- housekeeping
     def sockets(self) -> list[zmq.Socket[Any]]:
@@ -142,7 +142,7 @@ class Broadcast:
                     continue
                 request = asked.control
                 if isinstance(request, Request) and defer is not None and defer(asked.kind, request.name):
-                    self.deferred.append((peer, asked.kind, asked.header))
+                    self.deferred.append((peer, asked))
                 elif isinstance(request, Hello):
                     self.hellos[request.name] = request
                     if request.name not in self.expected:

@@ -149,7 +149,7 @@ class SecureContext(zmq.Context):  # type: ignore[type-arg]
         if self.authenticator is not None or self.security is None:
             return
         allowed = self.security.allowed_keys()
-        log = logging.getLogger("auth")
+        log = logging.getLogger("framepipe.auth")
         warn = RateLimitedLog(log, interval_s=5.0)
         on_denied = self.on_denied
         where = self.security.allowed_dir()
@@ -171,7 +171,7 @@ class SecureContext(zmq.Context):  # type: ignore[type-arg]
                     on_denied(key.decode(errors="replace"))
                 return False
 
-        auth = ThreadAuthenticator(self, log=logging.getLogger("auth.zap"))
+        auth = ThreadAuthenticator(self, log=logging.getLogger("framepipe.auth.zap"))
         auth.start()
         auth.configure_curve_callback("*", credentials_provider=_Allowed())
         self.authenticator = auth

@@ -8,7 +8,7 @@ import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import SequenceTracker
-from framepipe.wire.messages import EndOfStream, ErrorReply
+from framepipe.wire.messages import EndOfStream, ErrorReply, Welcome
 from framepipe.wire.protocol import Message, decode, subscriber_topic
 from framepipe.wire.sockets import SocketOwner
 from framepipe.wire.sync import exchange
@@ -21,7 +21,18 @@ class Subscription:
     high-water mark by design), remembers the end-of-stream, says hello and bye.
     """
 
-    def __init__(self, owner: SocketOwner, *, stream: str, pub_url: str, sync_url: str, hwm: int):
+    def __init__(
+        self,
+        owner: SocketOwner,
+        *,
+        stream: str,
+        pub_url: str,
+        sync_url: str,
+        hwm: int,
+        sequence: SequenceTracker | None = None,
+    ):
+        """``sequence``: the tracker that counts this stream's gaps, when the owner keeps one
+        already (the recorder's series reports them in its ledger); a new one otherwise."""
         self.owner = owner
         self.stream = stream
         self.pub_url = pub_url
@@ -30,13 +41,13 @@ class Subscription:
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.setsockopt(zmq.SUBSCRIBE, subscriber_topic(owner.name))
         owner.connect(self.sub, pub_url)
-        self.sequence = SequenceTracker()
-        #: the stream's end (the EndOfStream header as received), once it came
-        self.eos: dict[str, Any] | None = None
+        self.sequence = sequence if sequence is not None else SequenceTracker()
+        #: the stream's end, once it came
+        self.eos: EndOfStream | None = None
         #: the publisher's welcome header, with the sync's ``rtt_ns`` and ``clock_offset_ns``
         self.welcome: dict[str, Any] = {}
 
-    def hello(self, timeout_s: float) -> dict[str, Any]:
+    def hello(self, timeout_s: float) -> Welcome:
         """Tell the publisher we are here; returns its welcome (stream metadata).
 
         Raises SyncError if it does not answer in time, or refuses (saying why).
@@ -52,8 +63,11 @@ class Subscription:
         )
         if isinstance(answer.reply.control, ErrorReply):
             raise SyncError(f"{self.sync_url} refused our hello: {answer.reply.control.reason}")
+        welcome = answer.reply.control
+        if not isinstance(welcome, Welcome):
+            raise SyncError(f"{self.sync_url} answered our hello with {answer.reply.kind}")
         self.welcome = answer.header()
-        return self.welcome
+        return welcome
 
     def bye(self, timeout_s: float, **counts: Any) -> None:
         """Tell the publisher we are done, with our counts (Bye's fields)."""
@@ -79,7 +93,7 @@ class Subscription:
             return None
         if isinstance(msg.control, EndOfStream):
             if self.eos is None:
-                self.eos = msg.header
+                self.eos = msg.control
                 self.sequence.finish(msg.control.seq_last)
             return msg
         if msg.kind not in ("frame", "result"):
