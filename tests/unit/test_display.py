@@ -1,16 +1,22 @@
-"""Frames and spectra as images: contrast, colour, the full centred spectrum, PNG bytes.
+"""Frames and spectra as images: contrast, colour, the full centred spectrum, PNG bytes;
+and ``inspect``'s contact sheet drawn by the same code.
 
 PNGs are decoded with OpenCV (an independent reader), not with framepipe code.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
+from framepipe.ops.inspect import TILE, contact_sheet
 from framepipe.processing.fft import spectrum
+from framepipe.storage.compression import Codec
+from framepipe.storage.h5file import FrameFile
 from framepipe.subscribers.viewer.images import (
     COLORMAP,
     encode_png,
@@ -19,6 +25,7 @@ from framepipe.subscribers.viewer.images import (
     full_plane,
     png_zlib,
     spectrum_image,
+    spectrum_levels,
 )
 
 
@@ -100,3 +107,28 @@ def test_png_writers_round_trip_through_an_independent_decoder(shape: tuple[int,
 def test_png_writer_refuses_what_it_cannot_write() -> None:
     with pytest.raises(ValueError, match="uint8"):
         png_zlib(np.zeros((4, 4), np.uint16))
+
+
+def test_inspect_draws_with_the_viewers_contrast_and_spectrum(tmp_path: Path) -> None:
+    # larger than a tile, so both are subsampled the same way too
+    frames = [synthetic_frame(k, 300, 520, "uint16") for k in range(3)]
+    path = tmp_path / "f.h5"
+    out = FrameFile(path, codec=Codec("none"), attrs={"stream": "frames"})
+    out.open()
+    for k, frame in enumerate(frames):
+        out.append(frame, frame_id=k, t_acq_ns=k, t_recv_ns=0)
+    out.close()
+    assert contact_sheet(path, tmp_path / "sheet.png", count=3) == 3
+    sheet = cv2.imread(str(tmp_path / "sheet.png"), cv2.IMREAD_UNCHANGED)
+    for k, frame in enumerate(frames):
+        picture = frame_image(frame, max_side=TILE)
+        levels = spectrum_levels(spectrum(frame, "power"), width=520, max_side=TILE)
+        h, w = picture.shape
+        assert levels.shape == (h, w)
+        top = k * (h + 4)
+        np.testing.assert_array_equal(sheet[top : top + h, :w], picture)
+        np.testing.assert_array_equal(sheet[top : top + h, w + 4 : 2 * w + 4], levels)
+        # the viewer's spectrum picture is these levels through its colour map
+        np.testing.assert_array_equal(
+            spectrum_image(spectrum(frame, "power"), width=520, max_side=TILE), COLORMAP[levels]
+        )

@@ -3,7 +3,9 @@
 Prints frames, shape, dtype, compression and its ratio, frame ids and the missing ones,
 effective frame rate (from the acquisition timestamps), the ledger's counts and the
 ``complete`` flag. ``--png OUT`` writes a contact sheet: a few frames, each beside its FFT
-power on a log scale (for a results file, the stored spectra on a log scale).
+power on a log scale (for a results file, the stored spectra on a log scale), drawn by
+the live view's own code (:mod:`framepipe.subscribers.viewer.images`: the same contrast,
+spectrum and PNG encoding as ``framepipe view``).
 
 Reads with plain h5py + hdf5plugin, like any other reader. A file whose writer is still
 running or was killed is opened in SWMR mode and reported as not finished.
@@ -12,8 +14,6 @@ running or was killed is opened in SWMR mode and reported as not finished.
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,16 @@ import hdf5plugin
 import numpy as np
 
 from framepipe.core.errors import FramepipeError
+from framepipe.processing.fft import spectrum
 from framepipe.storage.h5file import attr_value, open_for_reading
+from framepipe.subscribers.viewer.images import (
+    SPECTRUM_CONTRAST,
+    auto_contrast,
+    display_step,
+    encode_png,
+    frame_image,
+    spectrum_levels,
+)
 from framepipe.wire.protocol import to_ranges
 
 FILTER_NAMES = {
@@ -145,34 +154,6 @@ def format_summary(s: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- contact sheet
 
 
-def _to_u8(img: np.ndarray) -> np.ndarray:
-    """Scale to 0..255 between the 1st and 99.5th percentile (robust to hot pixels)."""
-    img = np.asarray(img, np.float64)
-    lo, hi = np.percentile(img, (1.0, 99.5))
-    if hi <= lo:
-        hi = lo + 1.0
-    return (np.clip((img - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-
-
-def _shrink(img: np.ndarray) -> np.ndarray:
-    step = max(1, -(-max(img.shape) // TILE))
-    return img[::step, ::step]
-
-
-def write_png(path: str | Path, img: np.ndarray) -> None:
-    """An 8-bit greyscale PNG (zlib + the PNG chunk format; no imaging library needed)."""
-    img = np.ascontiguousarray(img, np.uint8)
-    h, w = img.shape
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))  # filter type 0 per row
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    Path(path).write_bytes(png)
-
-
 def contact_sheet(path: str | Path, out: str | Path, count: int = 4) -> int:
     """Write ``count`` evenly spaced frames, each beside its log FFT power; returns tiles drawn."""
     f, _ = _open(Path(path))
@@ -192,17 +173,20 @@ def contact_sheet(path: str | Path, out: str | Path, count: int = 4) -> int:
             if np.iscomplexobj(img):
                 img = np.abs(img) ** 2
             if results:
-                tiles = [_to_u8(np.log1p(np.abs(_shrink(img))))]
+                # as stored: the file does not say which representation, so a plain log scale
+                step = display_step(img.shape, TILE)
+                tiles = [auto_contrast(np.log1p(np.abs(img[::step, ::step])), SPECTRUM_CONTRAST)]
             else:
-                power = np.abs(np.fft.fftshift(np.fft.fft2(img.astype(np.float64)))) ** 2
-                tiles = [_to_u8(_shrink(img)), _to_u8(np.log1p(_shrink(power)))]
+                # the spectrum of the whole frame, then subsampled: as a worker's result is shown
+                half = spectrum(img, "power")
+                tiles = [frame_image(img, max_side=TILE), spectrum_levels(half, width=img.shape[1], max_side=TILE)]
             gap = np.full((tiles[0].shape[0], 4), 255, np.uint8)
             rows.append(np.hstack([t if j == 0 else np.hstack([gap, t]) for j, t in enumerate(tiles)]))
         width = max(r.shape[1] for r in rows)
         sheet = []
         for r in rows:
             sheet.append(np.pad(r, ((0, 4), (0, width - r.shape[1])), constant_values=255))
-        write_png(out, np.vstack(sheet))
+        Path(out).write_bytes(encode_png(np.vstack(sheet)))
         return len(rows)
 
 

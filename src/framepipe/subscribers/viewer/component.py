@@ -1,8 +1,9 @@
 """The live view: the latest frame and its power spectrum in a browser, updated live.
 
 ``framepipe view`` subscribes to the frames preview (publisher) and/or the results
-preview (sink) and serves one page on ``viewer.host:viewer.port`` (loopback by default)
-with the standard library's ``ThreadingHTTPServer``.
+preview (sink) and serves one page on ``viewer.host:viewer.port`` (loopback by default):
+this module watches the streams and renders views; :mod:`~framepipe.subscribers.viewer.http`
+serves them (with ``page.html``), :mod:`~framepipe.subscribers.viewer.images` draws them.
 
 Never slows the pipeline:
 
@@ -30,15 +31,9 @@ After an end of stream the viewer keeps the last image and waits for the next ru
 from __future__ import annotations
 
 import collections
-import dataclasses
-import html
-import json
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import zmq
 
@@ -46,6 +41,7 @@ from framepipe.config import Config
 from framepipe.core.errors import ConfigError
 from framepipe.core.ledger import SequenceTracker
 from framepipe.runtime.component import Component
+from framepipe.subscribers.viewer.http import PageSettings, View, ViewServer
 from framepipe.subscribers.viewer.images import encode_png, frame_image, frame_spectrum_image, spectrum_image
 from framepipe.wire.protocol import Message
 from framepipe.wire.security import is_exposed
@@ -61,16 +57,6 @@ WATCHED_S = 5.0
 DRAIN_BATCH = 512
 #: rendered views kept, so a page gets the image pair it was told about
 VIEWS_KEPT = 4
-
-
-@dataclasses.dataclass
-class View:
-    """One rendered update: a frame and its spectrum as PNGs, with what they show."""
-
-    view_id: int
-    frame_png: bytes | None
-    spectrum_png: bytes | None
-    meta: dict[str, Any]
 
 
 class StreamWatch:
@@ -143,8 +129,7 @@ class Viewer(Component):
         self._shown_key: tuple[str, int] | None = None
         self._last_request = 0.0
         self._updates: collections.deque[float] = collections.deque(maxlen=64)
-        self._server: ThreadingHTTPServer | None = None
-        self._server_thread: threading.Thread | None = None
+        self._server: ViewServer | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -187,27 +172,23 @@ class Viewer(Component):
         with self._views_changed:
             self._views_changed.notify_all()  # long polls see the server gone and answer
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.close()
         super().close()
 
     def _serve(self) -> None:
-        host = "" if self.cfg.host == "*" else self.cfg.host
+        page = PageSettings(
+            title=f"framepipe · {self.config.run.name}", period_ms=max(16, int(1000 / self.cfg.max_updates_per_s))
+        )
+        # kept before it starts: a long poll that arrives at once must see a server running
+        self._server = server = ViewServer(self, page, host=self.cfg.host, port=self.cfg.port, log=self.log)
         try:
-            server = ThreadingHTTPServer((host, self.cfg.port), _Handler)
+            server.start()
         except OSError as e:
             raise ConfigError(
                 f"cannot serve the live view on {self.cfg.host}:{self.cfg.port}: {e.strerror}"
                 " (another viewer running? choose another viewer.port)",
                 key="viewer.port",
             ) from e
-        server.daemon_threads = True
-        server.viewer = self  # type: ignore[attr-defined]
-        self._server = server
-        self._server_thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="viewer-http", daemon=True
-        )
-        self._server_thread.start()
         shown_host = self.cfg.host if self.cfg.host != "*" else "0.0.0.0"
         self.bound.append(f"http=http://{shown_host}:{self.cfg.port}/")
         if is_exposed(f"tcp://{self.cfg.host}:{self.cfg.port}"):
@@ -343,6 +324,7 @@ class Viewer(Component):
 
     # ---------------------------------------------------------------- what the page asks for
     def latest_view(self, view_id: int | None = None) -> View | None:
+        """The view ``view_id`` if it is still kept, else the newest (None before the first)."""
         with self._views_changed:
             if view_id is not None and view_id in self.views:
                 return self.views[view_id]
@@ -387,161 +369,3 @@ class Viewer(Component):
         out = super().summary()
         out["streams"] = {s: w.status() for s, w in self.watches.items()}
         return out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """GET / (the page), /status.json, /frame.png and /spectrum.png (?v=view id)."""
-
-    server_version = "framepipe-viewer"
-
-    @property
-    def viewer(self) -> Viewer:
-        return self.server.viewer  # type: ignore[attr-defined,no-any-return]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        self.viewer.log.debug("http %s: " + format, self.client_address[0], *args)
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        try:
-            view_id: int | None = int(query["v"][0]) if "v" in query else None
-        except ValueError:
-            view_id = None
-        if url.path in ("/", "/index.html"):
-            self._send(_page(self.viewer).encode(), "text/html; charset=utf-8")
-        elif url.path == "/status.json":
-            if "after" in query:  # long poll: answer when there is a newer view (or on timeout)
-                try:
-                    after, timeout = int(query["after"][0]), float(query.get("timeout", ["2"])[0])
-                    if not 0 <= timeout <= 30:
-                        raise ValueError(timeout)
-                except ValueError:
-                    self.send_error(HTTPStatus.BAD_REQUEST, "after: a view id; timeout: 0 to 30 s")
-                    return
-                self.viewer.wait_for_view(after, timeout)
-            self._send(json.dumps(self.viewer.status()).encode(), "application/json")
-        elif url.path in ("/frame.png", "/spectrum.png"):
-            view = self.viewer.latest_view(view_id)
-            png = None if view is None else view.frame_png if url.path == "/frame.png" else view.spectrum_png
-            if png is None:
-                self.send_error(HTTPStatus.NOT_FOUND, "no image yet")
-            else:
-                self._send(png, "image/png")
-        else:
-            self.send_error(HTTPStatus.NOT_FOUND)
-
-    def _send(self, body: bytes, content_type: str) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser moved on (a newer image): nothing to do
-
-
-def _stats_text(status: dict[str, Any]) -> str:
-    """The stats line, also rendered server-side so the first paint is complete."""
-    if status.get("view_id") is None:
-        return "waiting for frames…"
-    parts = [f"frame {status['frame_id']}"]
-    if status.get("shape"):
-        parts.append(f"{'×'.join(str(n) for n in status['shape'])} {status.get('dtype', '')}")
-    for name, s in status["streams"].items():
-        parts.append(f"{name}: {s['frames_per_s']} frames/s, {s['received']} received, {s['dropped']} dropped")
-    parts.append(f"{status['updates_per_s']} updates/s")
-    parts.append(f"decimated {status['decimated']}")
-    return " · ".join(parts)
-
-
-def _page(viewer: Viewer) -> str:
-    status = viewer.status()
-    view_id = status.get("view_id")
-    period_ms = max(16, int(1000 / viewer.cfg.max_updates_per_s))
-    initial = f"?v={view_id}" if view_id is not None else ""
-    hidden = "" if view_id is not None else " hidden"
-    return (
-        _PAGE.replace("{{TITLE}}", html.escape(f"framepipe · {viewer.config.run.name}"))
-        .replace("{{STATS}}", html.escape(_stats_text(status)))
-        .replace("{{SPECTRUM}}", html.escape(str(status.get("spectrum", ""))))
-        .replace("{{INITIAL}}", initial)
-        .replace("{{HIDDEN}}", hidden)
-        .replace("{{VIEW}}", json.dumps(view_id))
-        .replace("{{PERIOD}}", str(period_ms))
-    )
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{{TITLE}}</title>
-<style>
- body { margin: 0; padding: 12px 16px; background: #15181e; color: #d8dee9; font: 14px/1.4 system-ui, sans-serif; }
- h1 { font-size: 16px; margin: 0 0 6px 0; font-weight: 600; }
- #stats { font-variant-numeric: tabular-nums; margin-bottom: 10px; min-height: 1.4em; }
- #state { color: #ebcb8b; }
- .pair { display: flex; gap: 16px; align-items: flex-start; }
- figure { margin: 0; flex: 1 1 0; min-width: 0; }
- figcaption { color: #8f9bb3; margin-bottom: 4px; }
- img { width: 100%; height: auto; display: block; image-rendering: pixelated; background: #000; }
-</style></head>
-<body>
-<h1>{{TITLE}} <span id="state"></span></h1>
-<div id="stats">{{STATS}}</div>
-<div class="pair">
- <figure><figcaption>frame (auto-contrast)</figcaption>
-  <img id="frame" alt="latest frame" data-loaded-with="{{VIEW}}" src="frame.png{{INITIAL}}"{{HIDDEN}}></figure>
- <figure><figcaption>power spectrum, log scale, centred · <span id="source">{{SPECTRUM}}</span></figcaption>
-  <img id="spectrum" alt="power spectrum" src="spectrum.png{{INITIAL}}"{{HIDDEN}}></figure>
-</div>
-<script>
-"use strict";
-let shown = {{VIEW}};
-let busy = false;
-const period = {{PERIOD}};
-const fmt = (s) => {
-  if (s.view_id === null) return "waiting for frames…";
-  const parts = ["frame " + s.frame_id];
-  if (s.shape) parts.push(s.shape.join("×") + " " + (s.dtype || ""));
-  for (const [name, st] of Object.entries(s.streams))
-    parts.push(`${name}: ${st.frames_per_s} frames/s, ${st.received} received, ${st.dropped} dropped`);
-  parts.push(`${s.updates_per_s} updates/s`, `decimated ${s.decimated}`);
-  return parts.join(" · ");
-};
-function load(src) {
-  return new Promise((ok, fail) => {
-    const im = new Image(); im.onload = () => ok(src); im.onerror = fail; im.src = src;
-  });
-}
-async function tick() {
-  try {
-    // a long poll: the answer comes when there is a newer view, or after 2 s regardless
-    const s = await (await fetch(`status.json?after=${shown ?? 0}&timeout=2`, {cache: "no-store"})).json();
-    document.getElementById("stats").textContent = fmt(s);
-    const states = Object.values(s.streams).map((st) => st.state);
-    document.getElementById("state").textContent = states.includes("streaming") ? "" : "· " + states.join(", ");
-    if (s.view_id !== null && s.view_id !== shown && !busy) {
-      busy = true;
-      const q = "?v=" + s.view_id;
-      try {
-        // both images of one view are fetched before either is shown, so they match
-        const [f, p] = await Promise.all([load("frame.png" + q), load("spectrum.png" + q)]);
-        for (const [id, src] of [["frame", f], ["spectrum", p]]) {
-          const el = document.getElementById(id); el.src = src; el.hidden = false;
-        }
-        document.getElementById("source").textContent = s.spectrum || "";
-        shown = s.view_id;
-      } catch (e) { /* that view was replaced meanwhile: the next tick takes the newer one */ }
-      busy = false;
-    }
-  } catch (e) {
-    document.getElementById("state").textContent = "· viewer not reachable";
-  }
-  setTimeout(tick, period);
-}
-setTimeout(tick, period);
-</script>
-</body></html>
-"""

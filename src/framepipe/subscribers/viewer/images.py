@@ -1,11 +1,16 @@
 """Frames and spectra as images for people: 8-bit contrast, a colour map, PNG bytes.
 
-Used by the live view (:mod:`framepipe.subscribers.viewer.component`); nothing here touches sockets.
+Used by the live view (:mod:`framepipe.subscribers.viewer.component`) and by ``framepipe
+inspect``'s contact sheet (:mod:`framepipe.ops.inspect`): the one place where values become
+pixels. Nothing here touches sockets or files.
 
-- :func:`frame_image`: grayscale or colour, uint8 or uint16, auto-contrast (percentiles,
-  so a few hot pixels do not wash the image out), subsampled to a maximum side.
-- :func:`spectrum_image`: a worker's half-spectrum (any ``workers.result``
-  representation) as the full, centred, log-scaled power spectrum, colour-mapped.
+- :func:`auto_contrast`: 8-bit levels between two percentiles (so a few hot pixels do not
+  wash the image out); :data:`FRAME_CONTRAST` and :data:`SPECTRUM_CONTRAST` are the two.
+- :func:`frame_image`: grayscale or colour, uint8 or uint16, auto-contrasted, subsampled
+  to a maximum side.
+- :func:`spectrum_levels` / :func:`spectrum_image`: a worker's half-spectrum (any
+  ``workers.result`` representation) as the full, centred, log-scaled power spectrum, in
+  gray levels / colour-mapped.
 - :func:`encode_png`: OpenCV's encoder when the ``opencv`` extra is installed, else a
   small standard-library (zlib) PNG writer, so the viewer needs no extra package.
 """
@@ -47,6 +52,12 @@ def _lut() -> np.ndarray:
 #: 256 × RGB lookup table: value v (0..255) → colour
 COLORMAP = _lut()
 
+#: the percentiles a frame is stretched between: a few dark or hot pixels saturate
+FRAME_CONTRAST = (0.5, 99.5)
+#: the percentiles a log-power spectrum is stretched between: the zero-frequency peak
+#: would take the whole scale, so the top 0.1 % saturates
+SPECTRUM_CONTRAST = (1.0, 99.9)
+
 #: pixel formats whose channels come in blue-green-red order (OpenCV sources)
 _BGR_FORMATS = frozenset({"bgr", "bgr8", "bgr24"})
 
@@ -56,8 +67,13 @@ def display_step(shape: tuple[int, ...], max_side: int) -> int:
     return max(1, math.ceil(max(shape[0], shape[1]) / max_side))
 
 
-def _stretch(values: np.ndarray, lo_pct: float, hi_pct: float) -> np.ndarray:
-    """Scale to 0..255 between two percentiles (estimated on a sample for speed)."""
+def auto_contrast(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """2-D ``values`` as 0..255 levels between two percentiles (estimated on a sample for speed).
+
+    Values outside saturate; if the percentiles coincide, the range is min to max instead
+    (all 0 for a constant image).
+    """
+    lo_pct, hi_pct = percentiles
     sample = values[:: max(1, values.shape[0] // 256), :: max(1, values.shape[1] // 256)]
     lo, hi = np.percentile(sample, (lo_pct, hi_pct))
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
@@ -81,7 +97,7 @@ def frame_image(frame: np.ndarray, *, max_side: int = 1024, pixel_format: str | 
     if view.ndim == 3 and pixel_format is not None and pixel_format.lower() in _BGR_FORMATS:
         view = view[..., ::-1]
     flat = view.reshape(view.shape[0], -1)  # one contrast for all channels keeps colours true
-    return np.ascontiguousarray(_stretch(flat, 0.5, 99.5).reshape(view.shape))
+    return np.ascontiguousarray(auto_contrast(flat, FRAME_CONTRAST).reshape(view.shape))
 
 
 def log_power(result: np.ndarray, representation: str) -> np.ndarray:
@@ -109,18 +125,26 @@ def full_plane(half: np.ndarray, width: int) -> np.ndarray:
     return np.fft.fftshift(full)
 
 
-def spectrum_image(
+def spectrum_levels(
     result: np.ndarray, *, representation: str = "power", width: int | None = None, max_side: int = 1024
 ) -> np.ndarray:
-    """A worker's half-spectrum as the centred log-power spectrum, colour-mapped (RGB)."""
+    """A worker's half-spectrum as the centred log-power spectrum, in 8-bit gray levels (H, W).
+
+    ``width`` is the frame's (odd widths cannot be told from the half-spectrum's).
+    """
     if result.ndim != 2:
         raise ValueError(f"a spectrum is 2-D, got shape {result.shape}")
     width = width or 2 * (result.shape[1] - 1)
     plane = full_plane(log_power(result, representation), width)
     step = display_step(plane.shape, max_side)
-    # the zero-frequency peak would take the whole scale: let the top 0.1 % saturate
-    levels = _stretch(plane[::step, ::step], 1.0, 99.9)
-    return COLORMAP[levels]
+    return auto_contrast(plane[::step, ::step], SPECTRUM_CONTRAST)
+
+
+def spectrum_image(
+    result: np.ndarray, *, representation: str = "power", width: int | None = None, max_side: int = 1024
+) -> np.ndarray:
+    """A worker's half-spectrum as the centred log-power spectrum, colour-mapped (RGB)."""
+    return COLORMAP[spectrum_levels(result, representation=representation, width=width, max_side=max_side)]
 
 
 def frame_spectrum_image(frame: np.ndarray, *, max_side: int = 1024) -> np.ndarray:
