@@ -236,12 +236,13 @@ class ComponentStatus(StatusParts):
         out = self.model_dump(exclude_unset=True, exclude={"counters", "rates"})
         return {"component": out.pop("name"), **out, **self.counters}
 
-    def to_reply(self) -> dict[str, Any]:
-        """The nested layout of the status endpoint's answer; long lists cut to MAX_LIST."""
+    def to_reply(self, max_list: int | None = None) -> dict[str, Any]:
+        """The nested layout of the status endpoint's answer; lists among the counters cut
+        to ``max_list`` items and a "... N more" (the endpoint cuts them to MAX_LIST)."""
         out = self.model_dump(exclude_unset=True)
-        if "counters" in out:
+        if "counters" in out and max_list is not None:
             out["counters"] = {
-                k: [*v[:MAX_LIST], f"... {len(v) - MAX_LIST} more"] if isinstance(v, list) and len(v) > MAX_LIST else v
+                k: [*v[:max_list], f"... {len(v) - max_list} more"] if isinstance(v, list) and len(v) > max_list else v
                 for k, v in out["counters"].items()
             }
         return out
@@ -362,7 +363,7 @@ class StatusServer:
             comp.stop()
             reply = encode_control("status", ok=True, stopping=True)
         elif cmd == "status":
-            status = self._snapshot().to_reply()
+            status = self._snapshot().to_reply(max_list=MAX_LIST)
             reply = encode_control("status", ok=True, status=json.loads(json.dumps(status, default=str)))
         else:
             reply = encode_control("status", ok=False, error=f"unknown command {cmd!r}")
