@@ -35,7 +35,8 @@ class Vent(Component):
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        out.update(in_flight=len(self.in_flight), queued=len(self.queue), window=16, missing_ids=list(range(50)))
+        out.update({Count.IN_FLIGHT: len(self.in_flight), Count.QUEUED: len(self.queue), Count.WINDOW: 16})
+        out[Count.MISSING_IDS] = list(range(50))
         return out
 
 
@@ -56,11 +57,11 @@ def test_summary_file_round_trips_through_the_model_into_the_table(tmp_path: Pat
     status = read_summary(path)
     assert status is not None
     assert (status.name, status.role, status.state) == ("ventilator", "ventilator", State.RUNNING)
-    assert status.count(Count.ACCEPTED) == 7 and len(status.counters["missing_ids"]) == 50
+    assert status.count(Count.ACCEPTED) == 7 and len(status.counters[Count.MISSING_IDS]) == 50
     assert status.to_summary() == on_disk, "read back and written again: the same file"
 
     reply = status.to_reply(max_list=MAX_LIST)
-    assert reply["counters"]["missing_ids"][MAX_LIST] == f"... {50 - MAX_LIST} more", "an answer stays short"
+    assert reply["counters"][Count.MISSING_IDS][MAX_LIST] == f"... {50 - MAX_LIST} more", "an answer stays short"
     assert ComponentStatus.model_validate(reply).to_reply() == reply
     line = render_table([reply]).splitlines()[1]
     assert line.startswith("ventilator") and " running " in line

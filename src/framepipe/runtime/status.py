@@ -99,8 +99,9 @@ class Role(enum.StrEnum):
 
 
 class Count(enum.StrEnum):
-    """Every counter (and live figure) a reader of a component's status looks up, by the key
-    it has in ``summary()`` and ``counters``. Components increment ``counters[Count.X]``."""
+    """Every counter (and live figure) of the components, by the key it has in ``summary()``
+    and ``counters``: declared here once, for the components (``counters[Count.X] += 1``, a
+    StrEnum is its string) and every reader (dashboard, ``framepipe run``, the status table)."""
 
     # every component
     BYTES = "bytes"
@@ -115,6 +116,7 @@ class Count(enum.StrEnum):
     PUBLISHED = "published"
     BLOCKED_MS = "blocked_ms"
     CAMERA_LOST = "camera_lost"
+    SUBSCRIBERS = "subscribers"
     # ventilator
     ACCEPTED = "accepted"
     ACKNOWLEDGED = "acknowledged"
@@ -123,13 +125,21 @@ class Count(enum.StrEnum):
     IN_FLIGHT = "in_flight"
     QUEUED = "queued"
     WINDOW = "window"
+    DISPATCHED = "dispatched"
+    UNACKNOWLEDGED = "unacknowledged"
+    WORKER_CONNECTIONS = "worker_connections"
+    WORKER_DISCONNECTS = "worker_disconnects"
     # worker
     PROCESSED = "processed"
+    BUSY_NS = "busy_ns"
     # sink
     RECEIVED = "received"
     DUPLICATES = "duplicates"
     EXPECTED = "expected"
     MISSING = "missing"
+    MISSING_IDS = "missing_ids"
+    ACKNOWLEDGED_ELSEWHERE = "acknowledged_elsewhere"
+    UNPUBLISHED = "unpublished"
     PER_WORKER = "per_worker"
     WORKERS_ALIVE = "workers_alive"
     WORKERS_LOST = "workers_lost"
@@ -139,9 +149,18 @@ class Count(enum.StrEnum):
     GAPS = "gaps"
     PATH = "path"
     FILE_BYTES = "file_bytes"
+    FILES = "files"
+    STORED_BYTES = "stored_bytes"
+    RAW_BYTES = "raw_bytes"
+    WRITE_NS = "write_ns"
+    CPU_FIRST_NS = "cpu_first_ns"
+    CPU_LAST_NS = "cpu_last_ns"
+    COMPLETE = "complete"
     # viewer
     RECEIVED_FRAMES = "received_frames"
     STREAMS = "streams"
+    VIEWS = "views"
+    UNSHOWABLE = "unshowable"
 
 
 #: the counter that says "frames through this stage", per role
