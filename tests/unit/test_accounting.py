@@ -273,7 +273,7 @@ def test_the_sink_summary_keeps_its_keys() -> None:
     sink.accounting.end_of_stream([0, 1], unacknowledged=[1])
     summary = sink.summary()
     assert set(summary) == {
-        *("component", "role", "host", "pid", "uptime_s", "rejected_by_kind", "rejected_by_socket"),
+        *("component", "role", "host", "pid", "uptime_s", "state", "bound", "rejected_by_kind", "rejected_by_socket"),
         *("received", "duplicates", "bytes", "first_ns", "last_ns"),
         *("expected", "missing", "missing_ids", "acknowledged_elsewhere", "per_worker"),
         *("workers_lost", "workers_alive", "latency_ms"),

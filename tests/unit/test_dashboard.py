@@ -1,7 +1,7 @@
-"""The dashboard's numbers and its two renderings, from component status dicts.
+"""The dashboard's numbers and its two renderings, from component statuses.
 
-Status dicts here have the schema of ``Component.summary()`` (what the components write
-to their ``--summary-json`` files); the integration tests check real ones.
+Statuses here are written as ``Component.summary()`` dicts (what the components write to
+their ``--summary-json`` files) and read as the model; the integration tests check real ones.
 """
 
 from __future__ import annotations
@@ -17,19 +17,25 @@ from rich.console import Console
 
 from framepipe.ops.dashboard import (
     RunMonitor,
-    from_status_endpoint,
     progress,
     read_status_dir,
     render,
     render_text,
     stage_rows,
 )
+from framepipe.ops.status import as_statuses
+from framepipe.runtime.status import ComponentStatus
 
 MB = 1_000_000
 
 
-def snapshot(t: float, n: int, *, workers_alive: int = 2) -> list[dict[str, Any]]:
+def snapshot(t: float, n: int, *, workers_alive: int = 2) -> list[ComponentStatus]:
     """A five-stage pipeline after ``t`` seconds with ``n`` frames through every stage (1 MB each)."""
+    return [ComponentStatus.from_summary(s) for s in summaries(t, n, workers_alive=workers_alive)]
+
+
+def summaries(t: float, n: int, *, workers_alive: int = 2) -> list[dict[str, Any]]:
+    """:func:`snapshot` as the components' summary files have it."""
     common = {"uptime_s": t, "first_ns": 1_000_000_000, "last_ns": 1_000_000_000 + int(t * 1e9), "rejected": 0}
     return [
         {"component": "publisher", "role": "publisher", "published": n, "acquired": n, "bytes": n * MB, **common},
@@ -135,16 +141,16 @@ def test_rich_dashboard_shows_every_stage_a_progress_bar_and_the_log_tail() -> N
 
 
 def test_status_files_are_read_and_half_written_ones_ignored(tmp_path: Path) -> None:
-    (tmp_path / "sink.json").write_text(json.dumps(snapshot(1.0, 10)[4]))
+    (tmp_path / "sink.json").write_text(json.dumps(summaries(1.0, 10)[4]))
     (tmp_path / "publisher.json").write_text('{"component": "publ')  # a writer that died mid-write
     (tmp_path / "worker.json.tmp").write_text("{}")
-    assert [s["component"] for s in read_status_dir(tmp_path)] == ["sink"]
+    assert [s.name for s in read_status_dir(tmp_path)] == ["sink"]
 
 
 def test_monitor_falls_back_to_plain_lines_without_a_terminal_or_rich(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for status in snapshot(2.0, 20):
+    for status in summaries(2.0, 20):
         (tmp_path / f"{status['component']}.json").write_text(json.dumps(status))
     # stdout is not a terminal under pytest: plain, even when the dashboard is asked for
     monitor = RunMonitor(tmp_path, title="t", total=40, log_path=tmp_path / "run.log", tui=True)
@@ -163,16 +169,15 @@ def test_monitor_falls_back_to_plain_lines_without_a_terminal_or_rich(
 
 def test_status_endpoint_answers_render_like_summaries_and_down_is_said() -> None:
     from framepipe.config import Config
-    from framepipe.runtime.status import component_status
     from framepipe.ventilator import Ventilator
 
     vent = Ventilator(Config())  # opens nothing: its status is its summary and live parts
     vent.counters.update(accepted=7, bytes=7 * MB)
     answers = [
-        component_status(vent, {}),
+        vent.current_status({}).to_reply(),
         {"name": "sink", "role": "sink", "url": "tcp://10.0.0.2:5574", "state": "down", "error": "no answer"},
     ]
-    flat = [from_status_endpoint(a) for a in answers]
+    flat = as_statuses(answers)
     rows = {r.component: r for r in stage_rows(flat)}
     assert rows["ventilator"].frames == 7 and rows["ventilator"].queue == "in flight 0/16, queued 0"
     assert rows["sink"].frames is None and rows["sink"].notes == "DOWN: no answer"

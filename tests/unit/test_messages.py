@@ -55,7 +55,6 @@ EXAMPLES: list[ControlModel] = [
     Welcome(workers=["worker-a-1"], t_server_ns=3),
     Done(received=250, missing=0, duplicates=2, acknowledged_elsewhere=0, t_server_ns=4),
     StatusReply(ok=True, status={"name": "sink", "counters": {"received": 3}}),
-    StatusReply(ok=False, waiting_for="a worker", t_server_ns=4),
     ErrorReply(reason="hello message: name: Field required", t_server_ns=4),
 ]
 

@@ -9,7 +9,7 @@ import zmq.auth
 
 from framepipe.config import load_config
 from framepipe.core.errors import ConfigError
-from framepipe.runtime.status import endpoints, render_table
+from framepipe.ops.status import endpoints, render_table
 from framepipe.wire.security import generate_keys, is_exposed
 
 

@@ -201,7 +201,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     """Print one table (or JSON); exit 1 when any component is down."""
     import json
 
-    from framepipe.runtime.status import query_deployment, render_table, watch
+    from framepipe.ops.status import query_deployment, render_table, watch
 
     if args.stop:
         for s in query_deployment(config, timeout_s=args.timeout, command="stop"):

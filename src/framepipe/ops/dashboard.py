@@ -1,18 +1,18 @@
 """What operators see while a pipeline runs: a live terminal dashboard, or plain log lines.
 
-The input is a list of component status dicts, the schema of ``Component.summary()``
-(``component``, ``role``, ``uptime_s``, counters such as ``published`` / ``processed`` /
-``written`` and ``bytes``, plus each role's live fields). Where they come from does not
-matter: ``framepipe run`` reads the ``--summary-json`` files its children rewrite every
-half second; ``framepipe status --watch`` can pass what the status endpoints answer.
+The input is a list of :class:`~framepipe.runtime.status.ComponentStatus` (name, role,
+``uptime_s``, counters such as ``published`` / ``processed`` / ``written`` and ``bytes``,
+plus each role's live figures and parts). Where they come from does not matter: ``framepipe
+run`` reads the ``--summary-json`` files its children rewrite every half second
+(:func:`read_status_dir`); ``framepipe status --watch`` passes what the status endpoints
+answer. Both are the same model.
 
 - :func:`stage_rows`: the numbers per stage (pure; rates from two snapshots).
 - :func:`render`: a rich renderable (table + progress bar with ETA); needs the ``ui``
   extra (``pip install 'framepipe[ui]'``).
 - :func:`render_text`: the same in one plain line, for logs, pipes and CI.
 - :class:`RunMonitor`: drives either one for ``framepipe run``; :func:`watch_live` drives
-  the dashboard for ``framepipe status --watch``, whose answers :func:`from_status_endpoint`
-  turns into the same schema.
+  the dashboard for ``framepipe status --watch``.
 """
 
 from __future__ import annotations
@@ -29,26 +29,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from framepipe.ops.status import as_statuses
+from framepipe.runtime.status import THROUGHPUT, ComponentStatus, Count, Observed, Role
+
 log = logging.getLogger("framepipe.run")
 
-#: the counter that says "frames through this stage", per role
-THROUGHPUT = {
-    "publisher": "published",
-    "ventilator": "accepted",
-    "worker": "processed",
-    "sink": "received",
-    "recorder": "written",
-    "viewer": "received_frames",
-}
 #: stage order on screen: the way frames flow
-ORDER = ("publisher", "ventilator", "worker", "sink", "recorder", "viewer")
+ORDER = tuple(Role)
 #: the dashboard redraws this often; plain mode logs a line this often
 REFRESH_S = 0.5
 PLAIN_EVERY_S = 2.0
 #: warning and error lines of the children shown under the table
 LOG_TAIL = 6
 
-Status = dict[str, Any]
+Status = ComponentStatus
 
 
 @dataclasses.dataclass
@@ -90,29 +84,26 @@ class Progress:
 
 
 def _by_name(statuses: Iterable[Status] | None) -> dict[str, Status]:
-    return {str(s.get("component")): s for s in statuses or () if s}
+    return {s.name: s for s in statuses or ()}
 
 
 def _rates(now: Status, before: Status | None) -> tuple[int | None, float | None, float | None]:
     """(frames, frames/s, MB/s): from the change since ``before`` when there is one,
     else the component's lifetime average (first to last frame)."""
-    key = THROUGHPUT.get(str(now.get("role")), "")
-    frames = now.get(key)
-    if not isinstance(frames, int):
+    key = THROUGHPUT.get(now.role, "")
+    frames = now.count(key)
+    if frames is None:
         return None, None, None
     if before is not None:
-        dt = float(now.get("uptime_s", 0)) - float(before.get("uptime_s", 0))
+        dt = (now.uptime_s or 0.0) - (before.uptime_s or 0.0)
         if dt > 0:
-            df = frames - int(before.get(key, 0) or 0)
-            db = int(now.get("bytes", 0) or 0) - int(before.get("bytes", 0) or 0)
+            df = frames - (before.count(key) or 0)
+            db = (now.count(Count.BYTES) or 0) - (before.count(Count.BYTES) or 0)
             if df >= 0 and db >= 0:
                 return frames, df / dt, db / dt / 1e6
-    first, last = now.get("first_ns"), now.get("last_ns")
-    if frames > 1 and isinstance(first, int) and isinstance(last, int) and last > first:
-        seconds = (last - first) / 1e9
-        fps = (frames - 1) / seconds
-        mb = int(now.get("bytes", 0) or 0) / frames * fps / 1e6
-        return frames, fps, mb
+    fps = now.lifetime_rate(key) if frames > 1 else None
+    if fps is not None:
+        return frames, fps, (now.count(Count.BYTES) or 0) / frames * fps / 1e6
     return frames, None, None
 
 
@@ -124,40 +115,49 @@ def _size(nbytes: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
+def _window(s: Status) -> tuple[int, int] | None:
+    """(in flight, queued) of a ventilator: its queue part, else its live figures."""
+    if s.queue is not None and s.queue.in_flight is not None:
+        return s.queue.in_flight, s.queue.waiting or 0
+    in_flight = s.count(Count.IN_FLIGHT)
+    return None if in_flight is None else (in_flight, s.count(Count.QUEUED) or 0)
+
+
 def _row(s: Status, before: Status | None, stage: str) -> StageRow:
     frames, fps, mbps = _rates(s, before)
-    role = s.get("role")
-    row = StageRow(stage, str(s.get("component")), frames, fps, mbps, rejects=int(s.get("rejected", 0) or 0))
-    if s.get("state") in ("down", "lost"):
-        row.notes = f"{s['state'].upper()}" + (f": {s['error']}" if s.get("error") else "")
+    c = s.counters
+    row = StageRow(stage, s.name, frames, fps, mbps, rejects=s.count(Count.REJECTED) or 0)
+    if s.state in (Observed.DOWN, Observed.LOST):
+        row.notes = s.state.upper() + (f": {s.error}" if s.error else "")
         return row
-    if role == "publisher":
-        row.queue = f"blocked {int(s.get('blocked_ms', 0) or 0)} ms" if s.get("blocked_ms") else ""
-        row.notes = f"acquired {s.get('acquired', 0)}"
-        if s.get("camera_lost"):
-            row.drops = int(s["camera_lost"])
-            row.notes += f", camera lost {s['camera_lost']}"
-    elif role == "ventilator":
-        if "in_flight" in s:
-            row.queue = f"in flight {s['in_flight']}/{s.get('window', '?')}, queued {s.get('queued', 0)}"
-        row.drops = int(s.get("source_gaps", 0) or 0)
-        row.notes = f"acked {s.get('acknowledged', 0)}, re-sent {s.get('redispatched', 0)}"
-    elif role == "sink":
-        row.notes = f"duplicates {s.get('duplicates', 0)}"
-        if s.get("missing") and s.get("expected") is not None:  # before the end, holes are just late
-            row.notes += f", missing {s['missing']}"
-        lat = s.get("latency_ms")
+    if s.role == Role.PUBLISHER:
+        row.queue = f"blocked {s.count(Count.BLOCKED_MS)} ms" if s.count(Count.BLOCKED_MS) else ""
+        row.notes = f"acquired {c.get(Count.ACQUIRED, 0)}"
+        if s.count(Count.CAMERA_LOST):
+            row.drops = s.count(Count.CAMERA_LOST) or 0
+            row.notes += f", camera lost {row.drops}"
+    elif s.role == Role.VENTILATOR:
+        window = _window(s)
+        if window is not None:
+            row.queue = f"in flight {window[0]}/{c.get(Count.WINDOW, '?')}, queued {window[1]}"
+        row.drops = s.count(Count.SOURCE_GAPS) or 0
+        row.notes = f"acked {c.get(Count.ACKNOWLEDGED, 0)}, re-sent {c.get(Count.REDISPATCHED, 0)}"
+    elif s.role == Role.SINK:
+        row.notes = f"duplicates {c.get(Count.DUPLICATES, 0)}"
+        if c.get(Count.MISSING) and c.get(Count.EXPECTED) is not None:  # before the end, holes are just late
+            row.notes += f", missing {c[Count.MISSING]}"
+        lat = c.get(Count.LATENCY_MS)
         if isinstance(lat, dict) and "p50" in lat:
             row.notes += f", latency p50 {lat['p50']:.0f} ms"
-    elif role == "recorder":
-        row.drops = int(s.get("gaps", 0) or 0)
-        path = s.get("path")
+    elif s.role == Role.RECORDER:
+        row.drops = s.count(Count.GAPS) or 0
+        path = c.get(Count.PATH)
         if path:
-            size = s.get("file_bytes")
+            size = s.count(Count.FILE_BYTES)
             # size first: on a narrow terminal the end of a long path is what gets cut
-            row.notes = (f"{_size(size)} " if isinstance(size, int) else "") + str(path)
-    elif role == "viewer":
-        streams = s.get("streams") or {}
+            row.notes = (f"{_size(size)} " if size is not None else "") + str(path)
+    elif s.role == Role.VIEWER:
+        streams = c.get(Count.STREAMS) or {}
         row.drops = sum(int(v.get("dropped", 0) or 0) for v in streams.values() if isinstance(v, dict))
     return row
 
@@ -166,20 +166,20 @@ def stage_rows(statuses: Sequence[Status], previous: Sequence[Status] | None = N
     """The dashboard's rows: one per stage in flow order; workers summed, then one row each."""
     now, before = _by_name(statuses), _by_name(previous)
     rows: list[StageRow] = []
-    workers = sorted((s for s in now.values() if s.get("role") == "worker"), key=lambda s: str(s["component"]))
-    sinks = [s for s in now.values() if s.get("role") == "sink"]
+    workers = sorted((s for s in now.values() if s.role == Role.WORKER), key=lambda s: s.name)
+    sinks = [s for s in now.values() if s.role == Role.SINK]
     for role in ORDER:
-        if role == "worker":
+        if role == Role.WORKER:
             if not workers:
                 continue
-            each = [_row(w, before.get(str(w["component"])), "") for w in workers]
+            each = [_row(w, before.get(w.name), "") for w in workers]
             # a worker known only from the sink's heartbeats (status endpoints): the sink's count
-            per_worker = sinks[0].get("per_worker") if sinks else None
+            per_worker = sinks[0].counters.get(Count.PER_WORKER) if sinks else None
             for r in each:
                 if r.frames is None and isinstance(per_worker, dict) and r.component in per_worker:
                     r.frames = int(per_worker[r.component])
-            alive = sinks[0].get("workers_alive") if sinks else None
-            lost = sinks[0].get("workers_lost") if sinks else None
+            alive = sinks[0].count(Count.WORKERS_ALIVE) if sinks else None
+            lost = sinks[0].counters.get(Count.WORKERS_LOST) if sinks else None
             total = StageRow(
                 "workers",
                 f"{len(workers)} started" + (f", {alive} alive" if isinstance(alive, int) else ""),
@@ -195,24 +195,24 @@ def stage_rows(statuses: Sequence[Status], previous: Sequence[Status] | None = N
                     r.indent = True
                 rows.extend(each)
             continue
-        for s in sorted(now.values(), key=lambda s: str(s["component"])):
-            if s.get("role") == role:
-                rows.append(_row(s, before.get(str(s["component"])), role))
+        for s in sorted(now.values(), key=lambda s: s.name):
+            if s.role == role:
+                rows.append(_row(s, before.get(s.name), role))
     known = set(ORDER)
     for s in now.values():
-        if s.get("role") not in known:
-            rows.append(_row(s, before.get(str(s["component"])), str(s.get("role", "?"))))
+        if s.role not in known:
+            rows.append(_row(s, before.get(s.name), s.role))
     return rows
 
 
 def progress(statuses: Sequence[Status], total: int | None, previous: Sequence[Status] | None = None) -> Progress:
     """Frames fully processed (the sink's count; the publisher's without a sink) of ``total``."""
     now, before = _by_name(statuses), _by_name(previous)
-    for role in ("sink", "recorder", "publisher", "ventilator"):
-        found = [s for s in now.values() if s.get("role") == role]
+    for role in (Role.SINK, Role.RECORDER, Role.PUBLISHER, Role.VENTILATOR):
+        found = [s for s in now.values() if s.role == role]
         if found:
             s = found[0]
-            frames, fps, _ = _rates(s, before.get(str(s["component"])))
+            frames, fps, _ = _rates(s, before.get(s.name))
             return Progress(frames or 0, total, fps)
     return Progress(0, total, None)
 
@@ -345,35 +345,17 @@ def render(
 # ---------------------------------------------------------------------------- framepipe status --watch
 
 
-def from_status_endpoint(status: Status) -> Status:
-    """A status endpoint's answer (``framepipe status``, see status.py) in the summary schema."""
-    out: Status = dict(status.get("counters") or {})
-    out.update(
-        component=status.get("name", "?"),
-        role=status.get("role", "?"),
-        uptime_s=status.get("uptime_s") or 0.0,
-        state=status.get("state"),
-    )
-    queue = status.get("queue") or {}
-    if "in_flight" in queue:
-        out["in_flight"] = queue["in_flight"]
-        out["queued"] = queue.get("waiting", 0)
-    if status.get("error"):
-        out["error"] = status["error"]
-    return out
-
-
-def watch_live(rounds: Iterable[list[Status]], *, title: str) -> list[Status]:
-    """Show each round of status answers on the live dashboard until the rounds end (or
-    Ctrl-C); returns the last round."""
+def watch_live(rounds: Iterable[list[dict[str, Any]]], *, title: str) -> list[dict[str, Any]]:
+    """Show each round of status answers (``ops.status.watch``) on the live dashboard until
+    the rounds end (or Ctrl-C); returns the last round."""
     from rich.live import Live
 
-    last: list[Status] = []
+    last: list[dict[str, Any]] = []
     previous: list[Status] | None = None
     with Live(render([], title=title), refresh_per_second=4) as live:
         for statuses in rounds:
-            flat = [from_status_endpoint(s) for s in statuses]
-            down = sum(1 for s in flat if s.get("state") == "down")
+            flat = as_statuses(statuses)
+            down = sum(1 for s in flat if s.state == Observed.DOWN)
             heading = f"{title}  ({len(flat)} component(s){f', {down} DOWN' if down else ''})"
             live.update(render(flat, previous, title=heading))
             previous, last = flat, statuses
@@ -383,18 +365,20 @@ def watch_live(rounds: Iterable[list[Status]], *, title: str) -> list[Status]:
 # ---------------------------------------------------------------------------- framepipe run
 
 
+def read_summary(path: str | os.PathLike[str]) -> Status | None:
+    """A component's ``--summary-json`` file as its status; None when missing or unreadable
+    (half-written ones are never seen: components write a temp file and rename it)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return ComponentStatus.from_summary(data) if isinstance(data, dict) else None
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def read_status_dir(directory: str | os.PathLike[str]) -> list[Status]:
-    """Every ``*.json`` status file in ``directory`` (half-written ones are never seen:
-    components write a temp file and rename it)."""
-    out = []
-    for path in sorted(Path(directory).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            out.append(data)
-    return out
+    """Every ``*.json`` summary file in ``directory`` that can be read (see :func:`read_summary`)."""
+    found = (read_summary(path) for path in sorted(Path(directory).glob("*.json")))
+    return [s for s in found if s is not None]
 
 
 class RunMonitor:

@@ -8,16 +8,17 @@ child that fails stops the rest. The run exits 0 only when every frame is accoun
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from framepipe.config import Config, run_id_now
 from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
+from framepipe.runtime.status import ComponentStatus, Count, Role
 
 log = logging.getLogger("framepipe.run")
 
@@ -29,7 +30,7 @@ def run_pipeline(
 
     Meanwhile a live dashboard (``tui`` and a terminal) or a progress log line every few seconds.
     """
-    from framepipe.ops.dashboard import RunMonitor
+    from framepipe.ops.dashboard import RunMonitor, read_summary
 
     Path(config.run.data_dir).mkdir(parents=True, exist_ok=True)
     if not config.run.id:
@@ -64,60 +65,69 @@ def run_pipeline(
                 start("publisher", "publisher")
             code = children.wait_all(on_tick=monitor.tick)
         elapsed = time.monotonic() - t0
-        summaries = {}
-        for name in children.procs:
-            try:
-                summaries[name] = json.loads(Path(tmp, f"{name}.json").read_text())
-            except (OSError, ValueError):
-                summaries[name] = {}
+        summaries = {name: read_summary(Path(tmp, f"{name}.json")) for name in children.procs}
     ok = print_summary(config, summaries, children.codes, elapsed)
     if code == 0 and not ok:
         code = 1
     return code
 
 
-def _rate(s: dict[str, Any], key: str) -> str:
-    n, first, last = s.get(key, 0), s.get("first_ns"), s.get("last_ns")
-    if not n or not first or not last or last <= first:
-        return "-"
-    return f"{(n - 1) / ((last - first) / 1e9):.1f}"
+def _rate(s: ComponentStatus, key: str) -> str:
+    rate = s.lifetime_rate(key)
+    return "-" if rate is None else f"{rate:.1f}"
 
 
-def print_summary(config: Config, s: dict[str, dict[str, Any]], codes: dict[str, int], elapsed: float) -> bool:
-    """The end-of-run table; returns True when every frame is accounted for."""
-    pub, vent, sink = s.get("publisher", {}), s.get("ventilator", {}), s.get("sink", {})
-    workers = [v for k, v in s.items() if k.startswith("worker-")]
+def print_summary(
+    config: Config, summaries: Mapping[str, ComponentStatus | None], codes: dict[str, int], elapsed: float
+) -> bool:
+    """The end-of-run table; returns True when every frame is accounted for.
+
+    ``summaries``: each child's last summary file, None when it wrote none.
+    """
+    nothing = ComponentStatus(name="?", role="?")
+
+    def of(name: str) -> ComponentStatus:
+        return summaries.get(name) or nothing
+
+    pub, vent, sink = of(Role.PUBLISHER), of(Role.VENTILATOR), of(Role.SINK)
+    pub_c, vent_c, sink_c = pub.counters, vent.counters, sink.counters
+    workers = [name for name in summaries if name.startswith("worker-")]
     rows: list[tuple[str, Any, str, str]] = [
-        ("acquired", pub.get("acquired", vent.get("accepted", 0)), _rate(pub, "acquired"), "camera"),
-        ("published", pub.get("published", "-"), _rate(pub, "published"), f"blocked {pub.get('blocked_ms', 0)} ms"),
+        ("acquired", pub_c.get(Count.ACQUIRED, vent_c.get(Count.ACCEPTED, 0)), _rate(pub, Count.ACQUIRED), "camera"),
+        (
+            "published",
+            pub_c.get(Count.PUBLISHED, "-"),
+            _rate(pub, Count.PUBLISHED),
+            f"blocked {pub_c.get(Count.BLOCKED_MS, 0)} ms",
+        ),
         (
             "dispatched",
-            vent.get("accepted", 0),
-            _rate(vent, "acknowledged"),
-            f"re-dispatched {vent.get('redispatched', 0)}, source gaps {vent.get('source_gaps', 0)}",
+            vent_c.get(Count.ACCEPTED, 0),
+            _rate(vent, Count.ACKNOWLEDGED),
+            f"re-dispatched {vent_c.get(Count.REDISPATCHED, 0)}, source gaps {vent_c.get(Count.SOURCE_GAPS, 0)}",
         ),
         (
             "processed",
-            sink.get("received", 0),
-            _rate(sink, "received"),
-            f"{len(workers)} worker(s), duplicates dropped {sink.get('duplicates', 0)}",
+            sink_c.get(Count.RECEIVED, 0),
+            _rate(sink, Count.RECEIVED),
+            f"{len(workers)} worker(s), duplicates dropped {sink_c.get(Count.DUPLICATES, 0)}",
         ),
     ]
     for rec in config.recorders:
-        r = s.get(rec.name, {})
+        r = of(rec.name)
         rows.append(
             (
                 f"recorded {rec.stream}",
-                r.get("written", 0),
-                _rate(r, "written"),
-                f"missing {r.get('missing', '?')}, gaps {r.get('gaps', '?')}",
+                r.counters.get(Count.WRITTEN, 0),
+                _rate(r, Count.WRITTEN),
+                f"missing {r.counters.get(Count.MISSING, '?')}, gaps {r.counters.get(Count.GAPS, '?')}",
             )
         )
-    missing = sink.get("missing")
-    rows.append(("missing", missing if missing is not None else "?", "", f"latency {sink.get('latency_ms', {})}"))
+    missing = sink_c.get(Count.MISSING)
+    rows.append(("missing", missing if missing is not None else "?", "", f"latency {sink_c.get(Count.LATENCY_MS, {})}"))
     print(f"\nframepipe run '{config.run.name}': {elapsed:.1f} s, data in {config.run.data_dir}/")
     for rec in config.recorders:
-        path = s.get(rec.name, {}).get("path")
+        path = of(rec.name).counters.get(Count.PATH)
         if path:
             print(f"  {rec.stream + ' file':<18}{path}")
     print(f"  {'stage':<18}{'frames':>8}{'frames/s':>10}  notes")
@@ -128,9 +138,9 @@ def print_summary(config: Config, s: dict[str, dict[str, Any]], codes: dict[str,
     ok = (
         not failed
         and missing == 0
-        and sink.get("received") == acquired
+        and sink_c.get(Count.RECEIVED) == acquired
         and all(
-            s.get(r.name, {}).get("missing") == 0 and s.get(r.name, {}).get("written") == acquired
+            of(r.name).counters.get(Count.MISSING) == 0 and of(r.name).counters.get(Count.WRITTEN) == acquired
             for r in config.recorders
         )
     )

@@ -1,9 +1,19 @@
 """The lifecycle every component shares (after pyzmq's devices and httpx's client).
 
-``__init__(config)`` opens nothing; ``run()`` is the loop and returns an exit code;
-``stop()`` asks it to end (safe from a signal handler); ``close()`` is safe twice;
-``with component:`` closes it. One ``zmq.Context`` per process, made in ``open()``.
-Loops poll their sockets with a short timeout so a stop never waits on a blocking recv.
+``__init__(config)`` opens nothing; ``open()`` makes the process's one ``zmq.Context`` and
+calls ``setup()`` once, the one place a component makes its sockets; ``run()`` is the loop
+and returns an exit code; ``ready()`` says it serves; ``stop()`` asks it to end (safe from a
+signal handler); ``close()`` calls ``teardown()`` (only if ``setup()`` ran) and closes the
+sockets, safe twice; ``with component:`` closes it. Loops poll their sockets with a short
+timeout so a stop never waits on a blocking recv. Each step moves :attr:`Component.state`
+(a :class:`~framepipe.runtime.status.State`), which status and summaries show::
+
+    CREATED ─open()─▶ OPENING ─ready()─▶ RUNNING ─stop()─▶ STOPPING ─close()─▶ CLOSED
+                                    (stop() from any of the first three)      └▶ FAILED
+
+What a component reports is one :class:`~framepipe.runtime.status.ComponentStatus`: its
+``summary()`` (identity and counters) plus ``status_parts()`` (stream peers, queue, start
+sync, workers), written flat to ``--summary-json`` and served nested on ``status_port``.
 """
 
 from __future__ import annotations
@@ -25,8 +35,17 @@ from framepipe.config import Config
 from framepipe.core.errors import ConfigError, ProtocolError
 from framepipe.core.heap import keep_frame_buffers
 from framepipe.core.logs import RateLimitedLog
-from framepipe.runtime.status import StatusServer
-from framepipe.wire.security import is_exposed, make_context
+from framepipe.runtime.status import (
+    ComponentStatus,
+    Count,
+    Queue,
+    StartSync,
+    State,
+    StatusParts,
+    StatusServer,
+    StreamPeers,
+)
+from framepipe.wire.security import SecureContext, is_exposed, make_context
 from framepipe.wire.sockets import LINGER_MS
 
 #: how often a running component rewrites its --summary-json file (the dashboard reads it)
@@ -52,36 +71,85 @@ class Component:
         self.connected: list[str] = []
         self.ctx: zmq.Context[Any] | None = None
         self._sockets: list[zmq.Socket[Any]] = []
-        self._stopping = False
-        self._closed = False
+        #: how far the main thread got (never STOPPING: see ``state``)
+        self._phase = State.CREATED
+        #: the one thing stop() writes: a plain bool, so a signal handler or the status
+        #: thread asking to stop can never lose a race with the main thread's transitions
+        self._stop_asked = False
+        self._set_up = False
+        #: why the component failed (set by ``__exit__``), shown by ``state`` as FAILED
+        self.failure: str | None = None
         self.started_at = time.monotonic()
         self.max_payload = int(config.limits.max_message_mb * 1e6)
         self._status: StatusServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def state(self) -> State:
+        """Where the component is in its lifecycle (see the module docstring)."""
+        phase = self._phase
+        if self._stop_asked and phase in (State.CREATED, State.OPENING, State.RUNNING):
+            return State.STOPPING
+        return phase
+
+    @property
+    def set_up(self) -> bool:
+        """True once ``setup()`` has returned: every socket it makes exists."""
+        return self._set_up
+
     def open(self) -> None:
-        if self.ctx is None:
-            # every tcp socket of this context is CURVE when [security] has keys (security.py)
-            self.ctx = make_context(self.config.security, on_denied=self._auth_denied)
+        """Make the context, then the sockets (``setup()``); once, later calls do nothing.
+
+        ``socket()`` calls it too, so a component that still makes its sockets in ``run()``
+        opens on its first socket.
+        """
+        if self._phase is not State.CREATED:
+            return
+        self._phase = State.OPENING
+        # every tcp socket of this context is CURVE when [security] has keys (security.py)
+        self.ctx = make_context(self.config.security, on_denied=self._auth_denied)
+        self.setup()
+        self._set_up = True
+
+    def setup(self) -> None:
+        """Make, bind and connect this component's sockets; called once by ``open()``.
+
+        Attributes made here exist for ``run()``, ``teardown()`` and ``status_parts()``,
+        which the base class calls only after it: they need no "is it there yet?" guard.
+        """
+
+    def teardown(self) -> None:
+        """Undo what ``setup()`` did beyond making sockets (e.g. a socket monitor), before
+        ``close()`` closes them; called only when ``setup()`` ran."""
 
     def _auth_denied(self, key: str) -> None:
-        self.counters["auth_denied"] += 1
+        self.counters[Count.AUTH_DENIED] += 1
 
     def run(self) -> int:
         raise NotImplementedError
 
     def stop(self) -> None:
-        """Ask the loop to end; it notices within POLL_MS."""
-        self._stopping = True
+        """Ask the loop to end; it notices within POLL_MS. Safe from a signal handler and
+        from another thread: it only sets a flag."""
+        self._stop_asked = True
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        """True once a stop was asked: loops end when they see it."""
+        return self._stop_asked
 
     def close(self) -> None:
-        if self._closed:
+        """Release everything (status thread, sockets, context); safe twice."""
+        if self._phase in (State.CLOSED, State.FAILED):
             return
-        self._closed = True
+        try:
+            if self._set_up:
+                self.teardown()
+        finally:
+            self._release()
+            self._phase = State.FAILED if self.failure is not None else State.CLOSED
+
+    def _release(self) -> None:
         if self._status is not None:
             self._status.close()  # it closes its own socket, in its own thread
             self._status = None
@@ -90,9 +158,8 @@ class Component:
                 sock.close(linger=LINGER_MS)
         self._sockets.clear()
         if self.ctx is not None:
-            stop_auth = getattr(self.ctx, "stop_authenticator", None)
-            if stop_auth is not None:
-                stop_auth()
+            if isinstance(self.ctx, SecureContext):
+                self.ctx.stop_authenticator()
             self.ctx.term()
             self.ctx = None
 
@@ -102,13 +169,16 @@ class Component:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # a second signal's KeyboardInterrupt is a hard stop, not a failure
+        if isinstance(exc, Exception):
+            self.failure = f"{type(exc).__name__}: {exc}"
         self.close()
 
     def install_signal_handlers(self) -> None:
         """SIGINT/SIGTERM ask the component to stop; a second one stops it harder."""
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            if self._stopping:
+            if self.stopping:
                 raise KeyboardInterrupt
             self.log.info("%s received: stopping", signal.Signals(signum).name)
             self.stop()
@@ -119,7 +189,8 @@ class Component:
     # ------------------------------------------------------------------ sockets
     def socket(self, kind: int, *, sndhwm: int | None = None, rcvhwm: int | None = None) -> zmq.Socket[Any]:
         self.open()
-        assert self.ctx is not None
+        if self.ctx is None:
+            raise RuntimeError(f"{self.name}: a socket asked for after close()")
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, LINGER_MS)
         if sndhwm is not None:
@@ -160,8 +231,12 @@ class Component:
         ``status_section`` is the config section holding ``status_port`` and the host to
         bind it on; by default the section named after the component's role.
         """
+        self.open()
         section = status_section if status_section is not None else getattr(self.config, self.role, None)
         port = getattr(section, "status_port", None)
+        if self._phase is State.OPENING:
+            # before the endpoint starts: its first answer already says running
+            self._phase = State.RUNNING
         if section is not None and port is not None and self._status is None:
             self._start_status(section.bind_url(port))
         where = " ".join([*self.bound, *(["connected to " + " ".join(self.connected)] if self.connected else [])])
@@ -182,26 +257,73 @@ class Component:
         """Count and log (rate-limited) a malformed message; never raise."""
         self.rejected[err.kind] += 1
         self.rejected_on[where] += 1
-        self.counters["rejected"] += 1
+        self.counters[Count.REJECTED] += 1
         self.warn.warning(f"reject:{where}", "rejected message on %s: %s", where, err)
 
     def summary(self) -> dict[str, Any]:
+        """Identity and counters, flat (the ``--summary-json`` layout of
+        :class:`~framepipe.runtime.status.ComponentStatus`); components add their live figures."""
         return {
             "component": self.name,
             "role": self.role,
             "host": pysocket.gethostname(),
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "state": self.state,
+            "bound": list(self.bound),
             **dict(self.counters),
-            "rejected_by_kind": dict(self.rejected),
-            "rejected_by_socket": dict(self.rejected_on),
+            Count.REJECTED_BY_KIND: dict(self.rejected),
+            Count.REJECTED_BY_SOCKET: dict(self.rejected_on),
         }
 
+    def status_parts(self) -> StatusParts:
+        """The parts of this component's status beyond its counters; called only once
+        ``setup()`` ran. Components override it to say what they have.
+
+        This default is the transitional fallback that finds the parts by duck typing, so
+        that components which do not override it yet report as before: a broadcast
+        ``stream`` (publisher, sink), a ``workers`` table (sink: name → last heard;
+        ventilator: names), a window (``in_flight``, ``queue``: ventilator) and a start
+        sync (``sub``: recorder, ``source``: ventilator).
+        """
+        found: dict[str, Any] = {}
+        stream = getattr(self, "stream", None)
+        if stream is not None and hasattr(stream, "hellos"):
+            found["peers"] = StreamPeers(
+                subscribers=sorted(stream.hellos), finished=sorted(stream.byes), subscriptions=stream.subscriptions
+            )
+        queue: dict[str, int] = {}
+        if isinstance(getattr(self, "in_flight", None), dict):
+            queue["in_flight"] = len(self.in_flight)  # type: ignore[attr-defined]
+        if hasattr(getattr(self, "queue", None), "__len__"):
+            queue["waiting"] = len(self.queue)  # type: ignore[attr-defined]
+        found["queue"] = Queue(**queue)
+        for attr in ("sub", "source"):
+            welcome = getattr(getattr(self, attr, None), "welcome", None)
+            if isinstance(welcome, dict) and "rtt_ns" in welcome:
+                found["sync"] = StartSync(**{k: welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome})
+        workers = getattr(self, "workers", None)
+        if isinstance(workers, dict):
+            now = time.monotonic()
+            found["workers"] = {name: round(now - seen, 1) for name, seen in dict(workers).items()}
+        elif isinstance(workers, list):
+            found["workers"] = dict.fromkeys(workers)
+        return StatusParts(**found)
+
+    def current_status(self, rates: dict[str, float] | None = None) -> ComponentStatus:
+        """This component's status: its summary, its parts (once set up), ``rates`` if measured."""
+        more: dict[str, Any] = {} if rates is None else {"rates": rates}
+        if self._set_up:
+            parts = self.status_parts()
+            more.update((name, getattr(parts, name)) for name in parts.model_fields_set)
+        return ComponentStatus.from_summary(self.summary(), **more)
+
     def write_summary(self, path: str | None) -> None:
+        """Write :meth:`current_status` to ``path`` in its flat layout, atomically (tmp + rename)."""
         if path:
             tmp = f"{path}.tmp"
             with open(tmp, "w") as fh:
-                json.dump(self.summary(), fh)
+                json.dump(self.current_status().to_summary(), fh)
             os.replace(tmp, path)
 
 

@@ -1,43 +1,54 @@
-"""Status of a running deployment: each component's control endpoint, and ``framepipe status``.
+"""A component's status: the one model of it, and the endpoint that serves it.
+
+The model (what any reader of a component's status sees)::
+
+    ComponentStatus            identity: name, role, host, pid, uptime_s, state, bound
+      ├── counters             Count names (and each role's live figures), as summary() has them
+      ├── rates                "<counter>_per_s", over the last second (the endpoint only)
+      └── StatusParts          optional: peers (StreamPeers), queue (Queue), sync (StartSync), workers
+
+It has two layouts, both stable on disk and on the wire: :meth:`ComponentStatus.to_summary`
+is the flat ``--summary-json`` file (counters at the top level, ``component`` for the name)
+that ``framepipe run``, the dashboard and the bench read; :meth:`ComponentStatus.to_reply`
+is the nested answer of the status endpoint. Both parse back with ``from_summary`` /
+``model_validate``. It is a pydantic model, not a dataclass, because it is read back from
+files and from other hosts: validation at that boundary is the point (as for the config).
 
 Server side: :class:`StatusServer` is a ROUTER socket served by a background thread that a
-:class:`~framepipe.component.Component` starts when it is ready (on ``status_port`` of its
-config section). The socket is bound by the component and then used only by that thread;
-the thread reads ``component.summary()`` (counters are plain ints in dicts: a copy is
-consistent enough for a status line) and never touches the component's own sockets. It
-answers two requests, both ``StatusRequest`` messages (see wire/messages.py):
+component starts when it is ready (on ``status_port`` of its config section). The socket is
+bound by the component and then used only by that thread; the thread asks its
+:class:`StatusSource` (the component) for a :class:`ComponentStatus` (counters are plain ints
+in dicts: a copy is consistent enough for a status line) and never touches the component's
+own sockets. It answers two requests, both ``StatusRequest`` messages (wire/messages.py):
 
-- ``{"cmd": "status"}`` → ``{"ok": true, "status": {role, host, uptime_s, counters, rates,
-  queue, peers, workers...}}``
+- ``{"cmd": "status"}`` → ``{"ok": true, "status": ComponentStatus.to_reply()}``
 - ``{"cmd": "stop"}``   → ``{"ok": true}`` and the component's ``stop()`` (as SIGTERM would).
 
 Anything else is refused with an ``ErrorReply`` whose ``reason`` says why.
 
-Workers have no endpoint: the sink hears their heartbeats and reports them.
-
-Client side: :func:`query_deployment` asks every configured endpoint at once and waits at
-most ``timeout_s`` in total; a component that does not answer is reported as down. It
-returns plain dicts so any renderer (the table here, a dashboard) can show them.
+Workers have no endpoint: the sink hears their heartbeats and reports them. The client side
+(``framepipe status``) is :mod:`framepipe.ops.status`. This module knows nothing of
+:class:`~framepipe.runtime.component.Component`: it serves whatever satisfies
+:class:`StatusSource`.
 """
 
 from __future__ import annotations
 
+import collections
+import enum
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import zmq
+from pydantic import BaseModel, ConfigDict
 
-from framepipe.config import Config
 from framepipe.core.errors import ProtocolError
 from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
-
-if TYPE_CHECKING:
-    from framepipe.runtime.component import Component
 
 #: how often the server samples counters to compute rates
 RATE_WINDOW_S = 1.0
@@ -46,64 +57,258 @@ MAX_LIST = 20
 MAX_REQUEST_BYTES = 4096
 
 
+# ---------------------------------------------------------------------------- names
+
+
+class State(enum.StrEnum):
+    """Where a component is in its lifecycle (set by the Component base class).
+
+    ``CREATED`` (``__init__``, nothing open) → ``OPENING`` (``open()``: the context, then
+    ``setup()`` makes the sockets) → ``RUNNING`` (``ready()``: bound, serving) →
+    ``STOPPING`` (``stop()`` was asked, from any of the earlier ones) → ``CLOSED``
+    (``close()``), or ``FAILED`` when an exception ended it.
+    """
+
+    CREATED = "created"
+    OPENING = "opening"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class Observed(enum.StrEnum):
+    """What the asking side concludes about a component that gave no status of its own."""
+
+    #: no answer within the timeout, or a refused / malformed one
+    DOWN = "down"
+    #: a worker the sink heard from recently (workers have no endpoint)
+    SEEN = "seen"
+    #: a worker the sink declared lost
+    LOST = "lost"
+    #: the component answered but its figures changed too fast to copy
+    BUSY = "busy"
+
+
+class Role(enum.StrEnum):
+    """The components of the pipeline, in the order frames flow through them."""
+
+    PUBLISHER = "publisher"
+    VENTILATOR = "ventilator"
+    WORKER = "worker"
+    SINK = "sink"
+    RECORDER = "recorder"
+    VIEWER = "viewer"
+
+
+class Count(enum.StrEnum):
+    """Every counter (and live figure) of the components, by the key it has in ``summary()``
+    and ``counters``: declared here once, for the components (``counters[Count.X] += 1``, a
+    StrEnum is its string) and every reader (dashboard, ``framepipe run``, the status table)."""
+
+    # every component
+    BYTES = "bytes"
+    FIRST_NS = "first_ns"
+    LAST_NS = "last_ns"
+    REJECTED = "rejected"
+    AUTH_DENIED = "auth_denied"
+    REJECTED_BY_KIND = "rejected_by_kind"
+    REJECTED_BY_SOCKET = "rejected_by_socket"
+    # publisher
+    ACQUIRED = "acquired"
+    PUBLISHED = "published"
+    BLOCKED_MS = "blocked_ms"
+    CAMERA_LOST = "camera_lost"
+    SUBSCRIBERS = "subscribers"
+    # ventilator
+    ACCEPTED = "accepted"
+    ACKNOWLEDGED = "acknowledged"
+    REDISPATCHED = "redispatched"
+    SOURCE_GAPS = "source_gaps"
+    IN_FLIGHT = "in_flight"
+    QUEUED = "queued"
+    WINDOW = "window"
+    DISPATCHED = "dispatched"
+    UNACKNOWLEDGED = "unacknowledged"
+    WORKER_CONNECTIONS = "worker_connections"
+    WORKER_DISCONNECTS = "worker_disconnects"
+    # worker
+    PROCESSED = "processed"
+    BUSY_NS = "busy_ns"
+    # sink
+    RECEIVED = "received"
+    DUPLICATES = "duplicates"
+    EXPECTED = "expected"
+    MISSING = "missing"
+    MISSING_IDS = "missing_ids"
+    ACKNOWLEDGED_ELSEWHERE = "acknowledged_elsewhere"
+    UNPUBLISHED = "unpublished"
+    PER_WORKER = "per_worker"
+    WORKERS_ALIVE = "workers_alive"
+    WORKERS_LOST = "workers_lost"
+    LATENCY_MS = "latency_ms"
+    # recorder
+    WRITTEN = "written"
+    GAPS = "gaps"
+    PATH = "path"
+    FILE_BYTES = "file_bytes"
+    FILES = "files"
+    STORED_BYTES = "stored_bytes"
+    RAW_BYTES = "raw_bytes"
+    WRITE_NS = "write_ns"
+    CPU_FIRST_NS = "cpu_first_ns"
+    CPU_LAST_NS = "cpu_last_ns"
+    COMPLETE = "complete"
+    # viewer
+    RECEIVED_FRAMES = "received_frames"
+    STREAMS = "streams"
+    VIEWS = "views"
+    UNSHOWABLE = "unshowable"
+
+
+#: the counter that says "frames through this stage", per role
+THROUGHPUT: dict[str, Count] = {
+    Role.PUBLISHER: Count.PUBLISHED,
+    Role.VENTILATOR: Count.ACCEPTED,
+    Role.WORKER: Count.PROCESSED,
+    Role.SINK: Count.RECEIVED,
+    Role.RECORDER: Count.WRITTEN,
+    Role.VIEWER: Count.RECEIVED_FRAMES,
+}
+
+#: counters that are clock readings, not counts: no rate
+_TIMESTAMPS = frozenset({Count.FIRST_NS, Count.LAST_NS})
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class StreamPeers(BaseModel):
+    """Who is on the broadcast stream a component publishes (publisher: frames, sink: results)."""
+
+    subscribers: list[str] = []
+    finished: list[str] = []
+    subscriptions: int = 0
+
+
+class Queue(BaseModel):
+    """Frames held by a component between taking and handing on (ventilator: its window)."""
+
+    in_flight: int | None = None
+    waiting: int | None = None
+
+
+class StartSync(BaseModel):
+    """A subscriber's start sync with its publisher: round trip and clock offset."""
+
+    rtt_ns: int | None = None
+    clock_offset_ns: int | None = None
+
+
+class StatusParts(BaseModel):
+    """The parts only some components have; what ``Component.status_parts()`` gives."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    peers: StreamPeers | None = None
+    queue: Queue | None = None
+    sync: StartSync | None = None
+    #: worker name → seconds since last heard (sink), or None when only the name is known
+    workers: dict[str, float | None] | None = None
+
+
+#: summary keys that are identity or parts, not counters (``component`` is the name)
+_SUMMARY_FIELDS = ("component", "role", "host", "pid", "uptime_s", "state", "bound", *StatusParts.model_fields)
+
+
+class ComponentStatus(StatusParts):
+    """One component's status: identity, counters, rates and the parts it has.
+
+    Only the fields that were given are written out (``exclude_unset``), so an answer or a
+    file read back and written again is what it was.
+    """
+
+    name: str
+    role: str
+    host: str = ""
+    pid: int | None = None
+    uptime_s: float | None = None
+    state: State | Observed | None = None
+    bound: list[str] = []
+    #: every counter and live figure of ``summary()``, by name (see :class:`Count`)
+    counters: dict[str, Any] = {}
+    #: ``<counter>_per_s`` over the last second: only the endpoint measures them
+    rates: dict[str, float] = {}
+    # added by the asking side
+    url: str | None = None
+    error: str | None = None
+    last_heard_s: float | None = None
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], **more: Any) -> ComponentStatus:
+        """From a flat summary (a ``--summary-json`` file, ``Component.summary()``)."""
+        fields = {k: summary[k] for k in _SUMMARY_FIELDS if k in summary}
+        fields["name"] = fields.pop("component", "?")
+        fields.setdefault("role", "?")
+        counters = {k: v for k, v in summary.items() if k not in _SUMMARY_FIELDS}
+        return cls.model_validate({**fields, "counters": counters, **more})
+
+    def to_summary(self) -> dict[str, Any]:
+        """The flat layout of the ``--summary-json`` file: counters at the top level."""
+        out = self.model_dump(exclude_unset=True, exclude={"counters", "rates"})
+        return {"component": out.pop("name"), **out, **self.counters}
+
+    def to_reply(self, max_list: int | None = None) -> dict[str, Any]:
+        """The nested layout of the status endpoint's answer; lists among the counters cut
+        to ``max_list`` items and a "... N more" (the endpoint cuts them to MAX_LIST)."""
+        out = self.model_dump(exclude_unset=True)
+        if "counters" in out and max_list is not None:
+            out["counters"] = {
+                k: [*v[:max_list], f"... {len(v) - max_list} more"] if isinstance(v, list) and len(v) > max_list else v
+                for k, v in out["counters"].items()
+            }
+        return out
+
+    def count(self, key: str) -> int | None:
+        """A counter's value when it is an int (not a list or a figure of another type)."""
+        value = self.counters.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def lifetime_rate(self, key: str) -> float | None:
+        """``key`` per second from the first frame to the last (``first_ns``, ``last_ns``):
+        (n - 1) intervals over that time; None before two timestamps apart."""
+        n, first, last = self.count(key), self.count(Count.FIRST_NS), self.count(Count.LAST_NS)
+        if not n or not first or not last or last <= first:
+            return None
+        return (n - 1) / ((last - first) / 1e9)
+
+
 # ---------------------------------------------------------------------------- server
+
+
+class StatusSource(Protocol):
+    """What the status endpoint needs of the component it serves (a Component satisfies it)."""
+
+    name: str
+    role: str
+    log: logging.Logger
+    counters: collections.Counter[str]
+
+    def current_status(self, rates: dict[str, float] | None = None) -> ComponentStatus: ...
+
+    def stop(self) -> None: ...
+
+    def reject(self, err: ProtocolError, where: str) -> None: ...
 
 
 def _numeric(d: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def component_status(component: Component, rates: dict[str, float]) -> dict[str, Any]:
-    """One component's status dict, from its summary plus what its parts expose."""
-    summary = component.summary()
-    out: dict[str, Any] = {
-        "name": summary.pop("component", component.name),
-        "role": summary.pop("role", component.role),
-        "host": summary.pop("host", ""),
-        "pid": summary.pop("pid", None),
-        "uptime_s": summary.pop("uptime_s", None),
-        "state": "stopping" if component.stopping else "running",
-        "bound": list(component.bound),
-    }
-    for key, value in list(summary.items()):
-        if isinstance(value, list) and len(value) > MAX_LIST:
-            summary[key] = [*value[:MAX_LIST], f"... {len(value) - MAX_LIST} more"]
-    out["counters"] = summary
-    out["rates"] = rates
-    # the parts a component may have, found by duck typing so that no component needs a
-    # status method of its own: a broadcast stream (publisher, sink), a worker table
-    # (sink: name → last heard; ventilator: names), a ventilator's in-flight window
-    stream = getattr(component, "stream", None)
-    if stream is not None and hasattr(stream, "hellos"):
-        out["peers"] = {
-            "subscribers": sorted(stream.hellos),
-            "finished": sorted(stream.byes),
-            "subscriptions": stream.subscriptions,
-        }
-    queue: dict[str, int] = {}
-    if isinstance(getattr(component, "in_flight", None), dict):
-        queue["in_flight"] = len(component.in_flight)  # type: ignore[attr-defined]
-    if hasattr(getattr(component, "queue", None), "__len__"):
-        queue["waiting"] = len(component.queue)  # type: ignore[attr-defined]
-    out["queue"] = queue
-    # the start sync of a subscriber (recorder: sub, ventilator: source): rtt and clock offset
-    for attr in ("sub", "source"):
-        welcome = getattr(getattr(component, attr, None), "welcome", None)
-        if isinstance(welcome, dict) and "rtt_ns" in welcome:
-            out["sync"] = {k: welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome}
-    workers = getattr(component, "workers", None)
-    if isinstance(workers, dict):
-        now = time.monotonic()
-        out["workers"] = {name: round(now - seen, 1) for name, seen in dict(workers).items()}
-    elif isinstance(workers, list):
-        out["workers"] = {name: None for name in workers}
-    return out
-
-
 class StatusServer:
     """The background thread that serves one component's status endpoint."""
 
-    def __init__(self, component: Component, sock: zmq.Socket[Any]):
+    def __init__(self, component: StatusSource, sock: zmq.Socket[Any]):
         self.component = component
         self.sock = sock
         self._stop = threading.Event()
@@ -134,7 +339,7 @@ class StatusServer:
         return {
             f"{k}_per_s": round((v - old.get(k, 0)) / dt, 1)
             for k, v in current.items()
-            if k not in ("first_ns", "last_ns") and v != old.get(k, 0)
+            if k not in _TIMESTAMPS and v != old.get(k, 0)
         }
 
     def _serve(self) -> None:
@@ -150,6 +355,15 @@ class StatusServer:
             pass
         finally:
             sock.close(linger=0)
+
+    def _snapshot(self) -> ComponentStatus:
+        comp = self.component
+        for _ in range(3):  # the main thread may resize a dict while we copy it
+            try:
+                return comp.current_status(self._rates())
+            except RuntimeError:
+                continue
+        return ComponentStatus(name=comp.name, role=comp.role, state=Observed.BUSY)
 
     def _answer(self, parts: list[bytes]) -> None:
         comp = self.component
@@ -171,182 +385,6 @@ class StatusServer:
             comp.stop()
             reply = StatusReply(ok=True, stopping=True)
         else:
-            for _ in range(3):  # the main thread may resize a dict while we copy it
-                try:
-                    status = component_status(comp, self._rates())
-                    break
-                except RuntimeError:
-                    continue
-            else:
-                status = {"name": comp.name, "role": comp.role, "state": "busy"}
+            status = self._snapshot().to_reply(max_list=MAX_LIST)
             reply = StatusReply(ok=True, status=json.loads(json.dumps(status, default=str)))
         self.sock.send_multipart([peer, b"", *encode_control(reply)])
-
-
-# ---------------------------------------------------------------------------- client
-
-
-@dataclass(frozen=True)
-class StatusEndpoint:
-    """One component's status endpoint as the config describes it."""
-
-    name: str
-    role: str
-    url: str
-
-
-def endpoints(config: Config) -> list[StatusEndpoint]:
-    """Every status endpoint of a deployment, in pipeline order."""
-    out: list[StatusEndpoint] = []
-    for role in ("publisher", "ventilator", "sink"):
-        section = getattr(config, role)
-        if section.status_port is not None:
-            out.append(StatusEndpoint(role, role, section.connect_url(section.status_port)))
-    for rec in config.recorders:
-        if rec.status_port is not None:
-            out.append(StatusEndpoint(rec.name, "recorder", rec.connect_url(rec.status_port)))
-    return out
-
-
-def _down(ep: StatusEndpoint, reason: str) -> dict[str, Any]:
-    return {"name": ep.name, "role": ep.role, "url": ep.url, "state": "down", "error": reason}
-
-
-def query_deployment(
-    config: Config,
-    *,
-    timeout_s: float = 2.0,
-    command: Literal["status", "stop"] = "status",
-    ctx: zmq.Context[Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Ask every status endpoint at once; one dict per component, ``state="down"`` if silent.
-
-    The whole call takes at most about ``timeout_s``, however many components are down.
-    Workers come from the sink's answer (role ``worker``, state ``seen``/``lost``).
-    """
-    from framepipe.wire.security import make_context
-
-    eps = endpoints(config)
-    own = ctx is None
-    context: zmq.Context[Any] = make_context(config.security) if ctx is None else ctx
-    socks: dict[zmq.Socket[Any], StatusEndpoint] = {}
-    results: dict[str, dict[str, Any]] = {}
-    try:
-        for ep in eps:
-            sock = context.socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(ep.url)
-            sock.send_multipart(encode_control(StatusRequest(cmd=command)))
-            socks[sock] = ep
-        deadline = time.monotonic() + timeout_s
-        poller = zmq.Poller()
-        for sock in socks:
-            poller.register(sock, zmq.POLLIN)
-        while len(results) < len(socks):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            for sock, _ in poller.poll(int(left * 1000) + 1):
-                ep = socks[sock]
-                poller.unregister(sock)
-                try:
-                    msg = decode(sock.recv_multipart(), max_payload_bytes=MAX_REQUEST_BYTES)
-                except ProtocolError as e:
-                    results[ep.name] = _down(ep, f"bad answer: {e}")
-                    continue
-                reply = msg.control
-                if isinstance(reply, ErrorReply):
-                    results[ep.name] = _down(ep, reply.reason)
-                    continue
-                if not isinstance(reply, StatusReply) or not reply.ok:
-                    refused = reply.error if isinstance(reply, StatusReply) else f"unexpected {msg.kind}"
-                    results[ep.name] = _down(ep, refused or "refused")
-                    continue
-                status = dict(reply.status or {"name": ep.name, "role": ep.role, "state": "stopping"})
-                status.setdefault("state", "running")
-                status["url"] = ep.url
-                results[ep.name] = status
-    finally:
-        for sock in socks:
-            sock.close(linger=0)
-        if own:
-            context.destroy(linger=0)  # also closes a socket whose connect failed
-    out = [results.get(ep.name) or _down(ep, f"no answer within {timeout_s:g} s") for ep in eps]
-    for entry in list(out):
-        if entry.get("role") == "sink" and entry.get("state") != "down":
-            for worker, silent in (entry.get("workers") or {}).items():
-                out.append({"name": worker, "role": "worker", "state": "seen", "last_heard_s": silent})
-            for worker in entry.get("counters", {}).get("workers_lost", []) or []:
-                out.append({"name": worker, "role": "worker", "state": "lost"})
-    return out
-
-
-def _count(status: dict[str, Any]) -> str:
-    counters = status.get("counters") or {}
-    for key in ("published", "accepted", "received", "written", "processed"):
-        if key in counters:
-            return f"{key} {counters[key]}"
-    return ""
-
-
-def _rate(status: dict[str, Any]) -> str:
-    rates = status.get("rates") or {}
-    for key in ("published", "acknowledged", "received", "written"):
-        if f"{key}_per_s" in rates:
-            return f"{rates[f'{key}_per_s']:.1f}/s"
-    return ""
-
-
-def _notes(status: dict[str, Any]) -> str:
-    if status.get("state") == "down":
-        return str(status.get("error", ""))
-    notes = []
-    queue = status.get("queue") or {}
-    if queue:
-        notes.append(" ".join(f"{k}={v}" for k, v in queue.items()))
-    peers = status.get("peers") or {}
-    if peers.get("subscribers"):
-        notes.append("subscribers " + ",".join(peers["subscribers"]))
-    workers = status.get("workers")
-    if workers:
-        notes.append(f"{len(workers)} worker(s)")
-    if status.get("last_heard_s") is not None:
-        notes.append(f"heard {status['last_heard_s']} s ago")
-    rejected = (status.get("counters") or {}).get("rejected")
-    if rejected:
-        notes.append(f"rejected {rejected}")
-    return "; ".join(notes)
-
-
-def render_table(statuses: list[dict[str, Any]]) -> str:
-    """The plain-text table ``framepipe status`` prints."""
-    header = f"{'component':<28}{'role':<11}{'state':<10}{'host':<16}{'uptime':>8}  {'count':<18}{'rate':>10}  notes"
-    lines = [header]
-    for s in statuses:
-        uptime = s.get("uptime_s")
-        lines.append(
-            f"{s.get('name', '?')!s:<28}{s.get('role', '?')!s:<11}{s.get('state', '?')!s:<10}"
-            f"{s.get('host', '')!s:<16}{(f'{uptime:.0f}s' if isinstance(uptime, (int, float)) else '-'):>8}  "
-            f"{_count(s):<18}{_rate(s):>10}  {_notes(s)}"
-        )
-    return "\n".join(lines)
-
-
-def watch(
-    config: Config, *, interval_s: float, timeout_s: float, count: int | None = None
-) -> Iterator[list[dict[str, Any]]]:
-    """Query repeatedly; yields each round (the CLI prints, a dashboard renders)."""
-    from framepipe.wire.security import make_context
-
-    ctx = make_context(config.security)
-    try:
-        n = 0
-        while count is None or n < count:
-            started = time.monotonic()
-            yield query_deployment(config, timeout_s=timeout_s, ctx=ctx)
-            n += 1
-            if count is None or n < count:
-                # pacing between refreshes for a human reader, not synchronisation
-                time.sleep(max(0.0, interval_s - (time.monotonic() - started)))  # sleep-ok
-    finally:
-        ctx.destroy(linger=0)

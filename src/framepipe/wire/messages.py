@@ -250,18 +250,13 @@ class Done(Reply):
 
 class StatusReply(Reply):
     """A status endpoint's answer: ``status`` (see runtime/status.py) or ``stopping``.
-
-    ``ok=False`` with ``error`` or ``waiting_for`` is the older form of a refusal, still
-    sent by the sink's sync (its hello before it is ready, a bad end-of-stream request)
-    until it uses ErrorReply."""
+    A refusal is an :class:`ErrorReply`, never this with ``ok=False``."""
 
     TAG = "status-reply"
     kind: Literal["status"] = "status"
     ok: bool
     status: Metadata | None = None
     stopping: bool | None = None
-    error: Text | None = None
-    waiting_for: Text | None = None
 
 
 class ErrorReply(Reply):
