@@ -6,9 +6,11 @@ import time
 from typing import Any
 
 from framepipe.cameras import Camera, open_camera
-from framepipe.config import Config
+from framepipe.config import Config, PublisherConfig
+from framepipe.core.counters import Count
 from framepipe.core.errors import CameraError
 from framepipe.runtime.component import Component
+from framepipe.runtime.status import Queue, StatusParts, StreamPeers
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.protocol import data_header, encode_data
 
@@ -25,30 +27,43 @@ class Publisher(Component):
         super().__init__(config, name)
         self._camera = camera
 
+    def setup(self) -> None:
+        # the camera first: a camera that cannot open binds nothing
+        cfg = self.config.publisher
+        self.camera = self._camera or open_camera(self.config.camera)
+        self.camera.open()
+        try:
+            self.stream = self._broadcast(cfg)
+        except BaseException:
+            self.camera.close()  # setup() did not finish, so teardown() will not run
+            raise
+
+    def _broadcast(self, cfg: PublisherConfig) -> Broadcast:
+        return Broadcast(
+            self,
+            stream="frames",
+            pub_url=cfg.bind_url(cfg.frames_port),
+            sync_url=cfg.bind_url(cfg.sync_port),
+            preview_url=cfg.bind_url(cfg.preview_port),
+            subscribers=cfg.subscribers,
+            hwm=cfg.hwm_frames,
+            lossless=cfg.policy == "lossless",
+            camera=self.camera.metadata(),
+        )
+
+    def teardown(self) -> None:
+        self.camera.close()
+
     def run(self) -> int:
         cfg = self.config.publisher
-        camera = self._camera or open_camera(self.config.camera)
-        camera.open()
+        self.open()
+        self.ready(f"policy={cfg.policy}")
+        self.stream.wait_for_subscribers(cfg.sync_timeout_s)
+        self.log.info("all subscribers here: publishing")
         try:
-            meta = camera.metadata()
-            self.stream = Broadcast(
-                self,
-                stream="frames",
-                pub_url=cfg.bind_url(cfg.frames_port),
-                sync_url=cfg.bind_url(cfg.sync_port),
-                preview_url=cfg.bind_url(cfg.preview_port),
-                subscribers=cfg.subscribers,
-                hwm=cfg.hwm_frames,
-                lossless=cfg.policy == "lossless",
-                camera=meta,
-            )
-            self.ready(f"policy={cfg.policy}")
-            self.stream.wait_for_subscribers(cfg.sync_timeout_s)
-            self.log.info("all subscribers here: publishing")
-            return self._publish(camera)
+            return self._publish(self.camera)
         finally:
-            camera.close()
-            self.counters["camera_lost"] = camera.frames_lost
+            self.counters[Count.CAMERA_LOST] = self.camera.frames_lost
 
     def _publish(self, camera: Camera) -> int:
         stream = self.stream
@@ -60,9 +75,9 @@ class Publisher(Component):
                 frame = camera.grab(grab_timeout)
                 if frame is None:
                     break
-                self.counters["acquired"] += 1
-                if self.counters["acquired"] == 1:
-                    self.counters["first_ns"] = time.time_ns()
+                self.counters[Count.ACQUIRED] += 1
+                if self.counters[Count.ACQUIRED] == 1:
+                    self.counters[Count.FIRST_NS] = time.time_ns()
                 header = data_header(
                     "frame",
                     frame.array,
@@ -74,20 +89,20 @@ class Publisher(Component):
                 )
                 if not stream.publish(encode_data(header, frame.array), frame.frame_id):
                     break
-                self.counters["published"] += 1
-                self.counters["bytes"] += frame.array.nbytes
-                self.counters["last_ns"] = time.time_ns()
+                self.counters[Count.PUBLISHED] += 1
+                self.counters[Count.BYTES] += frame.array.nbytes
+                self.counters[Count.LAST_NS] = time.time_ns()
                 # between frames: subscription changes and late hellos, without waiting
                 events = stream.poll(timeout_ms=0) if any(s.poll(0) for s in sockets) else {}
                 if events:
                     stream.service(events)
         except CameraError as e:
-            self.log.error("camera failed after %d frames: %s", self.counters["published"], e)
+            self.log.error("camera failed after %d frames: %s", self.counters[Count.PUBLISHED], e)
             reason, code = f"camera error: {e}", 2
         if self.stopping:
             reason = "stopped"
-        self.counters["blocked_ms"] = int(stream.blocked_s * 1000)
-        self.log.info("end of stream (%s) after %d frames", reason, self.counters["published"])
+        self.counters[Count.BLOCKED_MS] = int(stream.blocked_s * 1000)
+        self.log.info("end of stream (%s) after %d frames", reason, self.counters[Count.PUBLISHED])
         timeout = STOP_GRACE_S if self.stopping else self.config.run.finish_timeout_s
         # frames the camera itself lost (gaps in its frame ids): the recorders' ledgers say so
         stream.finish(timeout, reason=reason, camera_lost=camera.frames_lost)
@@ -95,8 +110,10 @@ class Publisher(Component):
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        stream = getattr(self, "stream", None)
-        if stream is not None:  # live figures for the dashboard, while it runs
-            out["blocked_ms"] = int(stream.blocked_s * 1000)
-            out["subscribers"] = sorted(stream.hellos)
+        if self.set_up:  # live figures for the dashboard, while it runs
+            out[Count.BLOCKED_MS] = int(self.stream.blocked_s * 1000)
+            out[Count.SUBSCRIBERS] = sorted(self.stream.hellos)
         return out
+
+    def status_parts(self) -> StatusParts:
+        return StatusParts(peers=StreamPeers.of(self.stream), queue=Queue())

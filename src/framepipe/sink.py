@@ -26,8 +26,10 @@ import zmq
 
 from framepipe.config import Config
 from framepipe.core.accounting import POOL_GRACE_S, ResultAccounting, WorkerLiveness
+from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
 from framepipe.runtime.component import Component
+from framepipe.runtime.status import Queue, StatusParts, StreamPeers
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import Ack, Done, EndOfStreamRequest, Heartbeat, Hello, Stop, Welcome, WorkersAlive
 from framepipe.wire.protocol import (
@@ -75,7 +77,7 @@ class Sink(Component):
         """Live workers: name → when last heard (monotonic; the status endpoint shows ages)."""
         return self.liveness.alive
 
-    def run(self) -> int:
+    def setup(self) -> None:
         cfg = self.config.sink
         self.pull = self.socket(zmq.PULL, rcvhwm=max(self.config.workers.hwm_frames * 4, 8))
         self.bind(self.pull, cfg.bind_url(cfg.results_in_port), "results-in")
@@ -91,6 +93,10 @@ class Sink(Component):
         )
         self.control = self.socket(zmq.PUB, sndhwm=10_000)
         self.bind(self.control, cfg.bind_url(cfg.control_port), "control")
+
+    def run(self) -> int:
+        cfg = self.config.sink
+        self.open()
         self.ready()
         started = time.monotonic()
         warned = False
@@ -239,7 +245,7 @@ class Sink(Component):
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
             if not self.stream.publish(encode_forward(header, msg.payload), fid):
                 # stopped while a lossless results subscriber stayed full: received, not forwarded
-                self.counters["unpublished"] += 1
+                self.counters[Count.UNPUBLISHED] += 1
                 self.warn.warning("unpublished", "stopping: result %d not forwarded (results subscriber full)", fid)
         return False
 
@@ -256,7 +262,7 @@ class Sink(Component):
 
     def _check_workers(self) -> None:
         for name, silent_s in self.liveness.check():
-            self.counters["workers_lost"] += 1
+            self.counters[Count.WORKERS_LOST] += 1
             self.log.warning("worker %s lost: silent for %.1f s", name, silent_s)
         alive = self.liveness.announcement()
         if alive is not None:
@@ -268,5 +274,13 @@ class Sink(Component):
         out.update(self.liveness.summary())
         latency = self.accounting.latency_ms()
         if latency is not None:
-            out["latency_ms"] = latency
+            out[Count.LATENCY_MS] = latency
         return out
+
+    def status_parts(self) -> StatusParts:
+        now = self.accounting.clock()
+        return StatusParts(
+            peers=StreamPeers.of(self.stream),
+            queue=Queue(),
+            workers={name: round(now - seen, 1) for name, seen in dict(self.workers).items()},
+        )

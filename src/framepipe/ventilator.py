@@ -22,7 +22,6 @@ high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
 from typing import Any
 
 import zmq
@@ -30,9 +29,11 @@ from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.cameras import Camera, open_camera
 from framepipe.config import Config
-from framepipe.core.dispatch import InFlightFrame, InFlightWindow
+from framepipe.core.counters import Count
+from framepipe.core.dispatch import InFlightWindow
 from framepipe.core.errors import CameraError, ProtocolError, SyncError
 from framepipe.runtime.component import Component
+from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.wire.messages import Ack, Done, EndOfStream, ErrorReply, Welcome, WorkersAlive
 from framepipe.wire.protocol import (
     TOPIC_ACK,
@@ -70,20 +71,7 @@ class Ventilator(Component):
         #: frame parts are [header, payload]; the header gets the attempt number when sent
         self.window: InFlightWindow[list[Any]] = InFlightWindow(cfg.window, cfg.redispatch_after_s, time.monotonic)
 
-    # what the status endpoint finds by duck typing (runtime/status.py)
-    @property
-    def in_flight(self) -> Mapping[int, InFlightFrame[list[Any]]]:
-        return self.window.in_flight
-
-    @property
-    def queue(self) -> Collection[int]:
-        return self.window.queue
-
-    @property
-    def workers(self) -> list[str]:
-        return self.window.workers
-
-    def run(self) -> int:
+    def setup(self) -> None:
         cfg = self.config.ventilator
         sink = self.config.sink
         self.push = self.socket(zmq.PUSH, sndhwm=cfg.hwm_frames)
@@ -96,8 +84,9 @@ class Ventilator(Component):
         for topic in (TOPIC_ACK, TOPIC_WORKERS):
             self.control.setsockopt(zmq.SUBSCRIBE, topic)
         self.connect(self.control, sink.connect_url(sink.control_port))
+        #: frames from the publisher's stream, or (source = "camera") from a camera of our own
         self.source: Subscription | None = None
-        camera: Camera | None = None
+        self.camera: Camera | None = None
         if cfg.source == "publisher":
             pub = self.config.publisher
             self.source = Subscription(
@@ -108,21 +97,25 @@ class Ventilator(Component):
                 hwm=self.config.publisher.hwm_frames,
             )
         else:
-            camera = self._camera or open_camera(self.config.camera)
-            camera.open()
-        try:
-            self.ready(f"window={cfg.window}")
-            assert self.ctx is not None
-            welcome = self._wait_for_sink()
-            known = welcome.workers or []
-            self.log.info("sink ready with workers: %s", ", ".join(known) or "?")
-            self._wait_for_connections(max(1, len(known)))
-            if self.source is not None:
-                self.source.hello(self.config.publisher.sync_timeout_s)
-            return self._loop(camera)
-        finally:
-            if camera is not None:
-                camera.close()
+            self.camera = self._camera or open_camera(self.config.camera)
+            self.camera.open()
+
+    def teardown(self) -> None:
+        if not self.push.closed:
+            self.push.disable_monitor()
+        if self.camera is not None:
+            self.camera.close()
+
+    def run(self) -> int:
+        self.open()
+        self.ready(f"window={self.config.ventilator.window}")
+        welcome = self._wait_for_sink()
+        known = welcome.workers or []
+        self.log.info("sink ready with workers: %s", ", ".join(known) or "?")
+        self._wait_for_connections(max(1, len(known)))
+        if self.source is not None:
+            self.source.hello(self.config.publisher.sync_timeout_s)
+        return self._loop(self.camera)
 
     def _wait_for_sink(self) -> Welcome:
         """Ask the sink until it has a worker and its results subscribers; bounded.
@@ -164,7 +157,7 @@ class Ventilator(Component):
         frames are spread over all of them rather than all sent to the first to arrive.
         Bounded: workers that come later simply join the round-robin."""
         deadline = time.monotonic() + CONNECT_WAIT_S
-        while self.window.counters["worker_connections"] < count and not self.stopping:
+        while self.window.counters[Count.WORKER_CONNECTIONS] < count and not self.stopping:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -218,9 +211,9 @@ class Ventilator(Component):
         if not self.window.accept(frame_id, parts):
             self.warn.warning("dup-source", "frame %d arrived twice from the source: ignored", frame_id)
             return
-        if self.window.counters["accepted"] == 1:
-            self.counters["first_ns"] = time.time_ns()
-        self.counters["bytes"] += memoryview(parts[1]).nbytes
+        if self.window.counters[Count.ACCEPTED] == 1:
+            self.counters[Count.FIRST_NS] = time.time_ns()
+        self.counters[Count.BYTES] += memoryview(parts[1]).nbytes
 
     def _take_from_stream(self) -> bool:
         assert self.source is not None
@@ -245,7 +238,7 @@ class Ventilator(Component):
             "frame",
             frame.array,
             frame_id=frame.frame_id,
-            seq=self.window.counters["accepted"],
+            seq=self.window.counters[Count.ACCEPTED],
             t_acq_ns=frame.t_acq_ns,
             t_pub_ns=time.time_ns(),
             **frame.extra,
@@ -287,7 +280,7 @@ class Ventilator(Component):
                 msg = decode(parts, max_payload_bytes=self.max_payload, topic=True)
                 if parts[0] == TOPIC_ACK and isinstance(msg.control, Ack):
                     if self.window.acknowledge(from_ranges(msg.control.ids)):
-                        self.counters["last_ns"] = time.time_ns()
+                        self.counters[Count.LAST_NS] = time.time_ns()
                 elif parts[0] == TOPIC_WORKERS and isinstance(msg.control, WorkersAlive):
                     self._workers_changed(msg.control.alive)
             except ProtocolError as e:
@@ -339,20 +332,23 @@ class Ventilator(Component):
             return code or 1
         return code
 
-    def close(self) -> None:
-        push = getattr(self, "push", None)
-        if push is not None and not push.closed:
-            push.disable_monitor()
-        super().close()
-
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out.update(self.window.counters)
-        source = getattr(self, "source", None)  # set in run(); the summary may be asked for before
-        if source is not None:
-            out["source_gaps"] = source.sequence.gaps
+        if self.set_up and self.source is not None:
+            out[Count.SOURCE_GAPS] = self.source.sequence.gaps
         # live figures for the dashboard
         window = self.window
-        out.update(in_flight=len(window.in_flight), queued=len(window.queue), workers_alive=len(window.workers))
-        out["window"] = self.config.ventilator.window
+        out[Count.IN_FLIGHT] = len(window.in_flight)
+        out[Count.QUEUED] = len(window.queue)
+        out[Count.WORKERS_ALIVE] = len(window.workers)
+        out[Count.WINDOW] = self.config.ventilator.window
         return out
+
+    def status_parts(self) -> StatusParts:
+        window = self.window
+        return StatusParts(
+            queue=Queue(in_flight=len(window.in_flight), waiting=len(window.queue)),
+            workers=dict.fromkeys(window.workers),
+            sync=StartSync.of(self.source.welcome) if self.source is not None else None,
+        )

@@ -15,9 +15,11 @@ import time
 import zmq
 
 from framepipe.config import Config
+from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
 from framepipe.processing.fft import spectrum
 from framepipe.runtime.component import Component
+from framepipe.runtime.status import Queue, StatusParts
 from framepipe.wire.messages import Heartbeat, Stop
 from framepipe.wire.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
 from framepipe.wire.sockets import POLL_MS
@@ -42,7 +44,7 @@ class Worker(Component):
         super().__init__(config, name or worker_name())
         self._sink_stop = False  # the sink said stop (a signal sets self.stopping instead)
 
-    def run(self) -> int:
+    def setup(self) -> None:
         cfg = self.config.workers
         vent, sink = self.config.ventilator, self.config.sink
         self.pull = self.socket(zmq.PULL, rcvhwm=cfg.hwm_frames)
@@ -60,6 +62,13 @@ class Worker(Component):
         self.control = self.socket(zmq.SUB)
         self.control.setsockopt(zmq.SUBSCRIBE, TOPIC_STOP)
         self.connect(self.control, sink.connect_url(sink.control_port))
+
+    def status_parts(self) -> StatusParts:
+        return StatusParts(queue=Queue())
+
+    def run(self) -> int:
+        cfg = self.config.workers
+        self.open()
         self.ready(f"result={cfg.result}")
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
@@ -76,13 +85,13 @@ class Worker(Component):
                 break
             if events.get(self.pull):
                 self._process_one()
-        self.log.info("processed %d frame(s)", self.counters["processed"])
+        self.log.info("processed %d frame(s)", self.counters[Count.PROCESSED])
         return 0
 
     def _heartbeat(self) -> None:
         try:
             self.push.send_multipart(
-                encode_control(Heartbeat(name=self.name, processed=self.counters["processed"])), flags=zmq.NOBLOCK
+                encode_control(Heartbeat(name=self.name, processed=self.counters[Count.PROCESSED])), flags=zmq.NOBLOCK
             )
         except zmq.Again:
             pass  # the sink is not there or is full: it will hear from us with the next result
@@ -148,9 +157,9 @@ class Worker(Component):
                     return
         else:
             return
-        self.counters["processed"] += 1
-        if self.counters["processed"] == 1:
-            self.counters["first_ns"] = t0
-        self.counters["last_ns"] = time.time_ns()
-        self.counters["bytes"] += msg.array.nbytes
-        self.counters["busy_ns"] += time.time_ns() - t0
+        self.counters[Count.PROCESSED] += 1
+        if self.counters[Count.PROCESSED] == 1:
+            self.counters[Count.FIRST_NS] = t0
+        self.counters[Count.LAST_NS] = time.time_ns()
+        self.counters[Count.BYTES] += msg.array.nbytes
+        self.counters[Count.BUSY_NS] += time.time_ns() - t0

@@ -16,11 +16,12 @@ import pydantic
 import pytest
 
 from framepipe.config import Config
+from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
 from framepipe.ops.dashboard import read_summary, stage_rows
 from framepipe.ops.status import render_table
 from framepipe.runtime.component import Component
-from framepipe.runtime.status import MAX_LIST, ComponentStatus, Count, Observed, State, StatusServer
+from framepipe.runtime.status import MAX_LIST, ComponentStatus, Observed, Queue, State, StatusParts, StatusServer
 
 
 class Vent(Component):
@@ -38,6 +39,9 @@ class Vent(Component):
         out.update({Count.IN_FLIGHT: len(self.in_flight), Count.QUEUED: len(self.queue), Count.WINDOW: 16})
         out[Count.MISSING_IDS] = list(range(50))
         return out
+
+    def status_parts(self) -> StatusParts:
+        return StatusParts(queue=Queue(in_flight=len(self.in_flight), waiting=len(self.queue)))
 
 
 def test_summary_file_round_trips_through_the_model_into_the_table(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from framepipe.core.counters import Count
 from framepipe.core.ledger import FrameLedger, IdRanges
 
 #: acks go out when a batch is pending (a quarter of the window, at most this many), or as
@@ -85,13 +86,13 @@ class ResultAccounting:
         self._acks.add(frame_id)
         self._acks_held += 1
         if not self.ledger.add(frame_id):
-            self.counters["duplicates"] += 1
+            self.counters[Count.DUPLICATES] += 1
             return False
         if self.ledger.received == 1:
-            self.counters["first_ns"] = t_sink_ns
-        self.counters["last_ns"] = t_sink_ns
-        self.counters["received"] += 1
-        self.counters["bytes"] += nbytes
+            self.counters[Count.FIRST_NS] = t_sink_ns
+        self.counters[Count.LAST_NS] = t_sink_ns
+        self.counters[Count.RECEIVED] += 1
+        self.counters[Count.BYTES] += nbytes
         self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
         if t_acq_ns is not None and len(self._latency_ns) < LATENCY_SAMPLES:
             self._latency_ns.append(t_sink_ns - t_acq_ns)
@@ -160,10 +161,10 @@ class ResultAccounting:
         """The counts the sink's ``done`` reply gives the ventilator."""
         missing, elsewhere = self._outstanding()
         return {
-            "received": self.ledger.received,
-            "missing": len(missing),
-            "duplicates": self.ledger.duplicates,
-            "acknowledged_elsewhere": len(elsewhere),
+            Count.RECEIVED: self.ledger.received,
+            Count.MISSING: len(missing),
+            Count.DUPLICATES: self.ledger.duplicates,
+            Count.ACKNOWLEDGED_ELSEWHERE: len(elsewhere),
         }
 
     def end_reason(self, stopping: bool) -> str:
@@ -178,11 +179,11 @@ class ResultAccounting:
         """The accounting keys of the sink's summary."""
         missing, elsewhere = self._outstanding()
         return {
-            "expected": self.ledger.expected,
-            "missing": len(missing),
-            "missing_ids": list(itertools.islice(missing, SUMMARY_IDS)),
-            "acknowledged_elsewhere": len(elsewhere),
-            "per_worker": dict(self.per_worker),
+            Count.EXPECTED: self.ledger.expected,
+            Count.MISSING: len(missing),
+            Count.MISSING_IDS: list(itertools.islice(missing, SUMMARY_IDS)),
+            Count.ACKNOWLEDGED_ELSEWHERE: len(elsewhere),
+            Count.PER_WORKER: dict(self.per_worker),
         }
 
     def latency_ms(self) -> dict[str, float] | None:
@@ -262,4 +263,4 @@ class WorkerLiveness:
 
     def summary(self) -> dict[str, Any]:
         """The liveness keys of the sink's summary."""
-        return {"workers_lost": list(self.lost), "workers_alive": len(self.alive)}
+        return {Count.WORKERS_LOST: list(self.lost), Count.WORKERS_ALIVE: len(self.alive)}

@@ -27,6 +27,7 @@ import dataclasses
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Generic, TypeVar
 
+from framepipe.core.counters import Count
 from framepipe.core.ledger import FrameLedger, IdRanges
 
 PartsT = TypeVar("PartsT")
@@ -115,7 +116,7 @@ class InFlightWindow(Generic[PartsT]):
             raise OverflowError(f"frame {frame_id} accepted into a full window of {self.limit}")
         if not self.accepted.add(frame_id):
             return False
-        self.counters["accepted"] += 1
+        self.counters[Count.ACCEPTED] += 1
         self._frames[frame_id] = InFlightFrame(frame_id, parts)
         self._queue[frame_id] = None
         return True
@@ -132,9 +133,9 @@ class InFlightWindow(Generic[PartsT]):
         del self._queue[frame.frame_id]
         frame.attempts += 1
         self._sent[frame.frame_id] = self._clock()
-        self.counters["dispatched"] += 1
+        self.counters[Count.DISPATCHED] += 1
         if frame.attempts > 1:
-            self.counters["redispatched"] += 1
+            self.counters[Count.REDISPATCHED] += 1
 
     # ------------------------------------------------------------------ acknowledgements
     def acknowledge(self, frame_ids: Iterable[int]) -> int:
@@ -156,7 +157,7 @@ class InFlightWindow(Generic[PartsT]):
             self._sent.pop(frame_id, None)
             done += 1
         if done:  # a Counter keeps a key set to 0: the summary would show one never counted
-            self.counters["acknowledged"] += done
+            self.counters[Count.ACKNOWLEDGED] += done
         return done
 
     # ------------------------------------------------------------------ re-dispatch
@@ -175,7 +176,7 @@ class InFlightWindow(Generic[PartsT]):
 
     def worker_connected(self) -> None:
         """A worker connected to the tasks socket: it joins the round-robin."""
-        self.counters["worker_connections"] += 1
+        self.counters[Count.WORKER_CONNECTIONS] += 1
 
     def worker_disconnected(self) -> int:
         """A worker's connection dropped (killed, crashed, or hung past its heartbeats):
@@ -185,7 +186,7 @@ class InFlightWindow(Generic[PartsT]):
         the sink drops: at most one window per failure, the price of not waiting for the
         deadline.
         """
-        self.counters["worker_disconnects"] += 1
+        self.counters[Count.WORKER_DISCONNECTS] += 1
         n = len(self._sent)
         while self._sent:
             self._hand_back(next(iter(self._sent)))
@@ -212,7 +213,7 @@ class InFlightWindow(Generic[PartsT]):
     # ------------------------------------------------------------------ end of stream
     def end_of_stream(self) -> EndOfStream:
         """The accepted and the unacknowledged ids as ranges; counts the unacknowledged."""
-        self.counters["unacknowledged"] = len(self._frames)
+        self.counters[Count.UNACKNOWLEDGED] = len(self._frames)
         return EndOfStream(
             accepted=self.accepted.ranges(),
             unacknowledged=IdRanges(sorted(self._frames)).ranges(),

@@ -29,8 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from framepipe.core.counters import Count
 from framepipe.ops.status import as_statuses
-from framepipe.runtime.status import THROUGHPUT, ComponentStatus, Count, Observed, Role
+from framepipe.runtime.status import THROUGHPUT, ComponentStatus, Observed, Role
 
 log = logging.getLogger("framepipe.run")
 

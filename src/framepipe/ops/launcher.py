@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.config import Config, run_id_now
+from framepipe.core.counters import Count
 from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
-from framepipe.runtime.status import ComponentStatus, Count, Role
+from framepipe.runtime.status import ComponentStatus, Role
 
 log = logging.getLogger("framepipe.run")
 

@@ -21,8 +21,9 @@ import pydantic
 import zmq
 
 from framepipe.config import Config
+from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
-from framepipe.runtime.status import MAX_REQUEST_BYTES, ComponentStatus, Count, Observed, Role, State
+from framepipe.runtime.status import MAX_REQUEST_BYTES, ComponentStatus, Observed, Role, State
 from framepipe.wire.messages import ErrorReply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
 from framepipe.wire.security import make_context

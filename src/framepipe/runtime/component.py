@@ -38,12 +38,9 @@ from framepipe.core.logs import RateLimitedLog
 from framepipe.runtime.status import (
     ComponentStatus,
     Count,
-    Queue,
-    StartSync,
     State,
     StatusParts,
     StatusServer,
-    StreamPeers,
 )
 from framepipe.wire.security import SecureContext, is_exposed, make_context
 from framepipe.wire.sockets import LINGER_MS
@@ -277,38 +274,10 @@ class Component:
         }
 
     def status_parts(self) -> StatusParts:
-        """The parts of this component's status beyond its counters; called only once
-        ``setup()`` ran. Components override it to say what they have.
-
-        This default is the transitional fallback that finds the parts by duck typing, so
-        that components which do not override it yet report as before: a broadcast
-        ``stream`` (publisher, sink), a ``workers`` table (sink: name → last heard;
-        ventilator: names), a window (``in_flight``, ``queue``: ventilator) and a start
-        sync (``sub``: recorder, ``source``: ventilator).
-        """
-        found: dict[str, Any] = {}
-        stream = getattr(self, "stream", None)
-        if stream is not None and hasattr(stream, "hellos"):
-            found["peers"] = StreamPeers(
-                subscribers=sorted(stream.hellos), finished=sorted(stream.byes), subscriptions=stream.subscriptions
-            )
-        queue: dict[str, int] = {}
-        if isinstance(getattr(self, "in_flight", None), dict):
-            queue["in_flight"] = len(self.in_flight)  # type: ignore[attr-defined]
-        if hasattr(getattr(self, "queue", None), "__len__"):
-            queue["waiting"] = len(self.queue)  # type: ignore[attr-defined]
-        found["queue"] = Queue(**queue)
-        for attr in ("sub", "source"):
-            welcome = getattr(getattr(self, attr, None), "welcome", None)
-            if isinstance(welcome, dict) and "rtt_ns" in welcome:
-                found["sync"] = StartSync(**{k: welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome})
-        workers = getattr(self, "workers", None)
-        if isinstance(workers, dict):
-            now = time.monotonic()
-            found["workers"] = {name: round(now - seen, 1) for name, seen in dict(workers).items()}
-        elif isinstance(workers, list):
-            found["workers"] = dict.fromkeys(workers)
-        return StatusParts(**found)
+        """The parts of this component's status beyond its counters (stream peers, queue,
+        start sync, workers); called only once ``setup()`` ran, so every socket and stream
+        it reads exists. Components override it to say what they have; none by default."""
+        return StatusParts()
 
     def current_status(self, rates: dict[str, float] | None = None) -> ComponentStatus:
         """This component's status: its summary, its parts (once set up), ``rates`` if measured."""

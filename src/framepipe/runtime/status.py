@@ -46,7 +46,9 @@ from typing import Any, Protocol
 import zmq
 from pydantic import BaseModel, ConfigDict
 
+from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
+from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
 
@@ -101,71 +103,6 @@ class Role(enum.StrEnum):
     VIEWER = "viewer"
 
 
-class Count(enum.StrEnum):
-    """Every counter (and live figure) of the components, by the key it has in ``summary()``
-    and ``counters``: declared here once, for the components (``counters[Count.X] += 1``, a
-    StrEnum is its string) and every reader (dashboard, ``framepipe run``, the status table)."""
-
-    # every component
-    BYTES = "bytes"
-    FIRST_NS = "first_ns"
-    LAST_NS = "last_ns"
-    REJECTED = "rejected"
-    AUTH_DENIED = "auth_denied"
-    REJECTED_BY_KIND = "rejected_by_kind"
-    REJECTED_BY_SOCKET = "rejected_by_socket"
-    # publisher
-    ACQUIRED = "acquired"
-    PUBLISHED = "published"
-    BLOCKED_MS = "blocked_ms"
-    CAMERA_LOST = "camera_lost"
-    SUBSCRIBERS = "subscribers"
-    # ventilator
-    ACCEPTED = "accepted"
-    ACKNOWLEDGED = "acknowledged"
-    REDISPATCHED = "redispatched"
-    SOURCE_GAPS = "source_gaps"
-    IN_FLIGHT = "in_flight"
-    QUEUED = "queued"
-    WINDOW = "window"
-    DISPATCHED = "dispatched"
-    UNACKNOWLEDGED = "unacknowledged"
-    WORKER_CONNECTIONS = "worker_connections"
-    WORKER_DISCONNECTS = "worker_disconnects"
-    # worker
-    PROCESSED = "processed"
-    BUSY_NS = "busy_ns"
-    # sink
-    RECEIVED = "received"
-    DUPLICATES = "duplicates"
-    EXPECTED = "expected"
-    MISSING = "missing"
-    MISSING_IDS = "missing_ids"
-    ACKNOWLEDGED_ELSEWHERE = "acknowledged_elsewhere"
-    UNPUBLISHED = "unpublished"
-    PER_WORKER = "per_worker"
-    WORKERS_ALIVE = "workers_alive"
-    WORKERS_LOST = "workers_lost"
-    LATENCY_MS = "latency_ms"
-    # recorder
-    WRITTEN = "written"
-    GAPS = "gaps"
-    PATH = "path"
-    FILE_BYTES = "file_bytes"
-    FILES = "files"
-    STORED_BYTES = "stored_bytes"
-    RAW_BYTES = "raw_bytes"
-    WRITE_NS = "write_ns"
-    CPU_FIRST_NS = "cpu_first_ns"
-    CPU_LAST_NS = "cpu_last_ns"
-    COMPLETE = "complete"
-    # viewer
-    RECEIVED_FRAMES = "received_frames"
-    STREAMS = "streams"
-    VIEWS = "views"
-    UNSHOWABLE = "unshowable"
-
-
 #: the counter that says "frames through this stage", per role
 THROUGHPUT: dict[str, Count] = {
     Role.PUBLISHER: Count.PUBLISHED,
@@ -190,6 +127,11 @@ class StreamPeers(BaseModel):
     finished: list[str] = []
     subscriptions: int = 0
 
+    @classmethod
+    def of(cls, stream: Broadcast) -> StreamPeers:
+        """Who is on ``stream`` now: said hello, said bye, subscriptions the XPUB saw."""
+        return cls(subscribers=sorted(stream.hellos), finished=sorted(stream.byes), subscriptions=stream.subscriptions)
+
 
 class Queue(BaseModel):
     """Frames held by a component between taking and handing on (ventilator: its window)."""
@@ -203,6 +145,13 @@ class StartSync(BaseModel):
 
     rtt_ns: int | None = None
     clock_offset_ns: int | None = None
+
+    @classmethod
+    def of(cls, welcome: Mapping[str, Any]) -> StartSync | None:
+        """From a subscription's welcome (``Subscription.welcome``); None before the hello."""
+        if "rtt_ns" not in welcome:
+            return None
+        return cls(**{k: welcome[k] for k in ("rtt_ns", "clock_offset_ns") if k in welcome})
 
 
 class StatusParts(BaseModel):
@@ -368,7 +317,7 @@ class StatusServer:
     def _answer(self, parts: list[bytes]) -> None:
         comp = self.component
         if len(parts) < 3 or parts[1] != b"":
-            comp.counters["rejected"] += 1
+            comp.counters[Count.REJECTED] += 1
             return
         peer = parts[0]
         try:

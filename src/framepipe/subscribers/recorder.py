@@ -27,9 +27,11 @@ from typing import Any
 
 from framepipe import __version__
 from framepipe.config import Config, run_id_now
+from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError, RecorderError
 from framepipe.core.series import RecordingSeries, Step
 from framepipe.runtime.component import Component
+from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile, finalize, now_iso
 from framepipe.wire.messages import EndOfStream
@@ -70,7 +72,6 @@ class Recorder(Component):
         self.camera: dict[str, Any] = {}
         self.sync_attrs: dict[str, Any] = {}
         self.error: str | None = None
-        self.sub: Subscription | None = None
         # compression pipeline: frames received, their chunks being compressed by the pool
         # (made in run(): __init__ opens nothing)
         self._pool: ThreadPoolExecutor | None = None
@@ -118,7 +119,7 @@ class Recorder(Component):
         self.files.append((frame_file, ""))
         self.file = frame_file
         self.series.file_opened()
-        self.counters["files"] = len(self.files)
+        self.counters[Count.FILES] = len(self.files)
         return frame_file
 
     def _close_current(self) -> None:
@@ -130,8 +131,8 @@ class Recorder(Component):
             frame_file.close()
         finally:
             self.files[-1] = (frame_file, now_iso())
-            self.counters["stored_bytes"] += frame_file.stored_bytes
-            self.counters["raw_bytes"] += frame_file.raw_bytes
+            self.counters[Count.STORED_BYTES] += frame_file.stored_bytes
+            self.counters[Count.RAW_BYTES] += frame_file.raw_bytes
             self.series.file_closed()
 
     def _flush(self) -> None:
@@ -140,31 +141,16 @@ class Recorder(Component):
         self.series.flushed()
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> int:
+    def _stream_urls(self) -> tuple[str, str, float]:
+        """The stream's PUB and sync addresses, and how long to wait for its hello."""
         if self.rec.stream == "frames":
             pub = self.config.publisher
-            pub_url, sync_url, timeout = (
-                pub.connect_url(pub.frames_port),
-                pub.connect_url(pub.sync_port),
-                pub.sync_timeout_s,
-            )
-        else:
-            sink = self.config.sink
-            pub_url, sync_url, timeout = (
-                sink.connect_url(sink.results_port),
-                sink.connect_url(sink.sync_port),
-                sink.sync_timeout_s,
-            )
-        if not self.codec.direct and self.rec.direct_chunks:
-            self.log.warning("%s: no direct chunk compressor here; writing through HDF5's filter", self.codec.kind)
-        try:
-            # the first file now, so an unwritable directory is an error before the run starts
-            self._open_next()
-        except RecorderError as e:
-            self.error = str(e)
-            self.log.error("%s", e)
-            self.counters["written"] = 0
-            return 1
+            return pub.connect_url(pub.frames_port), pub.connect_url(pub.sync_port), pub.sync_timeout_s
+        sink = self.config.sink
+        return sink.connect_url(sink.results_port), sink.connect_url(sink.sync_port), sink.sync_timeout_s
+
+    def setup(self) -> None:
+        pub_url, sync_url, _ = self._stream_urls()
         # one tracker: the subscription counts the gaps, the series' ledger reports them
         self.sub = Subscription(
             self,
@@ -174,12 +160,30 @@ class Recorder(Component):
             hwm=self.rec.hwm_frames,
             sequence=self.series.sequence,
         )
+
+    def status_parts(self) -> StatusParts:
+        return StatusParts(sync=StartSync.of(self.sub.welcome), queue=Queue())
+
+    def run(self) -> int:
+        if not self.codec.direct and self.rec.direct_chunks:
+            self.log.warning("%s: no direct chunk compressor here; writing through HDF5's filter", self.codec.kind)
+        try:
+            # the first file before any socket, so an unwritable directory is an error
+            # before the run starts
+            self._open_next()
+        except RecorderError as e:
+            self.error = str(e)
+            self.log.error("%s", e)
+            self.counters[Count.WRITTEN] = 0
+            return 1
+        self.open()
         if self._threads:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"{self.name}-compress")
         self.ready(
             f"writing {self.path(0)} compression={self.codec.kind} direct={self.rec.direct_chunks}",
             status_section=self.rec,
         )
+        timeout = self._stream_urls()[2]
         code = 0
         said_hello = False
         try:
@@ -212,17 +216,16 @@ class Recorder(Component):
             seq = self.sub.sequence
             self.sub.bye(
                 BYE_TIMEOUT_S,
-                written=self.counters["written"],
+                written=self.counters[Count.WRITTEN],
                 gaps=seq.gaps,
-                missing=self.counters["missing"],
-                complete=self.counters["complete"] == 1,
+                missing=self.counters[Count.MISSING],
+                complete=self.counters[Count.COMPLETE] == 1,
                 error=self.error,
             )
         return code
 
     def _drain(self) -> bool:
         """Take what is waiting and write it; True at end of stream (everything written)."""
-        assert self.sub is not None
         for _ in range(64):
             msg = self.sub.receive()
             if msg is None:
@@ -232,7 +235,7 @@ class Recorder(Component):
             if isinstance(msg.control, EndOfStream):
                 eos = msg.control
                 self._write_pending(drain=True)
-                self.counters["cpu_last_ns"] = time.process_time_ns()
+                self.counters[Count.CPU_LAST_NS] = time.process_time_ns()
                 try:
                     frame_ids: list[int] | None = from_ranges(eos.frame_ids or [])
                 except ProtocolError as e:
@@ -244,9 +247,9 @@ class Recorder(Component):
             assert msg.array is not None
             received = Received(msg, time.time_ns())
             accepted = self.series.arrive(msg.frame_id, received)
-            self.counters["received"] = self.series.received
+            self.counters[Count.RECEIVED] = self.series.received
             if not accepted:
-                self.counters["duplicates"] = self.series.duplicates
+                self.counters[Count.DUPLICATES] = self.series.duplicates
                 continue
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
@@ -276,18 +279,18 @@ class Recorder(Component):
                 chunk=chunk,
                 fields=msg.header,
             )
-            self.counters["write_ns"] += time.time_ns() - t0
+            self.counters[Count.WRITE_NS] += time.time_ns() - t0
             step = self.series.wrote(msg.frame_id, stored_bytes=self.file.stored_bytes)
             now = time.time_ns()
             if self.series.written == 1:
-                self.counters["first_ns"] = now
+                self.counters[Count.FIRST_NS] = now
                 # CPU time of all threads, from the first frame to the end of stream (see _drain):
                 # the recorder's own cost, whatever the neighbours' load. Read twice per run only:
                 # CLOCK_PROCESS_CPUTIME_ID costs up to milliseconds per call on this VM.
-                self.counters["cpu_first_ns"] = time.process_time_ns()
-            self.counters["written"] = self.series.written
-            self.counters["bytes"] += msg.array.nbytes
-            self.counters["last_ns"] = now
+                self.counters[Count.CPU_FIRST_NS] = time.process_time_ns()
+            self.counters[Count.WRITTEN] = self.series.written
+            self.counters[Count.BYTES] += msg.array.nbytes
+            self.counters[Count.LAST_NS] = now
             if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
             elif step is Step.FLUSH:
@@ -313,7 +316,7 @@ class Recorder(Component):
             code = 1
         ledger = self.series.ledger(
             error=self.error,
-            rejected=self.counters["rejected"],
+            rejected=self.counters[Count.REJECTED],
             file_names=[os.path.basename(f.path) for f, _ in self.files],
         )
         if self.error is not None:
@@ -327,9 +330,9 @@ class Recorder(Component):
             except RecorderError as e:
                 self.log.error("%s", e)
                 code = 1
-        self.counters["missing"] = len(ledger.missing_ids)
-        self.counters["gaps"] = ledger.dropped_upstream
-        self.counters["complete"] = int(ledger.complete)
+        self.counters[Count.MISSING] = len(ledger.missing_ids)
+        self.counters[Count.GAPS] = ledger.dropped_upstream
+        self.counters[Count.COMPLETE] = int(ledger.complete)
         c = self.counters
         self.log.info(
             "closed %d file(s): written %d, received %d, missing %d, dropped upstream %d, rejected %d, "
@@ -347,12 +350,11 @@ class Recorder(Component):
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        out["path"] = self.file.path.as_posix() if self.file is not None else self.path(max(len(self.files) - 1, 0))
+        out[Count.PATH] = self.file.path.as_posix() if self.file is not None else self.path(max(len(self.files) - 1, 0))
         try:
-            out["file_bytes"] = os.stat(out["path"]).st_size
+            out[Count.FILE_BYTES] = os.stat(out[Count.PATH]).st_size
         except OSError:
             pass  # not created yet
-        sub = getattr(self, "sub", None)
-        if sub is not None and "gaps" not in out:
-            out["gaps"] = sub.sequence.gaps  # live; the final figure is set at close
+        if Count.GAPS not in out:
+            out[Count.GAPS] = self.series.sequence.gaps  # live; the final figure is set at close
         return out

@@ -38,6 +38,7 @@ from typing import Any
 import zmq
 
 from framepipe.config import Config
+from framepipe.core.counters import Count
 from framepipe.core.errors import ConfigError
 from framepipe.core.ledger import SequenceTracker
 from framepipe.runtime.component import Component
@@ -159,7 +160,7 @@ class Viewer(Component):
                 try:
                     made = self._render()
                 except ValueError as e:  # valid on the wire, but not an image (e.g. 4 channels)
-                    self.counters["unshowable"] += 1
+                    self.counters[Count.UNSHOWABLE] += 1
                     self.warn.warning("unshowable", "cannot show this frame: %s", e)
                     self._shown_key, made = self._pending_key(), True
                 if made:
@@ -311,7 +312,7 @@ class Viewer(Component):
         spectrum_png = encode_png(img)
         self._shown_key = key
         self._view_id += 1
-        self.counters["views"] += 1
+        self.counters[Count.VIEWS] += 1
         self._updates.append(time.monotonic())
         with self._views_changed:
             self.views[self._view_id] = View(self._view_id, frame_png, spectrum_png, meta)
@@ -356,9 +357,9 @@ class Viewer(Component):
             **(view.meta if view else {}),
             "updates_per_s": round(len(recent) / 2.0, 1),
             "max_updates_per_s": self.cfg.max_updates_per_s,
-            "shown": self.counters["views"],
-            "decimated": max(0, received - self.counters["views"]),
-            "rejected": self.counters["rejected"],
+            "shown": self.counters[Count.VIEWS],
+            "decimated": max(0, received - self.counters[Count.VIEWS]),
+            "rejected": self.counters[Count.REJECTED],
             "streams": {s: w.status() for s, w in self.watches.items()},
         }
         if view:

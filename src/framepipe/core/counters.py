@@ -1,0 +1,72 @@
+"""The names of the counters: one place, so a counter is spelled the same by whoever counts it
+and whoever reads it (status endpoint, summary file, dashboard, bench)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Count(enum.StrEnum):
+    """Every counter (and live figure) of the components, by the key it has in ``summary()``
+    and ``counters``: declared here once, for the decisions of ``core`` and the components
+    (``counters[Count.X] += 1``: a StrEnum is its string) and every reader (the status model,
+    the dashboard, ``framepipe run``'s summary, the bench)."""
+
+    # every component
+    BYTES = "bytes"
+    FIRST_NS = "first_ns"
+    LAST_NS = "last_ns"
+    REJECTED = "rejected"
+    AUTH_DENIED = "auth_denied"
+    REJECTED_BY_KIND = "rejected_by_kind"
+    REJECTED_BY_SOCKET = "rejected_by_socket"
+    # publisher
+    ACQUIRED = "acquired"
+    PUBLISHED = "published"
+    BLOCKED_MS = "blocked_ms"
+    CAMERA_LOST = "camera_lost"
+    SUBSCRIBERS = "subscribers"
+    # ventilator
+    ACCEPTED = "accepted"
+    ACKNOWLEDGED = "acknowledged"
+    REDISPATCHED = "redispatched"
+    SOURCE_GAPS = "source_gaps"
+    IN_FLIGHT = "in_flight"
+    QUEUED = "queued"
+    WINDOW = "window"
+    DISPATCHED = "dispatched"
+    UNACKNOWLEDGED = "unacknowledged"
+    WORKER_CONNECTIONS = "worker_connections"
+    WORKER_DISCONNECTS = "worker_disconnects"
+    # worker
+    PROCESSED = "processed"
+    BUSY_NS = "busy_ns"
+    # sink
+    RECEIVED = "received"
+    DUPLICATES = "duplicates"
+    EXPECTED = "expected"
+    MISSING = "missing"
+    MISSING_IDS = "missing_ids"
+    ACKNOWLEDGED_ELSEWHERE = "acknowledged_elsewhere"
+    UNPUBLISHED = "unpublished"
+    PER_WORKER = "per_worker"
+    WORKERS_ALIVE = "workers_alive"
+    WORKERS_LOST = "workers_lost"
+    LATENCY_MS = "latency_ms"
+    # recorder
+    WRITTEN = "written"
+    GAPS = "gaps"
+    PATH = "path"
+    FILE_BYTES = "file_bytes"
+    FILES = "files"
+    STORED_BYTES = "stored_bytes"
+    RAW_BYTES = "raw_bytes"
+    WRITE_NS = "write_ns"
+    CPU_FIRST_NS = "cpu_first_ns"
+    CPU_LAST_NS = "cpu_last_ns"
+    COMPLETE = "complete"
+    # viewer
+    RECEIVED_FRAMES = "received_frames"
+    STREAMS = "streams"
+    VIEWS = "views"
+    UNSHOWABLE = "unshowable"
