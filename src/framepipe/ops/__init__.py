@@ -6,3 +6,7 @@ May import: everything below it (components, runtime, wire, cameras, storage, pr
 config, core) and ``framepipe.bench`` for ``framepipe bench``. Nothing imports it but
 ``framepipe.__main__``.
 """
+
+from framepipe.ops.cli import main
+
+__all__ = ["main"]

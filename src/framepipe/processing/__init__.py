@@ -2,3 +2,7 @@
 
 May import: ``framepipe.core``, ``framepipe.config``. No sockets, no files.
 """
+
+from framepipe.processing.fft import spectrum
+
+__all__ = ["spectrum"]

@@ -4,3 +4,18 @@ close, a ``State``), its status endpoint (``status``) and the process spawner
 
 May import: ``framepipe.wire``, ``framepipe.config``, ``framepipe.core``.
 """
+
+from framepipe.runtime.component import Component, SummaryFile
+from framepipe.runtime.processes import Child, ChildSet, framepipe_argv
+from framepipe.runtime.status import ComponentStatus, State, StatusParts
+
+__all__ = [
+    "Child",
+    "ChildSet",
+    "Component",
+    "ComponentStatus",
+    "State",
+    "StatusParts",
+    "SummaryFile",
+    "framepipe_argv",
+]

@@ -4,3 +4,8 @@ through it.
 
 May import: ``framepipe.core``, ``framepipe.config``. No sockets.
 """
+
+from framepipe.storage.compression import Codec
+from framepipe.storage.h5file import FrameFile, open_for_reading
+
+__all__ = ["Codec", "FrameFile", "open_for_reading"]

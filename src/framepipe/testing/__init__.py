@@ -5,3 +5,11 @@ stream watcher (``streams``). Like ``ophyd_async.testing``: runtime code never i
 May import: everything below ``framepipe.bench`` (components, runtime, wire, cameras,
 storage, processing, config, core).
 """
+
+from framepipe.testing.clock import FakeClock
+from framepipe.testing.deployment import Deployment, Proc
+from framepipe.testing.feeder import StreamFeeder
+from framepipe.testing.ports import free_ports
+from framepipe.testing.streams import StreamWatcher
+
+__all__ = ["Deployment", "FakeClock", "Proc", "StreamFeeder", "StreamWatcher", "free_ports"]

@@ -146,9 +146,3 @@ def exchange(
                     break
         finally:
             sock.close(linger=0)
-
-
-def request(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """:func:`exchange`, returning the reply header as a dict with ``rtt_ns`` and
-    ``clock_offset_ns`` (for callers that still read replies by field name)."""
-    return exchange(*args, **kwargs).header()
