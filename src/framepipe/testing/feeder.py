@@ -4,14 +4,14 @@ sequence numbers a recorder gets (and which it does not)."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import numpy as np
 import zmq
 
-from framepipe.wire.protocol import data_header, encode_control, encode_data, to_ranges
+from framepipe.wire.messages import Bye, Done, Hello, Welcome
+from framepipe.wire.protocol import data_header, decode, encode_control, encode_data, to_ranges
 
 
 class StreamFeeder:
@@ -31,7 +31,7 @@ class StreamFeeder:
         self.published: list[int] = []
         self.subscriptions = 0
         self.hellos: list[str] = []
-        self.byes: list[dict[str, Any]] = []
+        self.byes: list[Bye] = []
 
     def _service(self, timeout_ms: int) -> None:
         poller = zmq.Poller()
@@ -44,13 +44,14 @@ class StreamFeeder:
                 self.subscriptions += 1
         if self.router in events:
             peer, _, raw = self.router.recv_multipart()
-            req = json.loads(raw)
-            if req["kind"] == "hello":
-                self.hellos.append(req["name"])
-                reply = encode_control("welcome", stream="frames", seq=self.seq, camera=self.camera)
+            req = decode([raw], max_payload_bytes=0).control  # a recorder's hello or bye
+            if isinstance(req, Hello):
+                self.hellos.append(req.name)
+                reply = encode_control(Welcome(stream="frames", seq=self.seq, camera=self.camera))
             else:
+                assert isinstance(req, Bye), f"unexpected sync request {req!r}"
                 self.byes.append(req)
-                reply = encode_control("done")
+                reply = encode_control(Done())
             self.router.send_multipart([peer, b"", *reply])
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 60.0) -> None:

@@ -44,6 +44,7 @@ from framepipe.core.ledger import SequenceTracker
 from framepipe.runtime.component import Component
 from framepipe.subscribers.viewer.http import PageSettings, View, ViewServer
 from framepipe.subscribers.viewer.images import encode_png, frame_image, frame_spectrum_image, spectrum_image
+from framepipe.wire.messages import EndOfStream
 from framepipe.wire.protocol import Message
 from framepipe.wire.security import is_exposed
 from framepipe.wire.sockets import POLL_MS
@@ -221,12 +222,12 @@ class Viewer(Component):
                 self.log.info("%s: a new run began (the last one's end of stream did not arrive)", watch.stream)
                 watch.end_of_run()
                 watch.sub.sequence.see(msg.seq)
-            if msg.kind == "eos":
+            if isinstance(msg.control, EndOfStream):
                 if watch.data_since_eos:
                     self.log.info(
                         "%s: end of stream (%s) after %d message(s), %d gap(s)",
                         watch.stream,
-                        msg.header.get("reason"),
+                        msg.control.reason,
                         watch.data_since_eos,
                         watch.sub.sequence.gaps,
                     )
