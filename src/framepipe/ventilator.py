@@ -97,8 +97,13 @@ class Ventilator(Component):
                 hwm=self.config.publisher.hwm_frames,
             )
         else:
-            self.camera = self._camera or open_camera(self.config.camera)
-            self.camera.open()
+            camera = self._camera or open_camera(self.config.camera)
+            try:
+                camera.open()
+            except BaseException:
+                self.push.disable_monitor()  # setup() did not finish, so teardown() will not run
+                raise
+            self.camera = camera
 
     def teardown(self) -> None:
         if not self.push.closed:
