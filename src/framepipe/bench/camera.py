@@ -29,6 +29,7 @@ from typing import Any
 from framepipe.bench.processes import write_config
 from framepipe.cameras.basler import load_pylon, lock_emulator
 from framepipe.config import Config
+from framepipe.core.counters import steady_rate
 from framepipe.runtime.component import Component
 from framepipe.runtime.processes import Child, child_env, framepipe_argv
 from framepipe.testing.ports import free_ports
@@ -125,10 +126,6 @@ class _Counter(Component):
         return 0
 
 
-def _rate(n: int, first_ns: int, last_ns: int) -> float:
-    return (n - 1) / ((last_ns - first_ns) / 1e9) if n > 1 and last_ns > first_ns else 0.0
-
-
 def publisher_rate(
     frames: int,
     width: int,
@@ -181,12 +178,12 @@ def publisher_rate(
     return {
         "exit_code": code,
         "published": pub.get("published", 0),
-        "published_fps": _rate(pub.get("published", 0), pub.get("first_ns", 0), pub.get("last_ns", 0)),
+        "published_fps": steady_rate(pub.get("published", 0), pub.get("first_ns"), pub.get("last_ns")) or 0.0,
         "blocked_ms": pub.get("blocked_ms", 0),
         "camera_lost": pub.get("camera_lost", 0),
         "subscriber": subscriber,
         "received": counter.counters["received"],
-        "received_fps": _rate(counter.counters["received"], counter.counters["first_ns"], counter.counters["last_ns"]),
+        "received_fps": steady_rate(*(counter.counters[k] for k in ("received", "first_ns", "last_ns"))) or 0.0,
         "in_order": bool(counter.counters["in_order"]),
     }
 

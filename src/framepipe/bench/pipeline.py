@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.bench.processes import BenchError, Fleet, MeasuredChild, local_ports, write_config
+from framepipe.core.counters import steady_rate
 
 
 def pipeline_sections(
@@ -58,10 +59,7 @@ def start_pipeline(fleet: Fleet, config: Path, workers: int) -> dict[str, Measur
 
 def rate(summary: dict[str, Any], key: str) -> float:
     """Steady rate of a counter from a component summary: (n-1) / (last - first)."""
-    n, first, last = summary.get(key, 0), summary.get("first_ns"), summary.get("last_ns")
-    if not n or n < 2 or not first or not last or last <= first:
-        return 0.0
-    return (n - 1) / ((last - first) / 1e9)
+    return steady_rate(summary.get(key, 0), summary.get("first_ns"), summary.get("last_ns")) or 0.0
 
 
 def component_costs(procs: dict[str, MeasuredChild], sink: dict[str, Any], key: str = "received") -> dict[str, Any]:

@@ -26,6 +26,7 @@ import numpy as np
 from framepipe.bench.processes import BenchError, Fleet, local_ports, write_config
 from framepipe.bench.transport import DISTINCT_FRAMES
 from framepipe.cameras import synthetic_frame
+from framepipe.core.counters import steady_rate
 from framepipe.storage.h5file import FrameFile
 
 
@@ -59,7 +60,7 @@ def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str
         t0 = time.perf_counter()
     close_s = time.perf_counter() - t0
     # the same definition of rate as the recorder's: n-1 intervals between first and last
-    fps = (frames - 1) / ((t_last - t_first) / 1e9) if frames > 1 and t_last > t_first else 0.0
+    fps = steady_rate(frames, t_first, t_last) or 0.0
     path.unlink(missing_ok=True)
     return {"fps": round(fps, 1), "cpu_ms_per_frame": round(1000 * cpu / frames, 3), "close_s": round(close_s, 3)}
 

@@ -70,3 +70,12 @@ class Count(enum.StrEnum):
     STREAMS = "streams"
     VIEWS = "views"
     UNSHOWABLE = "unshowable"
+
+
+def steady_rate(n: int | None, first_ns: int | None, last_ns: int | None) -> float | None:
+    """Events per second from the first to the last of ``n`` (wall-clock ns): ``n - 1``
+    intervals over that span, so start-up and drain do not count. None without two distinct
+    timestamps. The one definition of "frames/s" the summary, dashboard and bench share."""
+    if not n or not first_ns or not last_ns or last_ns <= first_ns:
+        return None
+    return (n - 1) / ((last_ns - first_ns) / 1e9)

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import zmq
 from pydantic import BaseModel, ConfigDict
 
-from framepipe.core.counters import Count
+from framepipe.core.counters import Count, steady_rate
 from framepipe.core.errors import ProtocolError
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
@@ -226,10 +226,7 @@ class ComponentStatus(StatusParts):
     def lifetime_rate(self, key: str) -> float | None:
         """``key`` per second from the first frame to the last (``first_ns``, ``last_ns``):
         (n - 1) intervals over that time; None before two timestamps apart."""
-        n, first, last = self.count(key), self.count(Count.FIRST_NS), self.count(Count.LAST_NS)
-        if not n or not first or not last or last <= first:
-            return None
-        return (n - 1) / ((last - first) / 1e9)
+        return steady_rate(self.count(key), self.count(Count.FIRST_NS), self.count(Count.LAST_NS))
 
 
 # ---------------------------------------------------------------------------- server
