@@ -31,7 +31,17 @@ from framepipe.core.errors import ProtocolError
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts, StreamPeers
 from framepipe.wire.broadcast import Broadcast
-from framepipe.wire.messages import Ack, Done, EndOfStreamRequest, Heartbeat, Hello, Stop, Welcome, WorkersAlive
+from framepipe.wire.messages import (
+    Ack,
+    AcquisitionStart,
+    Done,
+    EndOfStreamRequest,
+    Heartbeat,
+    Hello,
+    Stop,
+    Welcome,
+    WorkersAlive,
+)
 from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_STOP,
@@ -42,6 +52,7 @@ from framepipe.wire.protocol import (
     from_ranges,
 )
 from framepipe.wire.sockets import POLL_MS
+from framepipe.wire.sync import exchange
 
 STOP_REPEATS = 5
 #: on SIGINT/SIGTERM, how long to wait for results subscribers' byes (exit within 5 s)
@@ -57,12 +68,18 @@ class Sink(Component):
 
     def __init__(self, config: Config, name: str | None = None, *, clock: Callable[[], float] = time.monotonic):
         super().__init__(config, name)
-        self.accounting = ResultAccounting(
-            window=config.ventilator.window,
-            finish_timeout_s=config.run.finish_timeout_s,
-            clock=clock,
-            counters=self.counters,
-        )
+        self._clock = clock
+        self.accounting = self._new_accounting()
+        #: the acquisition whose results are gathered (its start), and the token its tasks
+        #: carry: a result without it was never dispatched in this acquisition
+        self.acquisition: AcquisitionStart | None = None
+        self.token: str | None = None
+        #: the end of stream asked for this acquisition: what the camera produced, and
+        #: whether the deployment stays up after it
+        self._eos: EndOfStreamRequest | None = None
+        #: the results' shape and dtype in this acquisition (the first result declares it)
+        self._schema: tuple[list[int], str] | None = None
+        self._stream_ended = False
         self.liveness = WorkerLiveness(
             timeout_s=config.sink.worker_timeout_s,
             pool_size=config.workers.count,
@@ -71,6 +88,14 @@ class Sink(Component):
         self._eos_peer: bytes | None = None  # who sent the end of stream, owed the `done` reply
         self._ventilator_asked = False
         self._ventilator_released = False
+
+    def _new_accounting(self) -> ResultAccounting:
+        return ResultAccounting(
+            window=self.config.ventilator.window,
+            finish_timeout_s=self.config.run.finish_timeout_s,
+            clock=self._clock,
+            counters=self.counters,
+        )
 
     @property
     def workers(self) -> dict[str, float]:
@@ -118,7 +143,10 @@ class Sink(Component):
                 warned = True
             if self.accounting.may_finish():
                 self._reply_done()
-                break
+                if not self._end_acquisition():
+                    break
+                continue
+            self.stream.heartbeat(1.0)
             if self.stopping:
                 self.log.info("stopping before the end of stream")
                 break
@@ -145,9 +173,14 @@ class Sink(Component):
                 # answer at once, so the ventilator's timeout can say what is missing
                 self._ventilator_asked = True
                 if self.liveness.pool_ready() and self.stream.all_here():
-                    self.stream.sync.reply(peer, Welcome(workers=sorted(self.workers)))
+                    if request.acquisition is not None and request.token is not None:
+                        if not self._begin(request.acquisition, request.token):
+                            self.stream.sync.refuse(peer, "malformed acquisition")
+                            continue
+                    self.stream.sync.reply(peer, Welcome(workers=sorted(self.workers), instance=self.stream.instance))
+                    if not self._ventilator_released:
+                        self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
                     self._ventilator_released = True
-                    self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
                 else:
                     self.stream.sync.refuse(peer, f"waiting for {self._not_ready_reason()}")
             elif isinstance(request, EndOfStreamRequest) and request.name != "ventilator":
@@ -162,13 +195,102 @@ class Sink(Component):
                     self.reject(e, "results-sync")
                     self.stream.sync.refuse(peer, str(e))
                     continue
-                self.accounting.end_of_stream(ids, unacknowledged)
+                try:
+                    source = None if request.source_ids is None else from_ranges(request.source_ids)
+                except ProtocolError as e:
+                    self.reject(e, "results-sync")
+                    self.stream.sync.refuse(peer, str(e))
+                    continue
+                if request.acquisition and self.acquisition is None:
+                    self._begin(request.acquisition, None)  # restarted since its start: adopt it
+                self.accounting.end_of_stream(ids, unacknowledged, source)
+                self._eos = request
                 self._eos_peer = peer
-                self.log.info("end of stream from the ventilator: %d frame(s) accepted", len(ids))
+                self.log.info(
+                    "end of stream from the ventilator: %d frame(s) accepted, %s produced",
+                    len(ids),
+                    "?" if source is None else len(source),
+                )
             else:
                 self.reject(ProtocolError(f"unexpected {asked.kind} request", kind="bad_kind"), "results-sync")
                 self.stream.sync.refuse(peer, f"unexpected {asked.kind}")
         self.stream.deferred.clear()
+
+    def _begin(self, fields: dict[str, Any], token: str | None) -> bool:
+        """The ventilator starts dispatching an acquisition: account for it, and start it
+        on the results stream (the results recorders open its files)."""
+        try:
+            start = AcquisitionStart.model_validate({"v": 1, "kind": "start", **fields})
+        except ValueError as e:
+            self.reject(ProtocolError(f"malformed acquisition: {e}", kind="bad_field"), "results-sync")
+            return False
+        if token is not None:
+            self.token = token
+        if self.acquisition is not None and self.acquisition.acquisition == start.acquisition:
+            return True  # told again (we restarted, or the ventilator did): the same one
+        if self.accounting.ended or self.accounting.ledger.received:
+            self.accounting = self._new_accounting()
+        self.acquisition = start
+        self._schema = None
+        self.stream.start(start)
+        self.log.info("acquisition %d '%s': gathering results", start.acquisition, start.name)
+        return True
+
+    def _end_acquisition(self) -> bool:
+        """The acquisition is accounted for: end it on the results stream, report it to the
+        publisher; True when the deployment stays up (the loop goes on)."""
+        eos = self._eos
+        stays_up = bool(eos is not None and eos.stays_up) and not self.stopping
+        acc = self.accounting
+        done = acc.done()
+        reason = (eos.reason if eos is not None else None) or acc.end_reason(self.stopping)
+        if done["missing"]:
+            reason = reason if reason != "complete" else "incomplete"
+            self.log.error("missing frame ids: %s", acc.missing().ranges()[:LOGGED_RANGES])
+        self.stream.finish(
+            STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
+            reason=reason,
+            frame_ids=acc.accepted_ids(),
+            stays_up=stays_up,
+        )
+        self._stream_ended = not stays_up
+        if self.acquisition is not None:
+            self.counters[Count.ACQUISITIONS] += 1
+            self._report(done, reason)
+        if stays_up:
+            self.acquisition, self.token, self._eos, self._eos_peer = None, None, None, None
+            self.accounting = self._new_accounting()
+        return stays_up
+
+    def _report(self, done: dict[str, int], reason: str) -> None:
+        """The acquisition's report to the publisher, which judges it complete or not: the
+        work stream's counts and each results subscriber's bye."""
+        pub = self.config.publisher
+        if self.config.ventilator.source != "publisher" or self.acquisition is None:
+            return
+        assert self.ctx is not None
+        subscribers = {
+            name: bye.model_dump(exclude_none=True, exclude={"v", "kind", "name", "t_send_ns"})
+            for name, bye in self.stream.byes.items()
+        }
+        for name in self.stream.expected:
+            subscribers.setdefault(name, {"error": "no bye from it for this acquisition", "complete": False})
+        try:
+            exchange(
+                self.ctx,
+                pub.connect_url(pub.sync_port),
+                "bye",
+                self.name,
+                timeout_s=5.0,
+                acquisition=self.acquisition.acquisition,
+                received=done["received"],
+                missing=done["missing"],
+                expected=self.accounting.ledger.expected or 0,
+                complete=done["missing"] == 0,
+                subscribers=subscribers,
+            )
+        except Exception as e:  # the publisher may be gone: its summary says "no report"
+            self.log.warning("report of acquisition %d to the publisher failed: %s", self.acquisition.acquisition, e)
 
     def _reply_done(self) -> None:
         """Answer the ventilator's end of stream (all accepted ids here, or the timeout passed)."""
@@ -197,13 +319,13 @@ class Sink(Component):
             )
         for _ in range(STOP_REPEATS):
             self.control.send_multipart(encode_control(Stop(reason=reason), topic=TOPIC_STOP))
-        # the results stream should have carried every accepted frame: subscribers'
-        # ledgers then show what they lack, even across a restart of this sink
-        self.stream.finish(
-            STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
-            reason=reason,
-            frame_ids=acc.accepted_ids() if acc.ended else None,
-        )
+        if not self._stream_ended:
+            # stopped mid-way: the results stream ends here, its subscribers' ledgers say what they lack
+            self.stream.finish(
+                STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
+                reason=reason,
+                frame_ids=acc.accepted_ids() if acc.ended else None,
+            )
         # stop once more, for workers that reconnected while the stream ended
         self.control.send_multipart(encode_control(Stop(reason=reason), topic=TOPIC_STOP))
         if not acc.ended:
@@ -232,6 +354,8 @@ class Sink(Component):
                 continue
             worker = str(msg.header.get("worker", "?"))
             self._heard_from(worker)
+            if not self._dispatched(msg):
+                continue
             fid = msg.frame_id
             now_ns = time.time_ns()
             if not self.accounting.result(
@@ -243,11 +367,33 @@ class Sink(Component):
             ):
                 continue  # a duplicate: acknowledged again, not forwarded
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
+            header.pop("token", None)  # the work stream's secret stays off the results stream
             if not self.stream.publish(encode_forward(header, msg.payload), fid):
                 # stopped while a lossless results subscriber stayed full: received, not forwarded
                 self.counters[Count.UNPUBLISHED] += 1
                 self.warn.warning("unpublished", "stopping: result %d not forwarded (results subscriber full)", fid)
         return False
+
+    def _dispatched(self, msg: Any) -> bool:
+        """A result of a task of this acquisition (its token), of the declared shape."""
+        header = self.acquisition.acquisition if self.acquisition is not None else None
+        if header is None or msg.header.get("acquisition") != header:
+            # a hung worker's late answer from an acquisition that is over, or before one
+            self.counters[Count.STALE] += 1
+            return False
+        if self.token is not None and msg.header.get("token") != self.token:
+            self.reject(ProtocolError("result without this acquisition's token", kind="forged"), "results-in")
+            return False
+        schema = (list(msg.header["shape"]), str(msg.header["dtype"]))
+        if self._schema is None:
+            self._schema = schema
+        elif schema != self._schema:
+            self.reject(
+                ProtocolError(f"result {schema} differs from this acquisition's {self._schema}", kind="bad_shape"),
+                "results-in",
+            )
+            return False
+        return True
 
     def _flush_acks(self, force: bool = False) -> None:
         """Send the held acks if ``force``, a batch is full, or they are due."""
@@ -266,7 +412,8 @@ class Sink(Component):
             self.log.warning("worker %s lost: silent for %.1f s", name, silent_s)
         alive = self.liveness.announcement()
         if alive is not None:
-            self.control.send_multipart(encode_control(WorkersAlive(alive=alive), topic=TOPIC_WORKERS))
+            announcement = WorkersAlive(alive=alive, instance=self.stream.instance)
+            self.control.send_multipart(encode_control(announcement, topic=TOPIC_WORKERS))
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()

@@ -21,6 +21,7 @@ high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -34,7 +35,15 @@ from framepipe.core.dispatch import InFlightWindow
 from framepipe.core.errors import CameraError, ProtocolError, SyncError
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
-from framepipe.wire.messages import Ack, Done, EndOfStream, ErrorReply, Welcome, WorkersAlive
+from framepipe.wire.messages import (
+    Ack,
+    AcquisitionStart,
+    Done,
+    EndOfStream,
+    ErrorReply,
+    Welcome,
+    WorkersAlive,
+)
 from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_WORKERS,
@@ -70,6 +79,14 @@ class Ventilator(Component):
         cfg = config.ventilator
         #: frame parts are [header, payload]; the header gets the attempt number when sent
         self.window: InFlightWindow[list[Any]] = InFlightWindow(cfg.window, cfg.redispatch_after_s, time.monotonic)
+        #: the acquisition being dispatched (its start message), and the token its tasks
+        #: carry: the sink takes results only with it, so a forger must have seen a task
+        self.acquisition: AcquisitionStart | None = None
+        self.token = ""
+        #: the publisher's end of the acquisition: what the camera produced
+        self.source_eos: EndOfStream | None = None
+        #: the sink instance that knows the acquisition (a restarted one is told again)
+        self.sink_instance: str | None = None
 
     def setup(self) -> None:
         cfg = self.config.ventilator
@@ -118,11 +135,47 @@ class Ventilator(Component):
         known = welcome.workers or []
         self.log.info("sink ready with workers: %s", ", ".join(known) or "?")
         self._wait_for_connections(max(1, len(known)))
-        if self.source is not None:
-            self.source.hello(self.config.publisher.sync_timeout_s)
-        return self._loop(self.camera)
+        if self.source is None:
+            assert self.camera is not None
+            # the ventilator is the source: one acquisition, named after the run
+            cam = self.config.camera
+            self._begin(
+                AcquisitionStart(
+                    acquisition=1,
+                    name=self.config.run.name,
+                    run=self.config.run.name,
+                    run_id=self.config.run.id or "run",
+                    frames=cam.count,
+                    settings={"kind": cam.kind, "width": cam.width, "height": cam.height},
+                    camera=self.camera.metadata(),
+                    t_start_ns=time.time_ns(),
+                )
+            )
+            return self._loop(self.camera)
+        self.source.hello(self.config.publisher.sync_timeout_s)
+        if self.source.acquisition is not None:
+            self._begin(self.source.acquisition)  # joined one under way (a restart)
+        code = 0
+        while True:
+            code = self._loop(None) or code
+            eos = self.source_eos
+            if eos is None or not eos.stays_up or self.stopping:
+                return code
+            self.source_eos = None
 
-    def _wait_for_sink(self) -> Welcome:
+    def _begin(self, start: AcquisitionStart) -> None:
+        """An acquisition starts: the sink hears of it (and says when it is ready), then
+        its frames are dispatched, exactly once within it."""
+        self.window.begin_acquisition()
+        self.acquisition = start
+        self.token = secrets.token_hex(16)
+        self.log.info("acquisition %d '%s': dispatching", start.acquisition, start.name)
+        self._wait_for_sink(start)
+
+    def _acquisition_fields(self) -> dict[str, Any]:
+        return {} if self.acquisition is None else self.acquisition.model_dump(exclude_none=True, exclude={"v", "kind"})
+
+    def _wait_for_sink(self, start: AcquisitionStart | None = None) -> Welcome:
         """Ask the sink until it has a worker and its results subscribers; bounded.
 
         The sink answers at once, a welcome or a refusal saying what it still waits for,
@@ -139,7 +192,12 @@ class Ventilator(Component):
             try:
                 if left <= 0:
                     raise SyncError("timed out")
-                reply = exchange(self.ctx, url, "hello", self.name, timeout_s=left, should_stop=lambda: self.stopping)
+                fields: dict[str, Any] = {}
+                if start is not None:
+                    fields = {"acquisition": self._acquisition_fields(), "token": self.token}
+                reply = exchange(
+                    self.ctx, url, "hello", self.name, timeout_s=left, should_stop=lambda: self.stopping, **fields
+                )
             except SyncError as e:
                 if self.stopping:
                     raise
@@ -148,6 +206,8 @@ class Ventilator(Component):
                 raise SyncError(f"the sink at {url} was not ready within {timeout:g} s: still {refused}") from e
             answer = reply.reply.control
             if isinstance(answer, Welcome):
+                if answer.instance is not None:
+                    self.sink_instance = answer.instance
                 return answer
             reason = answer.reason if isinstance(answer, ErrorReply) else f"unexpected {reply.reply.kind}"
             if reason != refused:
@@ -171,6 +231,7 @@ class Ventilator(Component):
 
     # ---------------------------------------------------------------- main loop
     def _loop(self, camera: Camera | None) -> int:
+        """One acquisition (or, idle, until the next one starts): returns its exit code."""
         source_done = False
         code = 0
         stop_deadline: float | None = None
@@ -227,11 +288,26 @@ class Ventilator(Component):
                 return False
             msg = self.source.receive()
             if msg is None:
+                if self.source.upstream_restarted:
+                    self.log.warning("the publisher restarted: saying hello again")
+                    self.source.hello(self.config.publisher.sync_timeout_s)
                 return False
+            if isinstance(msg.control, AcquisitionStart):
+                if self.window.in_flight or self.window.queue:
+                    self.log.error("acquisition %d started before the last one ended", msg.control.acquisition)
+                self._begin(msg.control)
+                continue
             if isinstance(msg.control, EndOfStream):
-                self.log.info("end of stream from the publisher (%s)", msg.control.reason)
-                self.source.bye(5.0, received=self.source.sequence.received, gaps=self.source.sequence.gaps)
+                self.source_eos = msg.control
+                if msg.control.acquisition is None:
+                    self.acquisition = None  # the deployment ends, between acquisitions
+                self.log.info(
+                    "end of acquisition %s from the publisher (%s)", msg.control.acquisition, msg.control.reason
+                )
                 return True
+            if self.acquisition is None or msg.header.get("acquisition") != self.acquisition.acquisition:
+                self.counters[Count.STALE] += 1
+                continue
             self._accept(msg.frame_id, [msg.header, msg.payload])
         return False
 
@@ -246,6 +322,7 @@ class Ventilator(Component):
             seq=self.window.counters[Count.ACCEPTED],
             t_acq_ns=frame.t_acq_ns,
             t_pub_ns=time.time_ns(),
+            acquisition=1,
             **frame.extra,
         )
         parts = encode_data(header, frame.array)
@@ -255,7 +332,7 @@ class Ventilator(Component):
     def _send_queued(self) -> None:
         while (frame := self.window.next_to_send()) is not None:
             header, payload = frame.parts
-            header = {**header, "attempt": frame.attempts}
+            header = {**header, "attempt": frame.attempts, "token": self.token}
             try:
                 self.push.send_multipart(encode_forward(header, payload), copy=False, flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -288,8 +365,20 @@ class Ventilator(Component):
                         self.counters[Count.LAST_NS] = time.time_ns()
                 elif parts[0] == TOPIC_WORKERS and isinstance(msg.control, WorkersAlive):
                     self._workers_changed(msg.control.alive)
+                    self._sink_seen(msg.control.instance)
             except ProtocolError as e:
                 self.reject(e, "control")
+
+    def _sink_seen(self, instance: str | None) -> None:
+        """A sink instance we did not tell about the acquisition (it restarted): tell it."""
+        if instance is None or instance == self.sink_instance:
+            return
+        if self.sink_instance is not None and self.acquisition is not None:
+            self.log.warning("the sink restarted: telling it acquisition %d again", self.acquisition.acquisition)
+            self.sink_instance = instance
+            self._wait_for_sink(self.acquisition)
+        else:
+            self.sink_instance = instance
 
     def _workers_changed(self, alive: list[str]) -> None:
         joined, left = self.window.workers_changed(alive)
@@ -311,6 +400,15 @@ class Ventilator(Component):
         )
         if self.window.ignored_acks:
             self.log.debug("%d acknowledgement(s) for frames not in flight ignored", self.window.ignored_acks)
+        source = self.source_eos
+        fields: dict[str, Any] = {}
+        if self.acquisition is not None:
+            fields["acquisition"] = self._acquisition_fields()
+        if source is not None:
+            # the reference: what the camera produced, by the publisher's end of stream
+            fields.update(source_ids=source.frame_ids or [], reason=source.reason, stays_up=source.stays_up)
+        elif self.source is not None:
+            fields["reason"] = "stopped" if self.stopping else "upstream lost"
         try:
             reply = exchange(
                 self.ctx,
@@ -320,6 +418,7 @@ class Ventilator(Component):
                 timeout_s=self.config.run.finish_timeout_s if not self.stopping else STOP_EOS_S,
                 frame_ids=eos.accepted,
                 unacknowledged=eos.unacknowledged,
+                **fields,
             )
             done = reply.reply.control
             if not isinstance(done, Done):
@@ -327,15 +426,27 @@ class Ventilator(Component):
                 raise SyncError(f"the sink refused the end of stream: {why}")
             self.log.info("sink confirmed end of stream: %s received, %s missing", done.received, done.missing)
         except SyncError as e:
+            self._bye()
             if self.stopping:
                 # asked to stop: the unacknowledged frames are counted in the summary
                 self.log.warning("sink did not confirm end of stream: %s", e)
                 return code
             self.log.error("sink did not confirm end of stream: %s", e)
             return code or 1
+        self._bye()
+        if self.acquisition is not None:
+            self.counters[Count.ACQUISITIONS] += 1
+        self.acquisition = None
         if not self.window.all_acknowledged and not self.stopping:
             return code or 1
         return code
+
+    def _bye(self) -> None:
+        """Tell the publisher this acquisition is dispatched and accounted for by the sink."""
+        if self.source is None or self.source_eos is None:
+            return
+        seq = self.source.sequence
+        self.source.bye(5.0, received=seq.received, gaps=seq.gaps, acquisition=self.source_eos.acquisition)
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()

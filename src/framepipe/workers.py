@@ -136,6 +136,8 @@ class Worker(Component):
             attempt=h.get("attempt", 0),
             frame_shape=h["shape"],
             frame_dtype=h["dtype"],
+            # the sink takes a result only for a task of its acquisition, by its token
+            **{k: h[k] for k in ("acquisition", "token") if k in h},
         )
         out = encode_data(header, result)
         # The sink may be full, or gone: keep listening for its stop (and for signals)

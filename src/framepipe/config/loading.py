@@ -42,7 +42,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, source: str) -> N
         node[last] = value
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """A flag or env value: TOML/JSON syntax when it parses (numbers, lists, booleans), else a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -95,7 +95,7 @@ def load_config(
         if not name.startswith("FRAMEPIPE_") or "__" not in name:
             continue
         dotted = name[len("FRAMEPIPE_") :].lower().replace("__", ".")
-        _set_dotted(tree, dotted, _parse_value(env[name]), name)
+        _set_dotted(tree, dotted, parse_value(env[name]), name)
         origin[dotted] = f"environment {name}"
 
     for item in overrides:
@@ -103,7 +103,7 @@ def load_config(
             raise ConfigError(f"expected key=value, got {item!r}", source="--set")
         dotted, _, text = item.partition("=")
         dotted = dotted.strip()
-        _set_dotted(tree, dotted, _parse_value(text.strip()), "--set")
+        _set_dotted(tree, dotted, parse_value(text.strip()), "--set")
         origin[dotted] = "--set"
 
     try:

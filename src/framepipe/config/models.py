@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from framepipe.core.errors import ConfigError
 
@@ -139,6 +139,31 @@ class CameraConfig(Section):
             raise ValueError("kind = 'replay' needs path (an HDF5 file recorded by framepipe)")
         return self
 
+    def for_acquisition(self, frames: int, overrides: dict[str, object] | None = None) -> CameraConfig:
+        """This camera for one acquisition: ``frames`` (0 = until stopped) and the
+        acquisition's overrides, validated like the config file.
+
+        Raises ConfigError naming ``camera.KEY`` and what it allows, in one line.
+        """
+        overrides = dict(overrides or {})
+        for key in overrides:
+            if key not in ACQUISITION_SETTINGS:
+                allowed = ", ".join(sorted(ACQUISITION_SETTINGS))
+                raise ConfigError(f"not a per-acquisition setting (those are: {allowed})", key=f"camera.{key}")
+        try:
+            return type(self).model_validate({**self.model_dump(), **overrides, "count": frames})
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            key = ".".join(str(p) for p in err["loc"]) or "count"
+            value = overrides.get(key, frames if key == "count" else None)
+            raise ConfigError(f"{err['msg']} (got {value!r})", key=f"camera.{key}") from None
+
+
+#: camera settings an acquisition may change (``framepipe acquire --set camera.KEY=VALUE``)
+ACQUISITION_SETTINGS = frozenset(
+    {"exposure_us", "gain", "fps", "width", "height", "offset_x", "offset_y", "pixel_format", "dtype"}
+)
+
 
 class PublisherConfig(Endpoint):
     """The camera publisher: PUB stream of frames, ROUTER for start/end synchronisation."""
@@ -161,6 +186,12 @@ class PublisherConfig(Endpoint):
     """Send high-water mark, in frames, per subscriber."""
     status_port: Port | None = None
     """Status endpoint (JSON status and stop, for ``framepipe status``); none if unset."""
+    control_port: Port = 5554
+    """ROUTER of the acquisition control endpoint: ``framepipe acquire``, ``stop``,
+    ``snap``, ``shutdown`` and ``status`` ask the publisher here (it owns the camera)."""
+    heartbeat_s: float = Field(1.0, gt=0)
+    """While idle, a heartbeat on the frames stream this often: subscribers notice a dead
+    publisher (``limits.upstream_timeout_s``) and a restarted one (they say hello again)."""
 
 
 class VentilatorConfig(Endpoint):
@@ -343,6 +374,13 @@ class RunConfig(Section):
     """Directory for HDF5 files (created if missing)."""
     finish_timeout_s: float = Field(60.0, gt=0)
     """After end of stream, how long components wait for stragglers before giving up."""
+    serve: bool = False
+    """A standing deployment: the publisher waits for ``framepipe acquire`` and the
+    components stay up between acquisitions until ``framepipe shutdown``
+    (``framepipe run --serve`` sets it). False: one acquisition from the config
+    (``camera.count`` frames, named after the run), then every component exits."""
+    history: int = Field(16, ge=1, le=64)
+    """Finished acquisitions whose summaries the publisher keeps for ``framepipe status``."""
 
 
 class Config(Section):

@@ -117,12 +117,16 @@ class ResultAccounting:
         return ranges
 
     # ---------------------------------------------------------------- end of stream
-    def end_of_stream(self, frame_ids: Iterable[int], unacknowledged: Iterable[int]) -> None:
-        """The ventilator's end of stream: the ids it accepted, and those of them it had no
-        ack for. Accepted and acknowledged, yet not received here: a sink before a restart
-        received them (acknowledged elsewhere), they are not waited for."""
+    def end_of_stream(
+        self, frame_ids: Iterable[int], unacknowledged: Iterable[int], source_ids: Iterable[int] | None = None
+    ) -> None:
+        """The ventilator's end of stream: the ids it accepted, those of them it had no ack
+        for, and what the publisher said the camera produced (``source_ids``: the reference,
+        so ids a restarted ventilator never saw are missing, not forgotten). Accepted and
+        acknowledged, yet not received here: a sink before a restart received them
+        (acknowledged elsewhere), they are not waited for."""
         accepted = IdRanges(frame_ids)
-        self.ledger.expect(accepted)
+        self.ledger.expect(accepted if source_ids is None else IdRanges(source_ids))
         self._accepted = accepted
         self._acked_by_ventilator = accepted.difference(IdRanges(unacknowledged))
         self._deadline = self.clock() + self._finish_timeout_s
@@ -133,8 +137,9 @@ class ResultAccounting:
         return self._accepted is not None
 
     def accepted_ids(self) -> list[int]:
-        """The ids the ventilator accepted (empty before its end of stream)."""
-        return [] if self._accepted is None else list(self._accepted)
+        """The ids the results stream should have carried: what the source produced (empty
+        before the end of stream)."""
+        return [] if self._accepted is None else list(self.ledger.expected_ids())
 
     def _outstanding(self) -> tuple[IdRanges, IdRanges]:
         """Not received here, split in (missing, acknowledged elsewhere). Before the end of

@@ -26,6 +26,12 @@ class Count(enum.StrEnum):
     BLOCKED_MS = "blocked_ms"
     CAMERA_LOST = "camera_lost"
     SUBSCRIBERS = "subscribers"
+    ACQUISITIONS = "acquisitions"
+    """Acquisitions finished (every component that follows them)."""
+    RESTARTS = "restarts"
+    """Times the supervisor restarted this component (``FRAMEPIPE_RESTARTS``)."""
+    STALE = "stale"
+    """Messages of an acquisition that is over (a hung worker's late result): dropped."""
     # ventilator
     ACCEPTED = "accepted"
     ACKNOWLEDGED = "acknowledged"

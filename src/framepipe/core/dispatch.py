@@ -210,6 +210,12 @@ class InFlightWindow(Generic[PartsT]):
         del self._sent[frame_id]
         self._queue[frame_id] = None
 
+    def begin_acquisition(self) -> None:
+        """The next acquisition: exactly-once starts again (its frame ids start again)."""
+        if self._frames:
+            raise RuntimeError(f"{len(self._frames)} frame(s) of the last acquisition still held")
+        self.accepted = FrameLedger()
+
     # ------------------------------------------------------------------ end of stream
     def end_of_stream(self) -> EndOfStream:
         """The accepted and the unacknowledged ids as ranges; counts the unacknowledged."""

@@ -163,6 +163,10 @@ class FrameLedger:
     def expected(self) -> int | None:
         return None if self._expected is None else len(self._expected)
 
+    def expected_ids(self) -> IdRanges:
+        """The ids expected (empty before ``expect``)."""
+        return IdRanges() if self._expected is None else self._expected
+
     def missing(self) -> list[int]:
         """Expected ids not received, sorted; without an expectation, the holes between
         the smallest and largest id seen."""
@@ -238,6 +242,11 @@ class SequenceTracker:
         self.gaps += skipped
         self.last = seq
         return skipped
+
+    def start_at(self, seq: int) -> None:
+        """An acquisition starts (or we joined one): its first message has sequence ``seq``,
+        so none before it counts as a gap."""
+        self.last = seq - 1 if seq > 0 else None
 
     def finish(self, final_seq: int | None) -> None:
         """At end of stream: messages after the last one received count as gaps too."""

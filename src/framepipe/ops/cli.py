@@ -38,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-tui", action="store_true", help="no live dashboard: plain progress log lines (automatic when piped)"
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="a standing deployment: stays up, supervised, for `framepipe acquire` until Ctrl-C or `framepipe shutdown`",
+    )
+    p = sub.add_parser("acquire", help="start an acquisition on a standing deployment, show progress, summarise")
+    _common(p)
+    p.add_argument("--frames", type=int, required=True, metavar="N", help="frames to take (0 = until `framepipe stop`)")
+    p.add_argument("--name", help="the acquisition's name (in its file names); default: the run name")
+    p.add_argument("--no-wait", action="store_true", help="print the acquisition id and return")
+    p = sub.add_parser("stop", help="end the current acquisition: the camera stops, what it took is recorded")
+    _common(p)
+    p = sub.add_parser("shutdown", help="end a standing deployment: every component exits, files closed")
+    _common(p)
+    p = sub.add_parser("snap", help="the newest frame (or one grabbed now when idle) to a file")
+    _common(p)
+    p.add_argument("--png", metavar="FILE", help="write the frame as a PNG (auto contrast)")
+    p.add_argument("--npy", metavar="FILE", help="write the frame as a NumPy .npy array (raw values)")
     for name, helptext in (
         ("publisher", "camera → frames stream"),
         ("ventilator", "frames → worker pool, exactly once"),
@@ -162,7 +180,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         from framepipe.ops.inspect import main as inspect_main
 
         return inspect_main(args.file, args.png, args.json)
+    if args.command == "acquire":
+        return _acquire(args)
     config, path = _load(args)
+    if args.command in ("stop", "shutdown"):
+        from framepipe.ops.control import Control
+
+        state = Control(config).command(args.command)
+        print(f"{args.command}: the deployment was {state.state}")
+        return 0
+    if args.command == "snap":
+        from framepipe.ops.control import snap
+
+        if not (args.png or args.npy):
+            raise ConfigError("snap: give --png FILE and/or --npy FILE")
+        return snap(config, args.png, args.npy)
     if args.command == "status":
         return _status(args, config)
     if args.command == "cameras":
@@ -175,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from framepipe.ops.launcher import run_pipeline
 
         log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
-        return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui)
+        return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui, serve=args.serve)
     if args.command == "worker" and args.n > 1:
         from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
 
@@ -204,8 +236,12 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     from framepipe.ops.status import query_deployment, render_table, watch
 
     if args.stop:
-        for s in query_deployment(config, timeout_s=args.timeout, command="stop"):
-            print(f"{s['name']}: {'down' if s.get('state') == 'down' else 'stop requested'}")
+        # a stop drains: the camera stops first, then what it took goes through (as SIGINT
+        # to the publisher), never every component at once
+        from framepipe.ops.control import Control
+
+        state = Control(config, timeout_s=args.timeout).command("stop")
+        print(f"stop: the deployment was {state.state}")
         return 0
     rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
     statuses: list[dict[str, object]] = []
@@ -226,6 +262,27 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         print("no status endpoints configured (set status_port in the config)", file=sys.stderr)
         return 1
     return 1 if any(s.get("state") == "down" for s in statuses) else 0
+
+
+def _acquire(args: argparse.Namespace) -> int:
+    """``framepipe acquire``: ``--set camera.KEY=VALUE`` are this acquisition's camera
+    settings, not config overrides (other ``--set`` keys still override the config)."""
+    from framepipe.config.loading import parse_value
+    from framepipe.ops.control import acquire
+
+    camera: dict[str, object] = {}
+    rest: list[str] = []
+    for item in args.overrides:
+        key, eq, value = item.partition("=")
+        if key.strip().startswith("camera.") and eq:
+            camera[key.strip().removeprefix("camera.")] = parse_value(value.strip())
+        else:
+            rest.append(item)
+    args.overrides = rest
+    config, _ = _load(args)
+    if args.frames < 0:
+        raise ConfigError("--frames must be ≥ 0 (0 = until `framepipe stop`)")
+    return acquire(config, args.frames, args.name, camera, wait=not args.no_wait)
 
 
 def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ stream and does the HDF5 work it asks for.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,7 @@ from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile, finalize, now_iso
-from framepipe.wire.messages import EndOfStream
+from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message, from_ranges
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
@@ -66,6 +67,8 @@ class Recorder(Component):
         self.rec = config.recorder(name)
         self.codec = Codec(self.rec.compression, self.rec.compression_level)
         self.run_id = config.run.id or run_id_now()
+        #: the acquisition being recorded (its start message); None between acquisitions
+        self.acquisition: AcquisitionStart | None = None
         self.file: FrameFile | None = None
         #: every file of the series, closed or open, with its close time
         self.files: list[tuple[FrameFile, str]] = []
@@ -77,7 +80,10 @@ class Recorder(Component):
         self._pool: ThreadPoolExecutor | None = None
         direct = self.rec.direct_chunks and self.codec.direct and self.codec.kind != "none"
         self._threads = self.rec.compress_threads if direct else 0
-        self.series: RecordingSeries[Received] = RecordingSeries(
+        self.series = self._new_series()
+
+    def _new_series(self) -> RecordingSeries[Received]:
+        return RecordingSeries(
             flush_frames=self.rec.flush_frames,
             flush_s=self.rec.flush_s,
             rotate_frames=self.rec.rotate_frames,
@@ -88,31 +94,67 @@ class Recorder(Component):
         )
 
     def path(self, index: int = 0) -> str:
+        """File ``index`` of the acquisition's series, from the path template: ``{run}`` and
+        ``{run_id}`` are the deployment's (from the start message), ``{acquisition}`` and
+        ``{acquisition_name}`` the acquisition's."""
         run = self.config.run
+        acq = self.acquisition
         return self.rec.path.format(
-            data_dir=run.data_dir, run=run.name, stream=self.rec.stream, name=self.name, run_id=self.run_id, index=index
+            data_dir=run.data_dir,
+            run=acq.run if acq is not None else run.name,
+            stream=self.rec.stream,
+            name=self.name,
+            run_id=acq.run_id if acq is not None else self.run_id,
+            index=index,
+            acquisition=acq.acquisition if acq is not None else 0,
+            acquisition_name=acq.name if acq is not None else run.name,
         )
+
+    def _free_path(self, index: int) -> str:
+        """The path of file ``index``, or its next free part file: a recorder never
+        overwrites, and one that restarted mid-acquisition adds a part."""
+        path = self.path(index)
+        if not os.path.exists(path):
+            return path
+        stem, ext = os.path.splitext(path)
+        for part in range(2, 1000):
+            candidate = f"{stem}-part{part}{ext}"
+            if not os.path.exists(candidate):
+                self.log.warning("%s exists: writing %s (never overwriting)", path, os.path.basename(candidate))
+                return candidate
+        return path  # FrameFile refuses it, with the reason
 
     # ------------------------------------------------------------------ files
     def _open_next(self) -> FrameFile:
         index = self.series.file_index
+        acq = self.acquisition
+        attrs: dict[str, Any] = {
+            "run": acq.run if acq is not None else self.config.run.name,
+            "run_id": acq.run_id if acq is not None else self.run_id,
+            "stream": self.rec.stream,
+            "recorder": self.name,
+            "file_index": index,
+            "framepipe_version": __version__,
+        }
+        if acq is not None:
+            # the acquisition's own settings, from its start message: where they came from
+            attrs.update(
+                acquisition=acq.acquisition,
+                acquisition_name=acq.name,
+                frames_requested=acq.frames,
+                config=json.dumps({"camera": acq.settings}),
+            )
         frame_file = FrameFile(
-            self.path(index),
-            attrs={
-                "run": self.config.run.name,
-                "run_id": self.run_id,
-                "stream": self.rec.stream,
-                "recorder": self.name,
-                "file_index": index,
-                "framepipe_version": __version__,
-                "config": self.config.model_dump_json(),
-            },
+            self._free_path(index),
+            attrs=attrs,
             codec=self.codec,
             swmr=self.rec.swmr,
             direct=self.rec.direct_chunks,
         )
         frame_file.open()
-        if self.camera:
+        if acq is not None and acq.camera:
+            frame_file.set_camera({**acq.camera, **acq.settings})
+        elif self.camera:
             frame_file.set_camera(self.camera)
         if self.sync_attrs:
             frame_file.set_attrs(self.sync_attrs)
@@ -168,9 +210,8 @@ class Recorder(Component):
         if not self.codec.direct and self.rec.direct_chunks:
             self.log.warning("%s: no direct chunk compressor here; writing through HDF5's filter", self.codec.kind)
         try:
-            # the first file before any socket, so an unwritable directory is an error
-            # before the run starts
-            self._open_next()
+            # the directory before any socket, so an unwritable one is an error before the run
+            self._check_directory()
         except RecorderError as e:
             self.error = str(e)
             self.log.error("%s", e)
@@ -180,30 +221,25 @@ class Recorder(Component):
         if self._threads:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"{self.name}-compress")
         self.ready(
-            f"writing {self.path(0)} compression={self.codec.kind} direct={self.rec.direct_chunks}",
+            f"writing {self.rec.path} compression={self.codec.kind} direct={self.rec.direct_chunks}",
             status_section=self.rec,
         )
         timeout = self._stream_urls()[2]
         code = 0
-        said_hello = False
         try:
-            welcome = self.sub.hello(timeout)
-            said_hello = True
-            self.log.info("%s stream: welcome from %s, recording", self.rec.stream, self.sub.sync_url)
-            assert self.file is not None
-            if welcome.camera is not None:
-                self.camera = welcome.camera
-                self.file.set_camera(self.camera)
-            # start sync with this host: round trip and the publisher's clock offset (sync.py);
-            # kept for the files a rotation opens later
-            timing = self.sub.welcome
-            self.sync_attrs = {f"sync_{k}": timing[k] for k in ("rtt_ns", "clock_offset_ns") if k in timing}
-            self.file.set_attrs(self.sync_attrs)
+            self._hello(timeout)
             while not self.stopping:
-                if self.sub.sub.poll(POLL_MS) and self._drain():
-                    break
+                if self.sub.sub.poll(POLL_MS):
+                    eos = self._drain()
+                    if eos is not None:
+                        code = self._end_acquisition(eos) or code
+                        if not eos.stays_up:
+                            break
                 if self.series.flush_due():
                     self._flush()
+                if self.sub.upstream_restarted:
+                    self.log.warning("%s: the %s stream restarted: saying hello again", self.name, self.rec.stream)
+                    self._hello(timeout)
         except RecorderError as e:
             self.error = str(e)
             self.log.error("%s", e)
@@ -211,27 +247,95 @@ class Recorder(Component):
             # stop receiving at once: a lossless publisher must not wait on our full queue
             self.sub.sub.close(linger=0)
         finally:
-            code = self._finish(code)
-        if said_hello:
-            seq = self.sub.sequence
-            self.sub.bye(
-                BYE_TIMEOUT_S,
-                written=self.counters[Count.WRITTEN],
-                gaps=seq.gaps,
-                missing=self.counters[Count.MISSING],
-                complete=self.counters[Count.COMPLETE] == 1,
-                error=self.error,
-            )
+            if self.acquisition is not None:  # stopped or failed mid-acquisition
+                code = self._finish(code) or code
+                self._bye()
+            elif self.sub.eos is None and self.said_hello:
+                self._bye()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         return code
 
-    def _drain(self) -> bool:
-        """Take what is waiting and write it; True at end of stream (everything written)."""
+    def _check_directory(self) -> None:
+        """The directory of the files exists or can be made (an error now, not at the first frame)."""
+        directory = os.path.dirname(self.path(0)) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise RecorderError(f"{directory}: cannot create: {e.strerror or e}") from e
+
+    said_hello = False
+
+    def _hello(self, timeout: float) -> None:
+        welcome = self.sub.hello(timeout)
+        self.said_hello = True
+        self.log.info("%s stream: welcome from %s, recording", self.rec.stream, self.sub.sync_url)
+        if welcome.camera is not None:
+            self.camera = welcome.camera
+        # start sync with this host: round trip and the publisher's clock offset (sync.py);
+        # kept for every file opened later
+        timing = self.sub.welcome
+        self.sync_attrs = {
+            f"sync_{k}": timing[k] for k in ("rtt_ns", "clock_offset_ns", "clock_offset_bound_ns") if k in timing
+        }
+        if self.sub.acquisition is not None and self.acquisition is None:
+            self._begin(self.sub.acquisition)  # joined one under way (a restart): a part file
+
+    def _begin(self, start: AcquisitionStart) -> None:
+        """An acquisition starts: a new series, its first file open before its first frame."""
+        if self.acquisition is not None:
+            self.log.warning("acquisition %d started before %d ended", start.acquisition, self.acquisition.acquisition)
+            self._finish(0)
+            self._bye()
+        self.acquisition = start
+        self.series = self._new_series()
+        self.sub.sequence = self.series.sequence
+        self.sub.sequence.start_at(start.seq or 0)
+        self.files = []
+        self.error = None
+        for key in (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.GAPS, Count.COMPLETE):
+            self.counters.pop(key, None)
+        self._open_next()
+        self.log.info("acquisition %d '%s': writing %s", start.acquisition, start.name, self.files[0][0].path)
+
+    def _end_acquisition(self, eos: EndOfStream) -> int:
+        """The acquisition's end of stream: the ledger into its files, the bye with counts."""
+        if self.acquisition is None:
+            if eos.acquisition is not None:
+                self.log.warning("end of acquisition %s, which this recorder never saw start", eos.acquisition)
+            self._bye()
+            return 0
+        code = self._finish(0)
+        self._bye()
+        self.acquisition = None
+        return code
+
+    def _bye(self) -> None:
+        seq = self.sub.sequence
+        self.sub.bye(
+            BYE_TIMEOUT_S,
+            written=self.counters[Count.WRITTEN],
+            gaps=seq.gaps,
+            missing=self.counters[Count.MISSING],
+            complete=self.counters[Count.COMPLETE] == 1 if self.files else None,
+            error=self.error,
+            acquisition=self.acquisition.acquisition if self.acquisition is not None else None,
+            expected=self.series.written_ids.expected,
+            path=self.files[0][0].path.as_posix() if self.files else None,
+        )
+
+    def _drain(self) -> EndOfStream | None:
+        """Take what is waiting and write it; the end of stream when it came (all written)."""
         for _ in range(64):
             msg = self.sub.receive()
             if msg is None:
                 # nothing else to do: write what is still being compressed, keeping latency low
                 self._write_pending(drain=True)
-                return False
+                return None
+            if isinstance(msg.control, AcquisitionStart):
+                self._write_pending(drain=True)
+                self._begin(msg.control)
+                continue
             if isinstance(msg.control, EndOfStream):
                 eos = msg.control
                 self._write_pending(drain=True)
@@ -243,8 +347,11 @@ class Recorder(Component):
                     frame_ids = None
                 self.series.end_of_stream(eos.reason, eos.camera_lost, frame_ids)
                 self.log.info("end of stream (%s)", eos.reason)
-                return True
+                return eos
             assert msg.array is not None
+            if self.acquisition is None or msg.header.get("acquisition") not in (None, self.acquisition.acquisition):
+                self.counters[Count.STALE] += 1  # between acquisitions: not part of any file
+                continue
             received = Received(msg, time.time_ns())
             accepted = self.series.arrive(msg.frame_id, received)
             self.counters[Count.RECEIVED] = self.series.received
@@ -256,7 +363,7 @@ class Recorder(Component):
             if self._pool is not None:
                 received.job = self._pool.submit(self.codec.compress, msg.array)
             self._write_pending()
-        return False
+        return None
 
     def _write_pending(self, *, drain: bool = False) -> None:
         """Write the pending frames the series lets go (all of them with ``drain``), oldest first."""
@@ -297,7 +404,7 @@ class Recorder(Component):
                 self._flush()
 
     def _finish(self, code: int) -> int:
-        """Close the open file and write the ledger into every file of the series."""
+        """Close the open file and write the ledger into every file of the acquisition."""
         if self.series.pending and self.error is None:
             try:
                 self._write_pending(drain=True)  # stopped by a signal: what was received is written
@@ -306,8 +413,6 @@ class Recorder(Component):
                 self.error = str(e)
                 code = 1
         self.series.discard_pending()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
         try:
             self._close_current()
         except RecorderError as e:
@@ -333,10 +438,11 @@ class Recorder(Component):
         self.counters[Count.MISSING] = len(ledger.missing_ids)
         self.counters[Count.GAPS] = ledger.dropped_upstream
         self.counters[Count.COMPLETE] = int(ledger.complete)
+        self.counters[Count.ACQUISITIONS] += 1
         c = self.counters
         self.log.info(
             "closed %d file(s): written %d, received %d, missing %d, dropped upstream %d, rejected %d, "
-            "duplicates %d, complete=%s",
+            "duplicates %d, complete=%s (%s)",
             len(self.files),
             c["written"],
             c["received"],
@@ -345,15 +451,19 @@ class Recorder(Component):
             c["rejected"],
             c["duplicates"],
             str(ledger.complete).lower(),
+            ledger.end_reason,
         )
+        if not ledger.complete and code == 0 and not self.config.run.serve:
+            code = 1  # one acquisition: an incomplete file is a failed run (DESIGN: exit 1)
         return code
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        out[Count.PATH] = self.file.path.as_posix() if self.file is not None else self.path(max(len(self.files) - 1, 0))
+        if self.files:
+            out[Count.PATH] = self.files[-1][0].path.as_posix()
         try:
             out[Count.FILE_BYTES] = os.stat(out[Count.PATH]).st_size
-        except OSError:
+        except (OSError, KeyError):
             pass  # not created yet
         if Count.GAPS not in out:
             out[Count.GAPS] = self.series.sequence.gaps  # live; the final figure is set at close

@@ -18,6 +18,7 @@ is sent on it while nobody is subscribed.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import IdRanges
-from framepipe.wire.messages import Bye, Done, EndOfStream, Hello, Request, Welcome
+from framepipe.wire.messages import AcquisitionStart, Bye, Done, EndOfStream, Heartbeat, Hello, Request, Welcome
 from framepipe.wire.protocol import SUBSCRIBER_TOPIC, Message, encode_control, to_ranges
 from framepipe.wire.sockets import POLL_MS, SocketOwner
 from framepipe.wire.sync import SyncServer
@@ -97,6 +98,14 @@ class Broadcast:
         #: sync requests the owner answers itself (e.g. the sink's ventilator hello):
         #: (peer, the decoded request; its ``control`` is the validated model)
         self.deferred: list[tuple[bytes, Message]] = []
+        #: the acquisition under way (its start message), for late joiners' welcomes
+        self.acquisition: AcquisitionStart | None = None
+        #: every bye received, in order, for the owner to read (its acquisition reports)
+        self.reports: list[Bye] = []
+        #: this instance of the stream: a subscriber that sees another one in a heartbeat
+        #: knows the binding side restarted, and says hello again
+        self.instance = secrets.token_hex(6)
+        self._next_heartbeat = 0.0
 
     # ---------------------------------------------------------------- housekeeping
     def sockets(self) -> list[zmq.Socket[Any]]:
@@ -149,11 +158,29 @@ class Broadcast:
                         self.owner.log.info("%s joined %s (not in the configured list)", request.name, self.stream)
                     else:
                         self.owner.log.info("%s said hello", request.name)
-                    self.sync.reply(peer, Welcome(stream=self.stream, seq=self.seq, camera=self.camera))
+                    acquisition = self.acquisition.model_dump(exclude_none=True) if self.acquisition else None
+                    self.sync.reply(
+                        peer,
+                        Welcome(
+                            stream=self.stream,
+                            seq=self.seq,
+                            camera=self.camera,
+                            acquisition=acquisition,
+                            instance=self.instance,
+                        ),
+                    )
                 elif isinstance(request, Bye):
-                    self.byes[request.name] = request
-                    counts = request.model_dump(exclude_none=True, exclude={"v", "kind", "name", "t_send_ns"})
-                    self.owner.log.info("%s said bye: %s", request.name, counts)
+                    current = self.acquisition.acquisition if self.acquisition is not None else None
+                    if request.acquisition is None or request.acquisition == current:
+                        self.byes[request.name] = request
+                    self.reports.append(request)
+                    del self.reports[:-64]  # bounded: the owner reads them as they come
+                    counts = request.model_dump(
+                        exclude_none=True, exclude={"v", "kind", "name", "t_send_ns", "subscribers"}
+                    )
+                    self.owner.log.info(
+                        "%s said bye: %s", request.name, ", ".join(f"{k} {v}" for k, v in counts.items())
+                    )
                     self.sync.reply(peer, Done())
                 else:
                     error = ProtocolError(f"unexpected {asked.kind} request", kind="bad_kind")
@@ -197,6 +224,42 @@ class Broadcast:
         return [n for n in self.hellos if n not in self.byes and n in self.subscribed]
 
     # ---------------------------------------------------------------- sending
+    def start(self, message: AcquisitionStart) -> bool:
+        """Begin an acquisition on the stream: its start message goes out (as a frame
+        would: lossless waits for a full subscriber), and the byes start again.
+
+        Returns False if the owner was stopped while a subscriber stayed full.
+        """
+        message = message.model_copy(update={"seq": self.seq})
+        self.acquisition = message
+        self.byes.clear()
+        self.published_ids = IdRanges()
+        parts = encode_control(message)
+        if not self.lossless:
+            self.pub.send_multipart(parts)
+        else:
+            try:
+                self.pub.send_multipart(parts, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                if not self._wait_and_send(parts):
+                    return False
+        if self.preview is not None:
+            self.preview.send_multipart(parts, flags=zmq.NOBLOCK)
+        self._next_heartbeat = time.monotonic() + 1.0
+        return True
+
+    def heartbeat(self, interval_s: float) -> None:
+        """While nothing else goes out: a heartbeat every ``interval_s``, so subscribers know
+        the stream is alive (and which instance of it), never waiting for a full one."""
+        now = time.monotonic()
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = now + interval_s
+        try:
+            self.pub.send_multipart(encode_control(Heartbeat(name=self.stream, instance=self.instance)), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # a full subscriber has frames to read first: it knows we are alive
+
     def publish(self, parts: list[Any], frame_id: int) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
 
@@ -216,6 +279,7 @@ class Broadcast:
             self.preview.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)  # drops when full, never waits
         self.seq += 1
         self.published_ids.add(frame_id)
+        self._next_heartbeat = time.monotonic() + 1.0
         return True
 
     def _wait_and_send(self, parts: list[Any]) -> bool:
@@ -253,12 +317,18 @@ class Broadcast:
         reason: str = "complete",
         frame_ids: list[int] | None = None,
         camera_lost: int | None = None,
+        *,
+        stays_up: bool = False,
+        extra: tuple[zmq.Socket[Any], ...] = (),
+        on_extra: Callable[[dict[Any, int]], None] | None = None,
     ) -> list[str]:
         """Send end-of-stream until every subscriber said bye (or timeout); return who did not.
 
         ``frame_ids``: the ids the stream should have carried (default: those published
         here), which subscribers compare with what they hold. ``camera_lost``: frames the
-        camera itself lost (the frames stream).
+        camera itself lost (the frames stream). ``stays_up``: the acquisition ends, the
+        deployment does not (subscribers wait for the next start). ``extra`` sockets are
+        polled meanwhile and handed to ``on_extra`` (the publisher's control endpoint).
         """
         eos = encode_control(
             EndOfStream(
@@ -268,6 +338,8 @@ class Broadcast:
                 count=self.seq,
                 frame_ids=self.published_ids.ranges() if frame_ids is None else to_ranges(frame_ids),
                 camera_lost=camera_lost,
+                acquisition=self.acquisition.acquisition if self.acquisition is not None else None,
+                stays_up=True if stays_up else None,
             )
         )
         waiting = self._owe_bye()
@@ -293,7 +365,12 @@ class Broadcast:
             # this end) still need one end of stream that went out
             if (not waiting and sent and now >= preview_until) or now >= deadline:
                 break
-            self.service(self.poll(timeout_ms=int(EOS_REPEAT_S * 1000)))
+            events = self.poll(extra, timeout_ms=int(EOS_REPEAT_S * 1000))
+            self.service(events)
+            if on_extra is not None and any(s in events for s in extra):
+                on_extra(events)
+        if stays_up:
+            self.acquisition = None
         if waiting:
             self.owner.log.warning("%s: no bye from %s within %g s", self.stream, ", ".join(waiting), timeout_s)
         return waiting

@@ -6,13 +6,17 @@ goes on the wire has a model here, requests and replies alike::
     ControlModel                      v = 1, kind
     ├── Request                       name, t_send_ns: to a sync ROUTER
     │   ├── Hello, Bye                subscriber/ventilator → publisher or sink
-    │   └── EndOfStreamRequest (eos)  ventilator → sink: the ids it accepted
+    │   ├── EndOfStreamRequest (eos)  ventilator → sink: the ids it accepted
+    │   ├── Acquire                   operator → publisher's control endpoint
+    │   └── Command                   operator → publisher: stop, snap, state, wait, shutdown
+    ├── AcquisitionStart   (start)    on a broadcast stream: an acquisition begins
     ├── EndOfStream         (eos)     on a broadcast stream: the ids it carried
     ├── Ack, Stop, WorkersAlive       the sink's control stream (topics ack, stop, workers)
     ├── Heartbeat                     worker → sink results-in
     ├── StatusRequest       (status)  → a component's status endpoint
     └── Reply                         t_server_ns: every sync reply carries the server's clock
         ├── Welcome, Done             answers to hello, bye and the end-of-stream request
+        ├── AcquisitionState (state)  the publisher's answer to acquire and commands
         ├── StatusReply     (status)  answer of a status endpoint
         └── ErrorReply      (error)   a refused request, and why (``reason``, one line)
 
@@ -136,6 +140,10 @@ class Hello(Request):
 
     TAG = "hello"
     kind: Literal["hello"] = "hello"
+    #: the ventilator to the sink: the acquisition about to be dispatched (an
+    #: AcquisitionStart's fields) and the token its tasks carry
+    acquisition: Metadata | None = None
+    token: Name | None = None
 
 
 class Bye(Request):
@@ -149,6 +157,12 @@ class Bye(Request):
     missing: Count | None = None
     complete: bool | None = None
     error: Text | None = None
+    #: the acquisition these counts are for (standing deployments: one bye per acquisition)
+    acquisition: Count | None = None
+    expected: Count | None = None
+    path: Text | None = None
+    #: the sink's report to the publisher: its results subscribers' byes, by name
+    subscribers: Metadata | None = None
 
 
 class EndOfStreamRequest(Request):
@@ -160,6 +174,14 @@ class EndOfStreamRequest(Request):
     frame_ids: IdRangeList
     #: sent and never acknowledged (the rest of frame_ids were, maybe by an earlier sink)
     unacknowledged: IdRangeList | None = None
+    #: the acquisition (its AcquisitionStart's fields), for a sink that restarted since its start
+    acquisition: Metadata | None = None
+    #: what the publisher's end of stream said the camera produced: the reference
+    #: ``complete`` is judged against (absent: the ventilator owns the camera, frame_ids is it)
+    source_ids: IdRangeList | None = None
+    reason: Text | None = None
+    #: the deployment stays up after this acquisition (absent: it ends)
+    stays_up: bool | None = None
 
 
 class EndOfStream(ControlModel):
@@ -176,6 +198,52 @@ class EndOfStream(ControlModel):
     frame_ids: IdRangeList | None = None
     #: frames stream: frames the camera itself lost (gaps in its frame counter)
     camera_lost: Count | None = None
+    #: the acquisition that ended (absent: a stream of one acquisition, from before them)
+    acquisition: Count | None = None
+    #: the deployment stays up for the next acquisition (absent: the stream is over, exit)
+    stays_up: bool | None = None
+
+
+class AcquisitionStart(ControlModel):
+    """An acquisition begins on a broadcast stream (DECTRIS stream v2's start message):
+    everything a file needs to say what it holds, before the first frame."""
+
+    TAG = "start"
+    kind: Literal["start"] = "start"
+    acquisition: Count
+    name: Name
+    #: the deployment: its name and id (file names and attributes)
+    run: Name
+    run_id: Name
+    #: frames asked for (0: until stopped)
+    frames: Count
+    #: the camera settings of this acquisition, as the publisher applied them
+    settings: Metadata
+    #: the camera's own metadata (model, serial, ...)
+    camera: Metadata | None = None
+    t_start_ns: Count | None = None
+    #: the stream's sequence number of this message (its first frame's is the next)
+    seq: Count | None = None
+
+
+class Acquire(Request):
+    """Start an acquisition: ``frames`` (0 = until stopped), a name, camera overrides."""
+
+    TAG = "acquire"
+    kind: Literal["acquire"] = "acquire"
+    frames: Count
+    acquisition_name: Name | None = None
+    camera: Metadata | None = None
+
+
+class Command(Request):
+    """An operator's command to the publisher's control endpoint."""
+
+    TAG = "command"
+    kind: Literal["command"] = "command"
+    action: Literal["stop", "snap", "state", "wait", "shutdown"]
+    #: ``wait``: the acquisition to wait for (absent: the current or last one)
+    acquisition: Count | None = None
 
 
 class Ack(ControlModel):
@@ -200,6 +268,8 @@ class WorkersAlive(ControlModel):
     TAG = "status-workers"
     kind: Literal["status"] = "status"
     alive: Names
+    #: the sink's instance: the ventilator tells a restarted sink the acquisition under way
+    instance: Name | None = None
 
 
 class Heartbeat(ControlModel):
@@ -209,6 +279,8 @@ class Heartbeat(ControlModel):
     kind: Literal["heartbeat"] = "heartbeat"
     name: Name
     processed: Count | None = None
+    #: on a broadcast stream: the publisher's instance (a new one means it restarted)
+    instance: Name | None = None
 
 
 class StatusRequest(ControlModel):
@@ -235,6 +307,10 @@ class Welcome(Reply):
     seq: Count | None = None
     camera: Metadata | None = None
     workers: Names | None = None
+    #: the acquisition under way (its AcquisitionStart's fields), for a late joiner
+    acquisition: Metadata | None = None
+    #: this instance of the publisher (see Heartbeat.instance)
+    instance: Name | None = None
 
 
 class Done(Reply):
@@ -246,6 +322,19 @@ class Done(Reply):
     missing: Count | None = None
     duplicates: Count | None = None
     acknowledged_elsewhere: Count | None = None
+
+
+class AcquisitionState(Reply):
+    """The publisher's answer to acquire and to commands: its state, the acquisition under
+    way (or just accepted), and for ``wait`` the finished acquisition's summary."""
+
+    TAG = "state"
+    kind: Literal["state"] = "state"
+    state: Literal["idle", "acquiring", "draining", "shutting down"]
+    acquisition: Metadata | None = None
+    summary: Metadata | None = None
+    #: the last acquisitions' summaries, newest last
+    history: Annotated[list[Metadata], Field(max_length=64)] | None = None
 
 
 class StatusReply(Reply):
@@ -276,6 +365,9 @@ Control = (
     | Bye
     | EndOfStreamRequest
     | EndOfStream
+    | AcquisitionStart
+    | Acquire
+    | Command
     | Ack
     | Stop
     | WorkersAlive
@@ -283,6 +375,7 @@ Control = (
     | StatusRequest
     | Welcome
     | Done
+    | AcquisitionState
     | StatusReply
     | ErrorReply
 )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import SequenceTracker
-from framepipe.wire.messages import EndOfStream, ErrorReply, Welcome
+from framepipe.wire.messages import AcquisitionStart, EndOfStream, ErrorReply, Heartbeat, Welcome
 from framepipe.wire.protocol import Message, decode, subscriber_topic
 from framepipe.wire.sockets import SocketOwner
 from framepipe.wire.sync import exchange
@@ -42,10 +43,18 @@ class Subscription:
         self.sub.setsockopt(zmq.SUBSCRIBE, subscriber_topic(owner.name))
         owner.connect(self.sub, pub_url)
         self.sequence = sequence if sequence is not None else SequenceTracker()
-        #: the stream's end, once it came
+        #: the stream's end, once it came (reset by the next acquisition's start)
         self.eos: EndOfStream | None = None
+        #: the acquisition under way on the stream (its start message), if any
+        self.acquisition: AcquisitionStart | None = None
         #: the publisher's welcome header, with the sync's ``rtt_ns`` and ``clock_offset_ns``
         self.welcome: dict[str, Any] = {}
+        #: the instance of the stream's binding side we said hello to (see Heartbeat)
+        self.instance: str | None = None
+        #: monotonic time of the last message of any kind (a heartbeat too)
+        self.last_heard = time.monotonic()
+        #: a heartbeat came from another instance: the binding side restarted, say hello again
+        self.upstream_restarted = False
 
     def hello(self, timeout_s: float) -> Welcome:
         """Tell the publisher we are here; returns its welcome (stream metadata).
@@ -66,7 +75,28 @@ class Subscription:
         welcome = answer.reply.control
         if not isinstance(welcome, Welcome):
             raise SyncError(f"{self.sync_url} answered our hello with {answer.reply.kind}")
+        # The first answer may have waited (the publisher starting, a deferred welcome), so
+        # its round trip says little about the clocks: measure them on a fresh exchange,
+        # answered at once now that the server knows us.
+        try:
+            fresh = exchange(self.owner.ctx, self.sync_url, "hello", self.owner.name, timeout_s=2.0)
+            if isinstance(fresh.reply.control, Welcome):
+                answer, welcome = fresh, fresh.reply.control
+        except SyncError:
+            pass  # the first answer's figures stand, with their (larger) rtt bound
         self.welcome = answer.header()
+        if "clock_offset_ns" in self.welcome:
+            self.welcome["clock_offset_bound_ns"] = self.welcome["rtt_ns"] // 2
+        self.instance = welcome.instance
+        self.upstream_restarted = False
+        self.last_heard = time.monotonic()
+        if welcome.acquisition is not None and self.acquisition is None:
+            try:  # joined an acquisition under way (a restart): follow it from here
+                self.acquisition = AcquisitionStart.model_validate(welcome.acquisition)
+                self.eos = None
+                self.sequence.start_at(welcome.seq or 0)
+            except ValueError:
+                self.owner.log.warning("the welcome's acquisition is malformed: ignored")
         return welcome
 
     def bye(self, timeout_s: float, **counts: Any) -> None:
@@ -91,10 +121,24 @@ class Subscription:
         except ProtocolError as e:
             self.owner.reject(e, self.stream)
             return None
+        self.last_heard = time.monotonic()
+        if isinstance(msg.control, Heartbeat):
+            if self.instance is not None and msg.control.instance not in (None, self.instance):
+                self.upstream_restarted = True
+            return None
+        if isinstance(msg.control, AcquisitionStart):
+            if self.acquisition is not None and self.acquisition.acquisition == msg.control.acquisition:
+                return None  # already following it (joined through the welcome)
+            self.acquisition = msg.control
+            self.eos = None
+            self.sequence.start_at(msg.control.seq or 0)
+            return msg
         if isinstance(msg.control, EndOfStream):
-            if self.eos is None:
-                self.eos = msg.control
-                self.sequence.finish(msg.control.seq_last)
+            if self.eos == msg.control:
+                return None  # a repeat (it goes out until every subscriber said bye)
+            self.eos = msg.control
+            self.acquisition = None
+            self.sequence.finish(msg.control.seq_last)
             return msg
         if msg.kind not in ("frame", "result"):
             self.owner.reject(ProtocolError(f"unexpected {msg.kind} on {self.stream}", kind="bad_kind"), self.stream)

@@ -1,0 +1,182 @@
+"""The operator's side of the acquisition control endpoint: ``framepipe acquire``, ``stop``,
+``snap``, ``shutdown``, and the deployment state in ``status``.
+
+Every command asks the publisher's control endpoint (``publisher.control_port``), which owns
+the camera and the acquisitions (see ``framepipe.publisher``). One request, one reply; a
+refused request is a :class:`ControlRefused` with the publisher's one-line reason, and an
+unanswered one a :class:`ControlError` naming the address: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from framepipe.config import Config
+from framepipe.core.errors import FramepipeError, ProtocolError
+from framepipe.wire.messages import AcquisitionState, ErrorReply
+from framepipe.wire.protocol import decode, encode_control
+from framepipe.wire.security import make_context
+
+#: how long a command waits for the publisher's answer (``wait`` waits per round)
+ANSWER_S = 5.0
+#: between two progress lines of ``acquire`` (and state polls)
+PROGRESS_S = 0.5
+
+
+class ControlError(FramepipeError):
+    """No answer from the control endpoint (exit 1)."""
+
+    exit_code = 1
+
+
+class ControlRefused(FramepipeError):
+    """The publisher refused the request; the message is its reason (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclasses.dataclass
+class Control:
+    """A client of one deployment's control endpoint."""
+
+    config: Config
+    name: str = "operator"
+    timeout_s: float = ANSWER_S
+
+    @property
+    def url(self) -> str:
+        pub = self.config.publisher
+        return pub.connect_url(pub.control_port)
+
+    def _ask(self, kind: str, *, timeout_s: float | None = None, data: bool = False, **fields: Any) -> Any:
+        """Send one request, return the decoded reply (a Message); raise on refusal/silence."""
+        ctx = make_context(self.config.security)
+        try:
+            sock = ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.url)
+            sock.send_multipart(encode_control(kind, name=self.name, t_send_ns=time.time_ns(), **fields))
+            wait = self.timeout_s if timeout_s is None else timeout_s
+            if not sock.poll(int(wait * 1000)):
+                raise ControlError(f"no answer from the publisher's control endpoint {self.url} within {wait:g} s")
+            parts = sock.recv_multipart(copy=False)
+        finally:
+            ctx.destroy(linger=0)
+        limit = int(self.config.limits.max_message_mb * 1e6) if data else 0
+        try:
+            reply = decode(parts, max_payload_bytes=limit)
+        except ProtocolError as e:
+            raise ControlError(f"invalid answer from {self.url}: {e}") from e
+        if isinstance(reply.control, ErrorReply):
+            raise ControlRefused(reply.control.reason)
+        return reply
+
+    def state(self) -> AcquisitionState:
+        return self._state(self._ask("command", action="state"))
+
+    def acquire(self, frames: int, name: str | None = None, camera: dict[str, Any] | None = None) -> int:
+        """Start an acquisition; returns its id."""
+        fields: dict[str, Any] = {"frames": frames}
+        if name:
+            fields["acquisition_name"] = name
+        if camera:
+            fields["camera"] = camera
+        # the publisher opens the camera with these settings before answering
+        state = self._state(self._ask("acquire", timeout_s=self.timeout_s + 30, **fields))
+        assert state.acquisition is not None
+        return int(state.acquisition["id"])
+
+    def command(self, action: str, **fields: Any) -> AcquisitionState:
+        return self._state(self._ask("command", action=action, **fields))
+
+    def wait(self, acquisition: int, timeout_s: float) -> dict[str, Any]:
+        """The acquisition's summary once it is accounted for (raises after ``timeout_s``)."""
+        reply = self._state(self._ask("command", action="wait", acquisition=acquisition, timeout_s=timeout_s))
+        assert reply.summary is not None
+        return reply.summary
+
+    def snap(self) -> tuple[np.ndarray, dict[str, Any]]:
+        reply = self._ask("command", action="snap", data=True, timeout_s=self.timeout_s + 30)
+        if reply.array is None:
+            raise ControlError(f"snap: {self.url} answered {reply.kind}, not a frame")
+        return np.array(reply.array), reply.header
+
+    @staticmethod
+    def _state(reply: Any) -> AcquisitionState:
+        if not isinstance(reply.control, AcquisitionState):
+            raise ControlError(f"unexpected answer {reply.kind}")
+        return reply.control
+
+
+# ---------------------------------------------------------------------- commands
+def acquire(config: Config, frames: int, name: str | None, camera: dict[str, Any], *, wait: bool) -> int:
+    """``framepipe acquire``: start, show progress, print the summary; 0 only if complete."""
+    control = Control(config)
+    acq_id = control.acquire(frames, name, camera)
+    if not wait:
+        print(acq_id)
+        return 0
+    print(f"acquisition {acq_id} started", file=sys.stderr)
+    last = ""
+    while True:
+        state = control.state()
+        current = state.acquisition
+        if current is None or current.get("id") != acq_id or state.state != "acquiring":
+            break
+        line = f"acquisition {acq_id}: {current['published']}/{current['frames'] or '∞'} frames"
+        if line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        time.sleep(PROGRESS_S)  # sleep-ok: the pace of progress lines, not synchronisation
+    summary = control.wait(acq_id, timeout_s=config.run.finish_timeout_s + 30)
+    print(render_summary(summary))
+    return 0 if summary["complete"] else 1
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """An acquisition's summary as the operator reads it: one row per component."""
+    lines = [
+        f"acquisition {summary['id']} '{summary['name']}': {summary['reason']}, "
+        f"{summary['published']} frames published in {summary['duration_s']:.1f} s"
+        + (f", camera lost {summary['camera_lost']}" if summary.get("camera_lost") else ""),
+        f"  {'component':<20}{'frames':>8}{'missing':>9}  file",
+    ]
+
+    def row(name: str, report: dict[str, Any]) -> None:
+        count = report.get("written", report.get("received", "-"))
+        missing = report.get("missing", "-")
+        complete = report.get("complete")
+        mark = "" if complete is None else ("complete" if complete else "NOT complete")
+        path = report.get("path") or ""
+        lines.append(f"  {name:<20}{count!s:>8}{missing!s:>9}  {path} {mark}".rstrip())
+
+    for name, report in summary["reports"].items():
+        row(name, report)
+        for sub, sub_report in (report.get("subscribers") or {}).items():
+            row(sub, sub_report)
+    for problem in summary["problems"]:
+        lines.append(f"  problem: {problem}")
+    lines.append("  every frame accounted for" if summary["complete"] else "  NOT every frame accounted for")
+    return "\n".join(lines)
+
+
+def snap(config: Config, png: str | None, npy: str | None) -> int:
+    """``framepipe snap``: the newest frame (or one grabbed now) to a PNG and/or .npy file."""
+    array, header = Control(config).snap()
+    if npy:
+        np.save(npy, array)
+        print(npy)
+    if png:
+        from framepipe.subscribers.viewer.images import encode_png, frame_image
+
+        Path(png).write_bytes(encode_png(frame_image(array)))
+        print(png)
+    print(f"frame {header['frame_id']}: {list(array.shape)} {array.dtype}", file=sys.stderr)
+    return 0
