@@ -211,10 +211,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "worker" and args.n > 1:
         from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
 
+        # a pool: a worker that dies is replaced (its frames are re-dispatched meanwhile),
+        # and one that cannot stay up leaves the others working
         children = ChildSet()
         common = [*component_args(path, args.overrides), "--log-level", args.log_level]
         for i in range(args.n):
-            children.start(f"worker-{i}", framepipe_argv("worker", "--index", str(i), *common))
+            children.start(f"worker-{i}", framepipe_argv("worker", "--index", str(i), *common), restart=True)
         return children.wait_all(stop_on_failure=False)
 
     from framepipe.runtime.component import SummaryFile

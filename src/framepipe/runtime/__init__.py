@@ -6,7 +6,7 @@ May import: ``framepipe.wire``, ``framepipe.config``, ``framepipe.core``.
 """
 
 from framepipe.runtime.component import Component, SummaryFile
-from framepipe.runtime.processes import Child, ChildSet, framepipe_argv
+from framepipe.runtime.processes import Child, ChildSet, RestartPolicy, exit_status, framepipe_argv
 from framepipe.runtime.status import ComponentStatus, State, StatusParts
 
 __all__ = [
@@ -14,8 +14,10 @@ __all__ = [
     "ChildSet",
     "Component",
     "ComponentStatus",
+    "RestartPolicy",
     "State",
     "StatusParts",
     "SummaryFile",
+    "exit_status",
     "framepipe_argv",
 ]

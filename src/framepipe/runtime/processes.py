@@ -7,7 +7,8 @@
   (PR_SET_PDEATHSIG), so a killed launcher leaves no orphans. Its output goes to a log file
   or is shared with ours; every wait on it is bounded: on its exit, on text in its log, on
   any condition.
-- :class:`ChildSet`: children started together and stopped together, sources first.
+- :class:`ChildSet`: children started together and stopped together, sources first; a
+  child started with ``restart=True`` that dies is started again (:class:`RestartPolicy`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Protocol, TypeVar
@@ -39,12 +42,31 @@ WAIT_STEP_S = 0.05
 #: how much of a child's log a failed wait quotes
 LOG_TAIL_CHARS = 4000
 
+#: how often wait_all looks at its children, forwards signals and calls on_tick
+TICK_S = 0.1
+
 #: the src/ directory this framepipe came from
 SRC = str(Path(__file__).resolve().parents[2])
 
 
 class ChildError(FramepipeError):
     """A child that exited, or did not, before what a bounded wait on it expected."""
+
+
+def describe_exit(code: int) -> str:
+    """``code 1``, or ``code -9 (SIGKILL)`` for a child ended by a signal."""
+    if code < 0:
+        try:
+            return f"code {code} ({signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f"code {code}"
+
+
+def exit_status(code: int) -> int:
+    """A child's exit code as the exit status of the command that ran it: a child ended by
+    a signal (negative code) is a failure, 1, never a raw signal number."""
+    return 1 if code < 0 else code
 
 
 def framepipe_argv(*args: str) -> list[str]:
@@ -207,6 +229,48 @@ class ChildHandle(Protocol):
     def signal(self, sig: int) -> None: ...
 
 
+#: how a :class:`ChildSet` starts a child: (name, argv, output) → a running child
+Spawn = Callable[[str, list[str], IO[bytes] | None], ChildHandle]
+
+
+def _spawn_child(name: str, argv: list[str], output: IO[bytes] | None) -> ChildHandle:
+    return Child(name, argv, output)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a child that died is started again.
+
+    A crash loop must not spin the CPU nor hide a component that cannot start: the delay
+    doubles from ``backoff_s`` up to ``max_backoff_s`` while the child keeps dying young,
+    and is ``backoff_s`` again once an incarnation stayed up ``stable_s``; beyond
+    ``max_restarts`` restarts within ``window_s`` the child is failed.
+    """
+
+    max_restarts: int = 5
+    window_s: float = 60.0
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    stable_s: float = 30.0
+
+    def window_text(self) -> str:
+        return "per minute" if self.window_s == 60.0 else f"per {self.window_s:g} s"
+
+
+@dataclass
+class _Restartable:
+    """A child that :class:`ChildSet` starts again when it dies: how, and its history."""
+
+    argv: list[str]
+    output: IO[bytes] | None
+    started_at: float
+    delay_s: float
+    #: when each restart still within the policy's window was decided
+    restarted_at: deque[float] = field(default_factory=deque)
+    #: in backoff: when it is started again
+    due_at: float | None = None
+
+
 class ChildSet:
     """Component processes started together and stopped together.
 
@@ -216,6 +280,13 @@ class ChildSet:
     running ``DRAIN_S`` after the sources ended gets SIGTERM, and ``STOP_GRACE_S`` after
     that, SIGKILL. A second signal skips the drain. Every child is reaped (no zombies)
     and dies with the launcher if the launcher itself is killed (no orphans).
+
+    A child started with ``restart=True`` that fails while the set is not stopping is
+    started again, same argv and output, as ``restart_policy`` says: a component that
+    dies is replaced instead of ending the run. One that exits 0 is done. One over the
+    policy's limit is failed like any other. ``procs[name]`` is always the latest
+    incarnation, ``codes[name]`` its exit code and ``restarts[name]`` how often it was
+    restarted.
     """
 
     def __init__(
@@ -224,9 +295,19 @@ class ChildSet:
         followers: tuple[str, ...] = (),
         *,
         clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] = time.sleep,
+        restart_policy: RestartPolicy = RestartPolicy(),
+        spawn: Spawn = _spawn_child,
     ) -> None:
         self.procs: dict[str, ChildHandle] = {}
         self.codes: dict[str, int] = {}
+        #: how often each child was started again after it died
+        self.restarts: dict[str, int] = {}
+        self.restart_policy = restart_policy
+        self._restartable: dict[str, _Restartable] = {}
+        #: the wait_all tick when no child is running to wait on (all in backoff)
+        self.pause = pause
+        self.spawn = spawn
         self.stop_first = stop_first
         #: children that only serve the others (workers): stopped once all the others ended
         self.followers = followers
@@ -238,15 +319,101 @@ class ChildSet:
         self._term_all_at: float | None = None  # when every child was sent SIGTERM
         self._sources_done: float | None = None  # when the last source exited, after a stop
 
-    def start(self, name: str, argv: list[str], output: IO[bytes] | None = None) -> Child:
-        """Start one child; ``output`` (a file) takes its stdout and stderr, else it shares ours."""
-        child = Child(name, argv, output)
+    def start(
+        self, name: str, argv: list[str], output: IO[bytes] | None = None, *, restart: bool = False
+    ) -> ChildHandle:
+        """Start one child; ``output`` (a file) takes its stdout and stderr, else it shares
+        ours. ``restart``: start it again when it fails (see :class:`RestartPolicy`)."""
+        child = self.spawn(name, argv, output)
         self.add(name, child)
+        if restart:
+            policy = self.restart_policy
+            self._restartable[name] = _Restartable(argv, output, self.clock(), policy.backoff_s)
         return child
 
     def add(self, name: str, child: ChildHandle) -> None:
-        """Take charge of a child already started."""
+        """Take charge of a child already started (never restarted: we do not know how)."""
         self.procs[name] = child
+        self.restarts.setdefault(name, 0)
+
+    def _in_backoff(self) -> list[str]:
+        return [n for n, r in self._restartable.items() if r.due_at is not None]
+
+    def _restart_later(self, name: str, code: int) -> bool:
+        """``name`` exited with ``code``: schedule its restart if the policy allows (True)."""
+        spec = self._restartable.get(name)
+        if spec is None or code == 0 or self._stop_at is not None or name in self._released:
+            return False
+        policy, now = self.restart_policy, self.clock()
+        while spec.restarted_at and now - spec.restarted_at[0] >= policy.window_s:
+            spec.restarted_at.popleft()
+        if len(spec.restarted_at) >= policy.max_restarts:
+            log.error(
+                "%s exited with %s: not restarted, %d restarts %s already",
+                name,
+                describe_exit(code),
+                len(spec.restarted_at),
+                policy.window_text(),
+            )
+            return False
+        if now - spec.started_at >= policy.stable_s:
+            spec.delay_s = policy.backoff_s  # it had stopped crashing: start over
+        spec.restarted_at.append(now)
+        spec.due_at = now + spec.delay_s
+        log.warning(
+            "%s exited with %s: restarting in %g s (restart %d of at most %d %s)",
+            name,
+            describe_exit(code),
+            spec.delay_s,
+            len(spec.restarted_at),
+            policy.max_restarts,
+            policy.window_text(),
+        )
+        spec.delay_s = min(2 * spec.delay_s, policy.max_backoff_s)
+        return True
+
+    def _restart_due(self, stop_on_failure: bool) -> None:
+        """Start the children whose backoff is over; a stop cancels every pending restart."""
+        now = self.clock()
+        for name in self._in_backoff():
+            spec = self._restartable[name]
+            if self._stop_at is not None:
+                # it would be stopped at once: its death was handled, nothing failed since
+                log.info("%s: not restarted, stopping", name)
+                spec.due_at = None
+                self.codes[name] = 0
+                continue
+            if spec.due_at is None or now < spec.due_at:
+                continue
+            spec.due_at = None
+            try:
+                child = self.spawn(name, spec.argv, spec.output)
+            except OSError as e:
+                log.error("%s could not be restarted: %s", name, e)
+                self._fail(name, 1, stop_on_failure)
+                continue
+            self.procs[name] = child
+            spec.started_at = now
+            self.restarts[name] += 1
+
+    def _fail(self, name: str, code: int, stop_on_failure: bool) -> None:
+        self.codes[name] = code
+        if code != 0 and stop_on_failure and self._stop_at is None:
+            log.error("%s exited with %s: stopping the others", name, describe_exit(code))
+            self.request_stop(drain=False)
+
+    def _tick(self) -> None:
+        """Wait up to TICK_S for a running child (or until the next restart is due)."""
+        step = TICK_S
+        due = [r.due_at for r in self._restartable.values() if r.due_at is not None]
+        if due:
+            step = min(step, max(0.0, min(due) - self.clock()))
+        backoff = self._in_backoff()
+        live = [p for n, p in self.procs.items() if n not in self.codes and n not in backoff]
+        if live:
+            live[0].wait_briefly(step)  # a bounded wait on a child, not a sleep
+        elif step > 0:
+            self.pause(step)  # every child is in backoff: nothing to wait on
 
     def running(self, names: Collection[str] | None = None) -> list[str]:
         """Children still running (among ``names``, if given)."""
@@ -305,7 +472,7 @@ class ChildSet:
         if self._followers_stopped or not self.followers:
             return
         others = [n for n in self.procs if n not in self.followers]
-        if others and not self.running(others):
+        if others and not self.running(others) and not any(n in others for n in self._in_backoff()):
             self._followers_stopped = True
             late = self.running(self.followers)
             if late:
@@ -314,7 +481,8 @@ class ChildSet:
                 self.signal_all(signal.SIGTERM, late)
 
     def wait_all(self, *, stop_on_failure: bool = True, on_tick: Callable[[], None] | None = None) -> int:
-        """Wait for every child; forward SIGINT/SIGTERM; return the worst exit code.
+        """Wait for every child, restarting those that may be; forward SIGINT/SIGTERM;
+        return the worst exit status (:func:`exit_status`: never a raw signal number).
 
         ``on_tick`` is called about ten times a second meanwhile (the dashboard).
         """
@@ -326,8 +494,9 @@ class ChildSet:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while len(self.codes) < len(self.procs):
+                backoff = self._in_backoff()
                 for name, proc in self.procs.items():
-                    if name in self.codes:
+                    if name in self.codes or name in backoff:
                         continue
                     code = proc.poll()
                     if code is None:
@@ -335,21 +504,19 @@ class ChildSet:
                     if name in self._released and code == -signal.SIGTERM:
                         # it was still starting (no handler yet) when the run ended: nothing lost
                         code = 0
-                    self.codes[name] = code
-                    if code != 0 and stop_on_failure and self._stop_at is None:
-                        log.error("%s exited with code %d: stopping the others", name, code)
-                        self.request_stop(drain=False)
+                    if not self._restart_later(name, code):
+                        self._fail(name, code, stop_on_failure)
+                self._restart_due(stop_on_failure)
                 self._escalate()
                 self._release_followers()
                 if on_tick is not None:
                     on_tick()
-                running = [p for n, p in self.procs.items() if n not in self.codes]
-                if running:
-                    running[0].wait_briefly(0.1)  # a bounded wait on a child, not a sleep
+                if len(self.codes) < len(self.procs):
+                    self._tick()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        return max((abs(c) for c in self.codes.values()), default=0)
+        return max((exit_status(c) for c in self.codes.values()), default=0)
 
 
 def component_args(config_path: str | None, overrides: list[str]) -> list[str]:
