@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--serve",
         action="store_true",
-        help="a standing deployment: stays up, supervised, for `framepipe acquire` until Ctrl-C or `framepipe shutdown`",
+        help="a standing deployment: stays up, supervised, for `framepipe acquire` until Ctrl-C or shutdown",
     )
     p = sub.add_parser("acquire", help="start an acquisition on a standing deployment, show progress, summarise")
     _common(p)
@@ -235,7 +235,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     """Print one table (or JSON); exit 1 when any component is down."""
     import json
 
-    from framepipe.ops.status import query_deployment, render_table, watch
+    from framepipe.ops.status import render_table, watch
 
     if args.stop:
         # a stop drains: the camera stops first, then what it took goes through (as SIGINT

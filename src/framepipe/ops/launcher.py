@@ -2,8 +2,19 @@
 
 Children are started as ``python -m framepipe <component>`` with the same config file and
 overrides, so what runs here is exactly what an operator starts by hand on each machine.
-Children die with the launcher (PR_SET_PDEATHSIG), SIGINT/SIGTERM are forwarded, and a
-child that fails stops the rest. The run exits 0 only when every frame is accounted for.
+Children die with the launcher (PR_SET_PDEATHSIG) and SIGINT/SIGTERM are forwarded.
+
+The launcher is a supervisor: a component that dies is started again (backoff, at most a
+few restarts a minute: :class:`framepipe.runtime.processes.RestartPolicy`), logged and
+counted (each restarted child reports its count, ``FRAMEPIPE_RESTARTS``, in its status).
+A worker killed mid-acquisition is replaced and its frames re-dispatched; a recorder or
+sink that restarts rejoins in a part file, its ledger listing what it missed. One
+exception: in a one-acquisition run the publisher is not restarted (a new publisher would
+start the acquisition again); its failure ends the run.
+
+``framepipe run`` runs one acquisition and exits 0 only when every frame is accounted for;
+``framepipe run --serve`` keeps the deployment up for ``framepipe acquire`` until Ctrl-C or
+``framepipe shutdown``.
 """
 
 from __future__ import annotations
@@ -18,16 +29,23 @@ from typing import Any
 
 from framepipe.config import Config, run_id_now
 from framepipe.core.counters import Count
-from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
+from framepipe.runtime.processes import Child, ChildHandle, ChildSet, child_env, component_args, framepipe_argv
 from framepipe.runtime.status import ComponentStatus, Role
 
 log = logging.getLogger("framepipe.run")
 
 
 def run_pipeline(
-    config: Config, config_path: str | None, overrides: list[str], log_args: list[str], *, tui: bool = True
+    config: Config,
+    config_path: str | None,
+    overrides: list[str],
+    log_args: list[str],
+    *,
+    tui: bool = True,
+    serve: bool = False,
 ) -> int:
-    """Start every component locally, wait, print the summary; 0 only if nothing is missing.
+    """Start every component locally, supervise them, print the summary; 0 only if nothing
+    is missing (``serve``: a standing deployment, 0 when it shut down cleanly).
 
     Meanwhile a live dashboard (``tui`` and a terminal) or a progress log line every few seconds.
     """
@@ -38,21 +56,38 @@ def run_pipeline(
         # one id for every component: both recorders name their files after the same run
         config = config.model_copy(update={"run": config.run.model_copy(update={"id": run_id_now()})})
         overrides = [*overrides, f"run.id={config.run.id}"]
+    if serve or config.run.serve:
+        serve = True
+        config = config.model_copy(update={"run": config.run.model_copy(update={"serve": True})})
+        overrides = [*overrides, "run.serve=true"]
     common = component_args(config_path, overrides) + log_args
     with tempfile.TemporaryDirectory(prefix="framepipe-run-") as tmp:
         source = "publisher" if config.ventilator.source == "publisher" else "ventilator"
-        children = ChildSet(stop_first=(source,), followers=tuple(f"worker-{i}" for i in range(config.workers.count)))
+
+        def spawn(name: str, argv: list[str], output: Any) -> ChildHandle:
+            # a restarted child says how often it was restarted, in its status
+            return Child(name, argv, output, env=child_env({"FRAMEPIPE_RESTARTS": str(children.restarts.get(name, 0))}))
+
+        children = ChildSet(
+            stop_first=(source,),
+            followers=tuple(f"worker-{i}" for i in range(config.workers.count)),
+            spawn=spawn,
+        )
         monitor = RunMonitor(
             tmp,
-            title=f"framepipe run '{config.run.name}'",
-            total=config.camera.count,
+            title=f"framepipe run '{config.run.name}'" + (" (serving)" if serve else ""),
+            total=None if serve else config.camera.count,
             log_path=Path(config.run.data_dir, f"{config.run.name}.log"),
             tui=tui,
         )
 
         def start(name: str, *argv: str) -> None:
             summary = os.path.join(tmp, f"{name}.json")
-            children.start(name, framepipe_argv(*argv, *common, "--summary-json", summary), monitor.child_output)
+            # one acquisition: a new publisher would start it again, so its failure ends the run
+            restart = serve or name != "publisher"
+            children.start(
+                name, framepipe_argv(*argv, *common, "--summary-json", summary), monitor.child_output, restart=restart
+            )
 
         t0 = time.monotonic()
         with monitor:
@@ -67,7 +102,17 @@ def run_pipeline(
             code = children.wait_all(on_tick=monitor.tick)
         elapsed = time.monotonic() - t0
         summaries = {name: read_summary(Path(tmp, f"{name}.json")) for name in children.procs}
+    restarted = {n: c for n, c in children.restarts.items() if c}
+    if serve:
+        pub = summaries.get("publisher")
+        done = pub.counters.get(Count.ACQUISITIONS, 0) if pub is not None else "?"
+        print(f"\nframepipe run --serve '{config.run.name}': up {elapsed:.1f} s, {done} acquisition(s)")
+        if restarted:
+            print("  restarts: " + ", ".join(f"{n}={c}" for n, c in restarted.items()))
+        return code
     ok = print_summary(config, summaries, children.codes, elapsed)
+    if restarted:
+        print("  restarts: " + ", ".join(f"{n}={c}" for n, c in restarted.items()))
     if code == 0 and not ok:
         code = 1
     return code

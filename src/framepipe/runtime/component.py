@@ -78,6 +78,9 @@ class Component:
         self.failure: str | None = None
         self.started_at = time.monotonic()
         self.max_payload = int(config.limits.max_message_mb * 1e6)
+        restarts = os.environ.get("FRAMEPIPE_RESTARTS", "")
+        if restarts.isdigit() and int(restarts):
+            self.counters["restarts"] = int(restarts)  # set by the supervisor that restarted us
         self._status: StatusServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
