@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -85,9 +86,31 @@ def test_framepipe_run_twice_keeps_both_and_never_overwrites(tmp_path: Path) -> 
     second = run("--set", "run.id=second")
     assert second.returncode == 0, second.stdout + second.stderr
     assert (tmp_path / "data" / "local_second_frames.h5").is_file()
-    # the same run id again: refused, clearly, and the earlier file is untouched
+    # the same run id again: refused before anything starts, and the earlier file is untouched
     third = run("--set", "run.id=second")
-    assert third.returncode != 0
-    assert "file exists" in third.stderr
-    assert "NOT every frame accounted for" in third.stdout
+    assert third.returncode == 2, third.stdout + third.stderr
+    assert "which exists: it would not be overwritten; choose another run.id" in third.stderr
+    assert third.stdout == ""
     assert first_file.read_bytes() == before
+
+
+def test_framepipe_run_refuses_a_taken_port_before_it_starts_anything(tmp_path: Path) -> None:
+    env = port_env()
+    with socket.socket() as held:  # another program listening on the sink's results port
+        held.bind(("127.0.0.1", int(env["FRAMEPIPE_SINK__RESULTS_PORT"])))
+        held.listen()
+        args = ["run", "--no-tui", "-c", str(REPO / "configs" / "local.toml"), "--set", "run.data_dir=data"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "framepipe", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(env),
+            cwd=tmp_path,
+        )
+    port = env["FRAMEPIPE_SINK__RESULTS_PORT"]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"framepipe run: error: sink.results_port {port} is in use"), line
+    assert not (tmp_path / "data").exists(), "no data dir, so no log file and no .h5"
+    assert list(tmp_path.rglob("*")) == []

@@ -24,12 +24,11 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_configs_load() -> None:
     cfg = load_config(REPO / "configs" / "local.toml", environ={})
     assert cfg.camera.kind == "synthetic" and cfg.workers.count >= 1
-    # local.toml mirrors the embedded defaults, except that its file names carry the run id
+    # local.toml mirrors the embedded defaults; both name files after the run id, so a second
+    # run of a config without [[recorders]] gets new files
     assert [r.path for r in cfg.recorders] == ["{data_dir}/{run}_{run_id}_{stream}.h5"] * 2
-    shipped = cfg.model_dump()
-    for rec in shipped["recorders"]:
-        rec["path"] = "{data_dir}/{run}_{stream}.h5"
-    assert shipped == load_config(None, environ={}).model_dump() | {"run": cfg.run.model_dump()}
+    default = load_config(None, environ={})
+    assert cfg.model_dump() == default.model_dump() | {"run": cfg.run.model_dump()}
 
 
 @pytest.mark.parametrize(
@@ -43,6 +42,16 @@ def test_shipped_configs_load() -> None:
         ("[publisher]\nframes_port = 70000\n", "publisher.frames_port", "65535"),
         ("[sink]\nresults_port = 5550\n", "sink.results_port", "also used by publisher.frames_port"),
         ("[nonsense]\nx = 1\n", "nonsense", "unknown key"),
+        (
+            "[[recorders]]\nname = 'a'\npath = 'data/x.h5'\n[[recorders]]\nname = 'b'\npath = '{data_dir}/x.h5'\n",
+            "recorders.1.path",
+            "b would write the same file as a ('{data_dir}/x.h5' gives 'data/x.h5')",
+        ),
+        (
+            "[[recorders]]\nname = 'a'\n[[recorders]]\nname = 'b'\n",
+            "recorders.1.path",
+            "b would write the same file as a",
+        ),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:

@@ -5,6 +5,7 @@ bounded and documented; unknown keys are errors (``extra="forbid"``).
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
@@ -258,10 +259,11 @@ class RecorderConfig(Endpoint):
     """Name used in synchronisation and logs; must be listed in its publisher's subscribers."""
     stream: Literal["frames", "results"] = "frames"
     """Which stream: raw frames from the publisher or FFT results from the sink."""
-    path: str = "{data_dir}/{run}_{stream}.h5"
-    """File path template: {data_dir}, {run}, {stream}, {name}, {run_id} (recorder start,
-    UTC, e.g. 20260102T030405Z) and {index} (file number in a rotated series, from 0; format
-    specs allowed, e.g. {index:04d}). An existing file is never overwritten."""
+    path: str = "{data_dir}/{run}_{run_id}_{stream}.h5"
+    """File path template: {data_dir}, {run}, {stream}, {name}, {run_id} (run.id, else the
+    recorder's start, UTC, e.g. 20260102T030405Z) and {index} (file number in a rotated series,
+    from 0; format specs allowed, e.g. {index:04d}). An existing file is never overwritten, so
+    without {run_id} a second run stops with "file exists"."""
     hwm_frames: int = Field(64, gt=0)
     """Receive high-water mark, in frames."""
     status_port: Port | None = None
@@ -299,10 +301,16 @@ class RecorderConfig(Endpoint):
         if (self.rotate_frames or self.rotate_bytes) and "{index" not in self.path:
             raise ValueError("path: rotation needs {index} in the path template, e.g. {data_dir}/{run}_{index:04d}.h5")
         try:
-            self.path.format(data_dir="d", run="r", stream="s", name="n", run_id="i", index=0)
+            self.file_path(RunConfig(), run_id="i")
         except (KeyError, ValueError, IndexError) as e:
             raise ValueError(f"path: bad template {self.path!r}: {e!r}") from None
         return self
+
+    def file_path(self, run: RunConfig, run_id: str, index: int = 0) -> str:
+        """The file this recorder writes for ``run`` (``index``: its number in a rotated series)."""
+        return self.path.format(
+            data_dir=run.data_dir, run=run.name, stream=self.stream, name=self.name, run_id=run_id, index=index
+        )
 
 
 class ViewerConfig(Section):
@@ -420,6 +428,22 @@ class Config(Section):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"recorders: name {sorted(dupes)[0]!r} is used twice")
+        return self
+
+    @model_validator(mode="after")
+    def _recorder_paths_distinct(self) -> Config:
+        """Two recorders writing one file: the second would stop with "file exists" mid-run."""
+        seen: dict[str, int] = {}
+        for i, rec in enumerate(self.recorders):
+            # one run id for all, as under ``framepipe run``
+            path = os.path.normpath(rec.file_path(self.run, run_id="RUN_ID"))
+            if path in seen:
+                other = self.recorders[seen[path]].name
+                raise ValueError(
+                    f"recorders.{i}.path: {rec.name} would write the same file as {other} "
+                    f"({rec.path!r} gives {path!r}); add {{name}} or {{stream}} to one of them"
+                )
+            seen[path] = i
         return self
 
     def bound_ports(self) -> Iterable[tuple[str, str, int]]:

@@ -1,6 +1,6 @@
 """Operating a deployment: the command line (``cli``), the local launcher (``launcher``,
-``framepipe run``), the status client and table (``status``), the terminal dashboard
-(``dashboard``) and ``inspect``.
+``framepipe run``) and its checks before it starts anything (``preflight``), the status
+client and table (``status``), the terminal dashboard (``dashboard``) and ``inspect``.
 
 May import: everything below it (components, runtime, wire, cameras, storage, processing,
 config, core) and ``framepipe.bench`` for ``framepipe bench``. Nothing imports it but

@@ -205,7 +205,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
         from framepipe.ops.launcher import run_pipeline
+        from framepipe.ops.preflight import refused
 
+        if refused(config):  # one line per problem; nothing created, nothing started
+            return 2
         log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
         return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui, serve=args.serve)
     if args.command == "worker" and args.n > 1:

@@ -40,7 +40,15 @@ class Deployment:
         self.data = tmp_path / "data"
         self.procs: list[Proc] = []
         ports = iter(free_ports(sum(len(v) for v in PORT_KEYS.values())))
-        self.settings: dict[str, Any] = {"run.data_dir": str(self.data), "run.finish_timeout_s": 30}
+        self.settings: dict[str, Any] = {
+            "run.data_dir": str(self.data),
+            "run.finish_timeout_s": 30,
+            # file names without a run id, so a test knows them (data/run_frames.h5)
+            "recorders": [
+                {"name": f"recorder-{stream}", "stream": stream, "path": "{data_dir}/{run}_{stream}.h5"}
+                for stream in ("frames", "results")
+            ],
+        }
         for section, keys in PORT_KEYS.items():
             for key in keys:
                 self.settings[f"{section}.{key}"] = next(ports)
@@ -49,11 +57,15 @@ class Deployment:
         self.write_config()
 
     def write_config(self) -> None:
-        """The settings as a TOML file (sections from dotted keys)."""
-        sections: dict[str, dict[str, Any]] = {}
+        """The settings as a TOML file (sections from dotted keys; a key without a dot, such
+        as ``recorders``, as it is)."""
+        sections: dict[str, Any] = {}
         for dotted, value in self.settings.items():
             section, _, key = dotted.partition(".")
-            sections.setdefault(section, {})[key] = value
+            if key:
+                sections.setdefault(section, {})[key] = value
+            else:
+                sections[section] = value
         self.config_path.write_text(dump_toml(sections))
 
     def argv(self, *args: str) -> list[str]:
