@@ -123,7 +123,7 @@ class Publisher(Component):
     def run(self) -> int:
         cfg = self.config.publisher
         self.open()
-        self.ready(f"policy={cfg.policy} control={cfg.bind_url(cfg.control_port)}")
+        self.ready(f"policy={cfg.policy} serve={str(self.config.run.serve).lower()}")
         if not self.config.run.serve:
             return self._one_acquisition()
         self.log.info("standing deployment %s: idle, waiting for `framepipe acquire`", self.run_id)
@@ -180,9 +180,9 @@ class Publisher(Component):
 
     def _state(self, **extra: Any) -> AcquisitionState:
         acq = self.book.current
+        extra.setdefault("acquisition", acq.progress() if acq is not None else None)
         return AcquisitionState(
             state=self.book.phase.value,
-            acquisition=acq.progress() if acq is not None else None,
             history=[{k: s[k] for k in ("id", "name", "published", "reason", "complete")} for s in self.book.finished],
             **extra,
         )

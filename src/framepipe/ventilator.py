@@ -87,6 +87,8 @@ class Ventilator(Component):
         self.source_eos: EndOfStream | None = None
         #: the sink instance that knows the acquisition (a restarted one is told again)
         self.sink_instance: str | None = None
+        #: the source's (received, gaps) when this acquisition began: its bye counts its own
+        self._seq_at_start = (0, 0)
 
     def setup(self) -> None:
         cfg = self.config.ventilator

@@ -19,6 +19,10 @@ from framepipe.wire.messages import (
     MAX_TEXT,
     MODELS,
     Ack,
+    Acquire,
+    AcquisitionStart,
+    AcquisitionState,
+    Command,
     Bye,
     ControlModel,
     Done,
@@ -42,6 +46,12 @@ EXAMPLES: list[ControlModel] = [
     Hello(name="recorder-frames", t_send_ns=1_700_000_000_000_000_000),
     Bye(name="recorder-frames", t_send_ns=5, written=10, gaps=0, missing=0, complete=True, error=None),
     Bye(name="ventilator", received=99, gaps=1),
+    AcquisitionStart(
+        acquisition=3, name="sample-a", run="lab", run_id="20261203T050000Z", frames=100, settings={"fps": 50.0}
+    ),
+    Acquire(name="operator", frames=100, acquisition_name="sample-a", camera={"exposure_us": 2000.0}),
+    Command(name="operator", action="wait", acquisition=3),
+    AcquisitionState(state="idle", summary={"id": 3, "complete": True}, history=[{"id": 3}]),
     EndOfStreamRequest(name="ventilator", t_send_ns=7, frame_ids=[[0, 99], [101, 250]], unacknowledged=[[250, 250]]),
     EndOfStream(stream="frames", reason="complete", seq_last=249, count=250, frame_ids=[[0, 249]], camera_lost=0),
     EndOfStream(stream="results", reason="stopped", seq_last=-1, count=0, frame_ids=[]),

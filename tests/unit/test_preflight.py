@@ -132,8 +132,9 @@ def test_an_existing_file_without_run_id_is_flagged(tmp_path: Path) -> None:
 def test_run_id_makes_a_new_file_unless_run_id_is_fixed(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "run_again_frames.h5").write_text("")
-    assert preflight(make_config(tmp_path)) == [], "a fresh run id every run"
-    (problem,) = preflight(make_config(tmp_path, "run.id=again"))
+    path = "recorders.0.path={data_dir}/{run}_{run_id}_{stream}.h5"
+    assert preflight(make_config(tmp_path, path)) == [], "a fresh run id every run"
+    (problem,) = preflight(make_config(tmp_path, "run.id=again", path))
     assert problem.startswith("recorders.0.path '{data_dir}/{run}_{run_id}_{stream}.h5' with run.id 'again' is ")
     assert problem.endswith("run_again_frames.h5, which exists: it would not be overwritten; choose another run.id")
 

@@ -259,7 +259,7 @@ class RecorderConfig(Endpoint):
     """Name used in synchronisation and logs; must be listed in its publisher's subscribers."""
     stream: Literal["frames", "results"] = "frames"
     """Which stream: raw frames from the publisher or FFT results from the sink."""
-    path: str = "{data_dir}/{run}_{run_id}_{stream}.h5"
+    path: str = "{data_dir}/{run}_{run_id}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
     """File path template: {data_dir}, {run}, {stream}, {name}, {run_id} (run.id, else the
     recorder's start, UTC, e.g. 20260102T030405Z) and {index} (file number in a rotated series,
     from 0; format specs allowed, e.g. {index:04d}). An existing file is never overwritten, so
@@ -306,10 +306,28 @@ class RecorderConfig(Endpoint):
             raise ValueError(f"path: bad template {self.path!r}: {e!r}") from None
         return self
 
-    def file_path(self, run: RunConfig, run_id: str, index: int = 0) -> str:
-        """The file this recorder writes for ``run`` (``index``: its number in a rotated series)."""
+    def file_path(
+        self,
+        run: RunConfig,
+        run_id: str,
+        index: int = 0,
+        *,
+        run_name: str | None = None,
+        acquisition: int = 1,
+        acquisition_name: str | None = None,
+    ) -> str:
+        """The file this recorder writes for an acquisition of ``run`` (``index``: its number
+        in a rotated series). ``run_name`` and ``run_id`` are the deployment's, as its
+        publisher's start message says them."""
         return self.path.format(
-            data_dir=run.data_dir, run=run.name, stream=self.stream, name=self.name, run_id=run_id, index=index
+            data_dir=run.data_dir,
+            run=run_name or run.name,
+            stream=self.stream,
+            name=self.name,
+            run_id=run_id,
+            index=index,
+            acquisition=acquisition,
+            acquisition_name=acquisition_name or run.name,
         )
 
 

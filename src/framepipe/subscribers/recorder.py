@@ -97,17 +97,16 @@ class Recorder(Component):
         """File ``index`` of the acquisition's series, from the path template: ``{run}`` and
         ``{run_id}`` are the deployment's (from the start message), ``{acquisition}`` and
         ``{acquisition_name}`` the acquisition's."""
-        run = self.config.run
         acq = self.acquisition
-        return self.rec.path.format(
-            data_dir=run.data_dir,
-            run=acq.run if acq is not None else run.name,
-            stream=self.rec.stream,
-            name=self.name,
-            run_id=acq.run_id if acq is not None else self.run_id,
-            index=index,
-            acquisition=acq.acquisition if acq is not None else 0,
-            acquisition_name=acq.name if acq is not None else run.name,
+        if acq is None:
+            return self.rec.file_path(self.config.run, self.run_id, index)
+        return self.rec.file_path(
+            self.config.run,
+            acq.run_id,
+            index,
+            run_name=acq.run,
+            acquisition=acq.acquisition,
+            acquisition_name=acq.name,
         )
 
     def _free_path(self, index: int) -> str:

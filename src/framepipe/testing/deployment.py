@@ -19,7 +19,7 @@ from framepipe.testing.ports import free_ports
 __all__ = ["PORT_KEYS", "Deployment", "Proc", "child_env", "free_ports"]
 
 PORT_KEYS = {
-    "publisher": ("frames_port", "sync_port", "preview_port"),
+    "publisher": ("frames_port", "sync_port", "preview_port", "control_port"),
     "ventilator": ("tasks_port",),
     "sink": ("results_in_port", "results_port", "control_port", "sync_port", "preview_port"),
 }

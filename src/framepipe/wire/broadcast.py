@@ -153,8 +153,11 @@ class Broadcast:
                 if isinstance(request, Request) and defer is not None and defer(asked.kind, request.name):
                     self.deferred.append((peer, asked))
                 elif isinstance(request, Hello):
+                    again = request.name in self.hellos
                     self.hellos[request.name] = request
-                    if request.name not in self.expected:
+                    if again:
+                        self.owner.log.debug("%s said hello again", request.name)
+                    elif request.name not in self.expected:
                         self.owner.log.info("%s joined %s (not in the configured list)", request.name, self.stream)
                     else:
                         self.owner.log.info("%s said hello", request.name)
@@ -330,6 +333,8 @@ class Broadcast:
         deployment does not (subscribers wait for the next start). ``extra`` sockets are
         polled meanwhile and handed to ``on_extra`` (the publisher's control endpoint).
         """
+        if self.acquisition is None:
+            self.byes.clear()  # the deployment's end: every subscriber owes a bye again
         eos = encode_control(
             EndOfStream(
                 stream=self.stream,
