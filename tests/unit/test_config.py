@@ -26,7 +26,9 @@ def test_shipped_configs_load() -> None:
     assert cfg.camera.kind == "synthetic" and cfg.workers.count >= 1
     # local.toml mirrors the embedded defaults; both name files after the run id, so a second
     # run of a config without [[recorders]] gets new files
-    assert [r.path for r in cfg.recorders] == ["{data_dir}/{run}_{run_id}_{acquisition:04d}_{acquisition_name}_{stream}.h5"] * 2
+    assert [r.path for r in cfg.recorders] == [
+        "{data_dir}/{run}_{run_id}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
+    ] * 2
     default = load_config(None, environ={})
     assert cfg.model_dump() == default.model_dump() | {"run": cfg.run.model_dump()}
 

@@ -116,6 +116,8 @@ class _Counter(Component):
             while (msg := sub.receive()) is not None:
                 if msg.kind == "eos":
                     break
+                if msg.control is not None:
+                    continue  # the acquisition's start
                 if not ids:
                     self.counters["first_ns"] = time.time_ns()
                 ids.append(msg.frame_id)

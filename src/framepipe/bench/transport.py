@@ -95,6 +95,8 @@ class StreamSubscriber(Component):
                 continue
             if msg.kind == "eos":
                 break
+            if msg.control is not None:
+                continue  # an acquisition's start
             now = time.time_ns()
             self.counters["received"] += 1
             self.counters["first_ns"] = self.counters["first_ns"] or now

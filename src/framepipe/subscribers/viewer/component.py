@@ -44,7 +44,7 @@ from framepipe.core.ledger import SequenceTracker
 from framepipe.runtime.component import Component
 from framepipe.subscribers.viewer.http import PageSettings, View, ViewServer
 from framepipe.subscribers.viewer.images import encode_png, frame_image, frame_spectrum_image, spectrum_image
-from framepipe.wire.messages import EndOfStream
+from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message
 from framepipe.wire.security import is_exposed
 from framepipe.wire.sockets import POLL_MS
@@ -75,6 +75,8 @@ class StreamWatch:
         self.runs_ended = 0
         self.data_since_eos = 0
         self.latest: Message | None = None
+        #: the acquisition on the stream (its start message's id and name), shown on the page
+        self.acquisition: dict[str, Any] | None = None
         self.rate_fps = 0.0
         self._rate_n = 0
         self._rate_t = time.monotonic()
@@ -111,6 +113,7 @@ class StreamWatch:
             "dropped": max(0, self.gaps - self.missed_before_joining),
             "runs_ended": self.runs_ended,
             "state": "streaming" if self.data_since_eos else ("ended" if self.runs_ended else "waiting"),
+            "acquisition": self.acquisition,
         }
 
 
@@ -222,6 +225,10 @@ class Viewer(Component):
                 self.log.info("%s: a new run began (the last one's end of stream did not arrive)", watch.stream)
                 watch.end_of_run()
                 watch.sub.sequence.see(msg.seq)
+            if isinstance(msg.control, AcquisitionStart):
+                watch.acquisition = {"id": msg.control.acquisition, "name": msg.control.name}
+                self.log.info("%s: acquisition %d '%s'", watch.stream, msg.control.acquisition, msg.control.name)
+                continue
             if isinstance(msg.control, EndOfStream):
                 if watch.data_since_eos:
                     self.log.info(
