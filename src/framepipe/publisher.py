@@ -409,6 +409,7 @@ class Publisher(Component):
                 # between frames: subscription changes, late hellos, control, without waiting
                 if any(s.poll(0) for s in sockets):
                     self._serve(timeout_ms=0)
+                stream.heartbeat(self.config.publisher.heartbeat_s)  # a slow camera still looks alive
         except CameraError as e:
             self.log.error("camera failed after %d frames: %s", acq.published, e)
             reason, code = f"camera error: {one_line(str(e))}", 2

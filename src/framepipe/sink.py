@@ -28,6 +28,7 @@ from framepipe.config import Config
 from framepipe.core.accounting import POOL_GRACE_S, ResultAccounting, WorkerLiveness
 from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
+from framepipe.core.series import UPSTREAM_LOST
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts, StreamPeers
 from framepipe.wire.broadcast import Broadcast
@@ -286,7 +287,7 @@ class Sink(Component):
                 received=done["received"],
                 missing=done["missing"],
                 expected=self.accounting.ledger.expected or 0,
-                complete=done["missing"] == 0,
+                complete=done["missing"] == 0 and reason != UPSTREAM_LOST,
                 subscribers=subscribers,
             )
         except Exception as e:  # the publisher may be gone: its summary says "no report"

@@ -33,6 +33,7 @@ from framepipe.config import Config
 from framepipe.core.counters import Count
 from framepipe.core.dispatch import InFlightWindow
 from framepipe.core.errors import CameraError, ProtocolError, SyncError
+from framepipe.core.series import UPSTREAM_LOST
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.wire.messages import (
@@ -89,6 +90,7 @@ class Ventilator(Component):
         self.sink_instance: str | None = None
         #: the source's (received, gaps) when this acquisition began: its bye counts its own
         self._seq_at_start = (0, 0)
+        self._upstream_lost = False
 
     def setup(self) -> None:
         cfg = self.config.ventilator
@@ -161,8 +163,11 @@ class Ventilator(Component):
         while True:
             code = self._loop(None) or code
             eos = self.source_eos
+            if self._upstream_lost and self.config.run.serve and not self.stopping:
+                self._upstream_lost = False  # wait for the publisher to come back
+                continue
             if eos is None or not eos.stays_up or self.stopping:
-                return code
+                return code or (1 if self._upstream_lost else 0)
             self.source_eos = None
 
     def _begin(self, start: AcquisitionStart) -> None:
@@ -262,6 +267,21 @@ class Ventilator(Component):
                 self._read_control()
             if events.get(self.monitor):
                 self._read_monitor()
+            if (
+                not source_done
+                and self.source is not None
+                and self.acquisition is not None
+                and time.monotonic() - self.source.last_heard > self.config.limits.upstream_timeout_s
+            ):
+                self.log.error(
+                    "no message from the publisher for %.0f s: acquisition %d ends as %s",
+                    time.monotonic() - self.source.last_heard,
+                    self.acquisition.acquisition,
+                    UPSTREAM_LOST,
+                )
+                source_done = True
+                self.source_eos = None
+                self._upstream_lost = True
             if room:
                 if self.source is not None and events.get(self.source.sub):
                     source_done = self._take_from_stream()
@@ -410,7 +430,9 @@ class Ventilator(Component):
             # the reference: what the camera produced, by the publisher's end of stream
             fields.update(source_ids=source.frame_ids or [], reason=source.reason, stays_up=source.stays_up)
         elif self.source is not None:
-            fields["reason"] = "stopped" if self.stopping else "upstream lost"
+            fields["reason"] = UPSTREAM_LOST if self._upstream_lost else "stopped"
+            # a standing deployment goes on (the next acquisition, once the publisher is back)
+            fields["stays_up"] = True if (self.config.run.serve and not self.stopping) else None
         try:
             reply = exchange(
                 self.ctx,

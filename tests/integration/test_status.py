@@ -101,7 +101,10 @@ def test_status_of_a_running_deployment_then_down(deployment: Deployment) -> Non
 
 
 def test_table_and_stop_command(deployment: Deployment, tmp_path: Path) -> None:
-    env = with_status_ports(deployment, **{"camera.count": 0, "camera.fps": 40.0})
+    # full speed, endless: a stop must still drain
+    env = with_status_ports(
+        deployment, **{"camera.count": 0, "camera.fps": 0.0, "camera.width": 128, "camera.height": 128}
+    )
     procs = start_all(deployment, env)
     table = deployment.run_cli("status", "--timeout", "3", env=env, timeout=60)
     assert table.returncode == 0, table.stderr
@@ -111,13 +114,21 @@ def test_table_and_stop_command(deployment: Deployment, tmp_path: Path) -> None:
         assert any(line.startswith(name) and " running " in line for line in lines), table.stdout
     assert sum(" worker " in line for line in lines) == 2
 
-    # the stop command ends an endless run: every process exits, files are closed with a ledger
+    # `status --stop` stops the camera and drains, as `framepipe stop` does: every process
+    # exits 0, and both files hold every frame the camera produced (issue: it lost the end)
     stop = deployment.run_cli("status", "--stop", "--timeout", "3", env=env, timeout=60)
-    assert stop.returncode == 0 and stop.stdout.count("stop requested") == 5, stop.stdout
+    assert stop.returncode == 0 and "stop: the deployment was acquiring" in stop.stdout, stop.stdout + stop.stderr
     for proc in procs:
-        proc.wait(60)
-        assert "stop requested on the status endpoint" in proc.log() or proc.name.startswith("w")
+        assert proc.wait(60) == 0, proc.log()[-2000:]
+    publisher = next(p for p in procs if p.name == "publisher")
+    published = int(publisher.log().split("end of stream (stopped) after ")[1].split()[0])
+    assert published > 0
     for stream in ("frames", "results"):
         with h5py.File(deployment.data / f"run_{stream}.h5", "r") as f:
-            assert f["entry/data/frame_id"].shape[0] > 0
-            assert "complete" in f["entry/ledger"].attrs
+            ids = sorted(f["entry/data/frame_id"][:].tolist())
+            ledger = dict(f["entry/ledger"].attrs)
+        assert ids == list(range(published)), f"{stream}: {len(ids)} of {published} frames"
+        assert ledger["end_reason"] == "stopped" and ledger["complete"], ledger
+    # the status endpoint itself is read-only now
+    refused = deployment.run_cli("status", "--json", env=env, timeout=30)
+    assert refused.returncode == 1  # everything is down after the stop

@@ -363,6 +363,10 @@ class LimitsConfig(Section):
 
     max_message_mb: float = Field(256.0, gt=0)
     """Largest payload accepted, in MB; larger messages are rejected."""
+    upstream_timeout_s: float = Field(10.0, gt=0)
+    """An acquisition whose stream is silent this long (no frame, no heartbeat: the
+    publisher died) ends as ``upstream lost``, its files ``complete=false``; a standing
+    component then waits for its upstream to come back, a one-acquisition run exits 1."""
 
 
 class SecurityConfig(Section):

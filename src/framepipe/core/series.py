@@ -31,6 +31,10 @@ from framepipe.core.ledger import FrameLedger, SequenceTracker
 
 T = TypeVar("T")
 
+#: the end reason of an acquisition whose source went silent: what it produced is unknown,
+#: so nothing that ends this way is complete
+UPSTREAM_LOST = "upstream lost"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EndNotice:
@@ -155,6 +159,7 @@ class RecordingSeries(Generic[T]):
         self._unflushed = 0
         self._flushed_at = clock()
         self._eos: EndNotice | None = None
+        self._source_known = False
 
     # ------------------------------------------------------------------ arrivals
     def arrive(self, frame_id: int, item: T) -> bool:
@@ -272,8 +277,15 @@ class RecordingSeries(Generic[T]):
         carried (None if its list was malformed: then the missing ids are the holes between
         the ids written, as without an end of stream)."""
         self._eos = EndNotice(reason, camera_lost)
+        self._source_known = frame_ids is not None and reason != UPSTREAM_LOST
         if frame_ids is not None:
             self.written_ids.expect(frame_ids)
+
+    def abandon(self, reason: str) -> None:
+        """The stream went silent before its end: the series ends with ``reason``, not
+        complete (what the source produced is unknown)."""
+        self._eos = EndNotice(reason, None)
+        self._source_known = False
 
     def ledger(self, *, error: str | None, rejected: int, file_names: Sequence[str]) -> SeriesLedger:
         """The ledger of the series as it ends now, ``error`` the recorder's (None if none).
@@ -285,7 +297,8 @@ class RecordingSeries(Generic[T]):
         missing = self.written_ids.missing()
         reason = eos.reason if eos is not None else None
         return SeriesLedger(
-            complete=eos is not None and not missing and error is None,
+            # complete only against the source's own list of what it produced
+            complete=eos is not None and self._source_known and not missing and error is None,
             end_of_stream=eos is not None,
             end_reason=reason if reason is not None else ("stopped" if error is None else "error"),
             error=error or "",

@@ -22,7 +22,9 @@ in dicts: a copy is consistent enough for a status line) and never touches the c
 own sockets. It answers two requests, both ``StatusRequest`` messages (wire/messages.py):
 
 - ``{"cmd": "status"}`` → ``{"ok": true, "status": ComponentStatus.to_reply()}``
-- ``{"cmd": "stop"}``   → ``{"ok": true}`` and the component's ``stop()`` (as SIGTERM would).
+- ``{"cmd": "stop"}``   → refused: the endpoint is read-only. A stop that drains goes to the
+  publisher's control endpoint (``framepipe stop``, ``framepipe shutdown``), which only
+  operators reach; a status port that stopped one component at a time lost the end of a run.
 
 Anything else is refused with an ``ErrorReply`` whose ``reason`` says why.
 
@@ -327,9 +329,9 @@ class StatusServer:
             return
         reply: Reply
         if msg.control.cmd == "stop":
-            comp.log.info("stop requested on the status endpoint")
-            comp.stop()
-            reply = StatusReply(ok=True, stopping=True)
+            comp.reject(ProtocolError("stop on the read-only status endpoint", kind="refused"), "status")
+            reason = "the status endpoint is read-only: use `framepipe stop` or `framepipe shutdown`"
+            reply = ErrorReply(reason=reason)
         else:
             status = self._snapshot().to_reply(max_list=MAX_LIST)
             reply = StatusReply(ok=True, status=json.loads(json.dumps(status, default=str)))

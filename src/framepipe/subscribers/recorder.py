@@ -30,7 +30,7 @@ from framepipe import __version__
 from framepipe.config import Config, run_id_now
 from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError, RecorderError
-from framepipe.core.series import RecordingSeries, Step
+from framepipe.core.series import UPSTREAM_LOST, RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.storage.compression import Codec
@@ -236,6 +236,10 @@ class Recorder(Component):
                             break
                 if self.series.flush_due():
                     self._flush()
+                if self._upstream_silent():
+                    code = self._abandon() or code
+                    if not self.config.run.serve:
+                        break
                 if self.sub.upstream_restarted:
                     self.log.warning("%s: the %s stream restarted: saying hello again", self.name, self.rec.stream)
                     self._hello(timeout)
@@ -308,6 +312,32 @@ class Recorder(Component):
         self._bye()
         self.acquisition = None
         return code
+
+    def _upstream_silent(self) -> bool:
+        """An acquisition is open and its stream said nothing (not even a heartbeat) for
+        ``limits.upstream_timeout_s``: its publisher is gone."""
+        if self.acquisition is None:
+            return False
+        return time.monotonic() - self.sub.last_heard > self.config.limits.upstream_timeout_s
+
+    def _abandon(self) -> int:
+        """End the open acquisition without its end of stream: files closed with their
+        ledger, ``complete=false``, ``end_reason`` upstream lost; then wait for the next."""
+        assert self.acquisition is not None
+        silent = time.monotonic() - self.sub.last_heard
+        self.log.error(
+            "no message on the %s stream for %.0f s: acquisition %d ends as %s",
+            self.rec.stream,
+            silent,
+            self.acquisition.acquisition,
+            UPSTREAM_LOST,
+        )
+        self._write_pending(drain=True)
+        self.series.abandon(UPSTREAM_LOST)
+        code = self._finish(0)
+        self.acquisition = None
+        self.sub.acquisition = None
+        return code or 1
 
     def _bye(self) -> None:
         seq = self.sub.sequence
