@@ -109,6 +109,9 @@ def test_table_and_stop_command(deployment: Deployment, tmp_path: Path) -> None:
     table = deployment.run_cli("status", "--timeout", "3", env=env, timeout=60)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
+    # the deployment first: its state and the acquisition under way (the control endpoint)
+    assert lines[0].startswith("deployment: acquiring · acquisition 1 'run' "), lines[0]
+    lines = lines[1:]
     assert lines[0].split()[:4] == ["component", "role", "state", "host"]
     for name in ("publisher", "ventilator", "sink", *RECORDERS):
         assert any(line.startswith(name) and " running " in line for line in lines), table.stdout

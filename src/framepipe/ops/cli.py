@@ -165,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `framepipe status | head`: the reader left; nothing more to say, and no traceback
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -262,6 +269,9 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         else:
             if args.watch:
                 print("\x1b[2J\x1b[H", end="")  # clear the terminal between refreshes
+            from framepipe.ops.control import deployment_line
+
+            print(deployment_line(config, args.timeout))
             print(render_table(statuses), flush=True)
     if not statuses:
         print("no status endpoints configured (set status_port in the config)", file=sys.stderr)

@@ -140,6 +140,24 @@ def acquire(config: Config, frames: int, name: str | None, camera: dict[str, Any
     return 0 if summary["complete"] else 1
 
 
+def deployment_line(config: Config, timeout_s: float) -> str:
+    """One line for ``framepipe status``: the deployment's state, its acquisition under way
+    and the last one (from the publisher's control endpoint)."""
+    try:
+        state = Control(config, timeout_s=timeout_s).state()
+    except (ControlError, ControlRefused) as e:
+        return f"deployment: unknown ({e})"
+    parts = [f"deployment: {state.state}"]
+    acq = state.acquisition
+    if acq is not None:
+        parts.append(f"acquisition {acq['id']} '{acq['name']}' {acq['published']}/{acq['frames'] or '∞'} frames")
+    if state.history:
+        last = state.history[-1]
+        mark = "complete" if last.get("complete") else "NOT complete"
+        parts.append(f"last: {last['id']} '{last['name']}' {last['published']} frames, {last['reason']}, {mark}")
+    return " · ".join(parts)
+
+
 def render_summary(summary: dict[str, Any]) -> str:
     """An acquisition's summary as the operator reads it: one row per component."""
     lines = [

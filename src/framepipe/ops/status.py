@@ -174,6 +174,9 @@ def _notes(status: ComponentStatus) -> str:
     rejected = status.counters.get(Count.REJECTED)
     if rejected:
         notes.append(f"rejected {rejected}")
+    restarts = status.counters.get(Count.RESTARTS)
+    if restarts:
+        notes.append(f"restarted {restarts}×")
     return "; ".join(notes)
 
 
