@@ -7,6 +7,12 @@ invalid. Then it checks, from the components' --summary-json, that nothing crash
 each bad message was counted as rejected on the socket it came in on, and, from the HDF5
 files, that the run still delivered every frame exactly once.
 
+A second run, with ``limits.max_message_mb = 1``, sends the messages that once killed or
+exhausted a process (issue 18): 10 KB headers nested 5000 deep, NaN and Infinity, and
+message parts over the limit, to the same sockets and to the status endpoints. The deep
+and non-standard ones must be counted as ``bad_header`` rejects; the oversized ones must
+cost the sender its connection before anything is buffered (``ZMQ_MAXMSGSIZE``).
+
 Not fuzzed: the XPUB stream ports (what a peer sends there are subscriptions, and a
 subscriber that never reads holds a ``lossless`` stream by design), the tasks PUSH and
 the control PUB (they never read data), and the connecting sides (workers, subscribers).
@@ -24,7 +30,7 @@ import h5py
 import pytest
 import zmq
 
-from framepipe.testing.deployment import Deployment
+from framepipe.testing.deployment import Deployment, free_ports
 from framepipe.testing.streams import StreamWatcher, read_json
 
 pytestmark = pytest.mark.integration
@@ -197,3 +203,149 @@ def test_fuzz_every_bound_socket_during_a_valid_run(deployment: Deployment) -> N
             assert bool(f["entry/ledger"].attrs["complete"])
     # the noise was logged rate-limited, not line per message
     assert sink.log().count("rejected message") < 200
+
+
+# ---------------------------------------------------------------- one message, issue 18
+
+DEEP = b"[" * 5000 + b"]" * 5000  # 10 KB: json.loads alone raises RecursionError
+
+
+def hostile_headers(kind: str, **fields: Any) -> list[bytes]:
+    """Headers that are each one bad_header reject: nested too deep, or numbers JSON has not."""
+    base = _j({"v": 1, "kind": kind, **fields})[:-1]  # without its closing brace
+    return [
+        DEEP,
+        b"[" * 10_000,
+        b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        base + b',"x":' + DEEP + b"}",
+        base + b',"gain":NaN}',
+        base + b',"gain":-Infinity}',
+        base + b',"gain":1e999}',
+    ]
+
+
+def _disconnects(url: str, kind: int, frames: list[bytes]) -> bool:
+    """Send one message too large for the receiver; True when it drops the connection."""
+    ctx = zmq.Context()
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        sock.connect(url)
+        sock.send_multipart(frames)
+        return bool(monitor.poll(10_000))
+    finally:
+        sock.disable_monitor()
+        monitor.close(0)
+        sock.close(0)
+        ctx.term()
+
+
+def _ask(ctx: zmq.Context[Any], url: str, message: bytes) -> dict[str, Any]:
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(url)
+        sock.send(message)
+        assert sock.poll(30_000), f"{url} did not answer {message[:50]!r}"
+        reply: dict[str, Any] = json.loads(sock.recv())
+        return reply
+    finally:
+        sock.close(0)
+
+
+def _ask_each(url: str, messages: list[bytes], probe: dict[str, Any], answer: str) -> None:
+    """Each message on a fresh REQ, each refused with an error reply; then the probe, answered."""
+    ctx = zmq.Context()
+    try:
+        for message in messages:
+            reply = _ask(ctx, url, message)
+            assert reply["kind"] == "error", (message[:50], reply)
+        assert _ask(ctx, url, _j(probe))["kind"] == answer
+    finally:
+        ctx.term()
+
+
+def test_one_message_cannot_crash_or_exhaust_a_process(deployment: Deployment) -> None:
+    status_ports = free_ports(2)
+    deployment.settings.update(
+        {
+            "camera.count": 0,
+            "camera.fps": 40.0,
+            "camera.height": 32,
+            "camera.width": 32,
+            "limits.max_message_mb": 1,
+            "publisher.status_port": status_ports[0],
+            "sink.status_port": status_ports[1],
+        }
+    )
+    deployment.write_config()
+    d, port = deployment.dir, deployment.settings
+    sink = deployment.start("sink", "sink", "--summary-json", str(d / "sink.json"))
+    sink.wait_for("ready:")
+    workers = [deployment.start(f"w{i}", "worker", "--index", str(i)) for i in range(2)]
+    recs = [
+        deployment.start(n, "record", "--name", n, "--summary-json", str(d / f"{n}.json"))
+        for n in ("recorder-frames", "recorder-results")
+    ]
+    vent = deployment.start("ventilator", "ventilator", "--summary-json", str(d / "ventilator.json"))
+    pub = deployment.start("publisher", "publisher", "--summary-json", str(d / "publisher.json"))
+    watcher = StreamWatcher(f"tcp://127.0.0.1:{port['sink.results_port']}")
+    url = {
+        "frames-sync": f"tcp://127.0.0.1:{port['publisher.sync_port']}",
+        "results-sync": f"tcp://127.0.0.1:{port['sink.sync_port']}",
+        "results-in": f"tcp://127.0.0.1:{port['sink.results_in_port']}",
+        "publisher-status": f"tcp://127.0.0.1:{status_ports[0]}",
+        "sink-status": f"tcp://127.0.0.1:{status_ports[1]}",
+    }
+    sync_bad = hostile_headers("hello", name="fuzz")
+    status_bad = hostile_headers("status", cmd="status")
+    result_bad = hostile_headers("result", frame_id=1, seq=0, t_acq_ns=1, shape=[4, 3], dtype="float32")
+    over = bytes(1_000_001)  # one byte over limits.max_message_mb
+    try:
+        watcher.wait_distinct(10, timeout=60)
+        # too large: the sender is cut off before the message is buffered
+        assert _disconnects(url["frames-sync"], zmq.DEALER, [b"", over]), "frames-sync took 1 MB + 1"
+        assert _disconnects(url["results-sync"], zmq.DEALER, [b"", over]), "results-sync took 1 MB + 1"
+        big = _j({**_valid_result_header(random.Random(0)), "shape": [250, 1001]})
+        assert _disconnects(url["results-in"], zmq.PUSH, [big, over]), "results-in took 1 MB + 1"
+        for name in ("publisher-status", "sink-status"):  # a request is one header: 64 KiB
+            assert _disconnects(url[name], zmq.DEALER, [b"", bytes(70_000)]), f"{name} took 70 KB"
+        # too deep, or not JSON numbers: each refused, and the socket answers on
+        _ask_each(url["frames-sync"], sync_bad, {"v": 1, "kind": "hello", "name": "fuzz-probe"}, "welcome")
+        _ask_each(url["results-sync"], sync_bad, {"v": 1, "kind": "bye", "name": "fuzz-probe"}, "done")
+        for name in ("publisher-status", "sink-status"):
+            _ask_each(url[name], status_bad, {"v": 1, "kind": "status", "cmd": "status"}, "status")
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 5000)
+        push.connect(url["results-in"])
+        for header in result_bad:
+            push.send_multipart([header, bytes(48)])
+        push.send_multipart([_j({"v": 1, "kind": "heartbeat", "name": "fuzz-probe"})])
+        push.close()  # linger: flushed before we go on
+        ctx.term()
+        sink.wait_for("worker fuzz-probe joined", timeout=60)  # everything before it was read
+        at = len(watcher.ids)
+        watcher.wait_distinct(at + 10, timeout=60)  # and the run is still going
+        for proc in (pub, vent, sink, *recs, *workers):
+            assert proc.poll() is None, f"{proc.name} died:\n{proc.log()[-3000:]}"
+        pub.signal(signal.SIGINT)  # end the run: the pipeline drains
+        for proc in (pub, vent, sink, *recs, *workers):
+            assert proc.wait(60) == 0, f"{proc.name} failed:\n{proc.log()[-3000:]}"
+    finally:
+        watcher.close()
+
+    pub_s, sink_s = read_json(d / "publisher.json"), read_json(d / "sink.json")
+    n = len(sync_bad)
+    assert pub_s["rejected_by_socket"] == {"frames-sync": n, "status": n}, pub_s
+    assert sink_s["rejected_by_socket"] == {"results-sync": n, "results-in": n, "status": n}, sink_s
+    assert pub_s["rejected_by_kind"] == {"bad_header": 2 * n}
+    assert sink_s["rejected_by_kind"] == {"bad_header": 3 * n}
+    published = pub_s["published"]
+    assert sink_s["received"] == published and sink_s["missing"] == 0
+    for stream in ("frames", "results"):
+        with h5py.File(deployment.data / f"run_{stream}.h5", "r") as f:
+            ids = f["entry/data/frame_id"][:].tolist()
+            assert sorted(ids) == list(range(published)), f"{stream}: every frame exactly once"
+            assert bool(f["entry/ledger"].attrs["complete"])

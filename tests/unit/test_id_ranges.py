@@ -55,3 +55,36 @@ def test_sequence_tracker_counts_gaps_late_join_and_tail() -> None:
     assert seq.gaps == 3 + 1 + 2  # joined at 3; 5; 8 and 9
     seq.finish(12)
     assert seq.gaps == 3 + 1 + 2 + 2 and seq.received == 5
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_from_wire_is_the_union_of_the_pairs(seed: int) -> None:
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(rng.randrange(0, 30)):
+        lo = rng.randrange(200)
+        pairs.append([lo, lo + rng.randrange(10)])
+    plain = {i for lo, hi in pairs for i in range(lo, hi + 1)}
+    ranges = IdRanges.from_wire(pairs)
+    assert list(ranges) == sorted(plain) and len(ranges) == len(plain)
+    assert ranges.ranges() == to_ranges(sorted(plain)), "merged: sorted, disjoint, not touching"
+
+
+def test_from_wire_grows_with_the_pairs_not_the_ids() -> None:
+    ranges = IdRanges.from_wire([[2**62, 2**63 - 1], [0, 0]])
+    assert ranges.ranges() == [[0, 0], [2**62, 2**63 - 1]] and len(ranges) == 2**62 + 1
+    assert ranges.difference(IdRanges([0])).ranges() == [[2**62, 2**63 - 1]]
+
+
+@pytest.mark.parametrize(
+    "bad", ["x", None, [[1]], [(1, 2, 3)], [[2, 1]], [[-1, 0]], [[0, 2**63]], [[False, 1]], [[0.0, 1]], [3]]
+)
+def test_from_wire_refuses_what_is_not_id_ranges(bad: object) -> None:
+    with pytest.raises(ValueError):
+        IdRanges.from_wire(bad)
+
+
+def test_from_wire_bounds_the_number_of_pairs() -> None:
+    assert len(IdRanges.from_wire([[i * 2, i * 2] for i in range(5)], max_ranges=5)) == 5
+    with pytest.raises(ValueError, match="more than 5"):
+        IdRanges.from_wire([[i * 2, i * 2] for i in range(6)], max_ranges=5)

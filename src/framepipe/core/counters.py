@@ -20,6 +20,8 @@ class Count(enum.StrEnum):
     AUTH_DENIED = "auth_denied"
     REJECTED_BY_KIND = "rejected_by_kind"
     REJECTED_BY_SOCKET = "rejected_by_socket"
+    #: the status endpoint failed on a request (logged, rate-limited; it serves on)
+    STATUS_FAILURES = "status_failures"
     # publisher
     ACQUIRED = "acquired"
     PUBLISHED = "published"

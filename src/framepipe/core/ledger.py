@@ -11,6 +11,9 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+#: frame ids are below this: they fill int64 columns in files and headers
+ID_LIMIT = 1 << 63
+
 
 class IdRanges:
     """A set of non-negative frame ids kept as sorted, disjoint, inclusive ranges.
@@ -29,6 +32,43 @@ class IdRanges:
         self._count = 0
         for i in ids:
             self.add(i)
+
+    @classmethod
+    def from_wire(cls, ranges: object, *, max_ranges: int = 1_000_000) -> IdRanges:
+        """The ids of inclusive ``[lo, hi]`` pairs as they came from the network, without
+        expanding them: time and memory grow with the number of pairs, never with the ids.
+
+        Each pair must be two ints with ``0 <= lo <= hi < 2**63`` (ids fill int64 columns);
+        unsorted, overlapping or touching pairs are merged. ValueError for anything else,
+        or for more than ``max_ranges`` pairs.
+        """
+        if not isinstance(ranges, list | tuple):
+            raise ValueError("ranges must be a list")
+        if len(ranges) > max_ranges:
+            raise ValueError(f"more than {max_ranges} ranges")
+        pairs: list[tuple[int, int]] = []
+        for item in ranges:
+            if not isinstance(item, list | tuple) or len(item) != 2:
+                raise ValueError(f"not a [lo, hi] pair: {item!r:.40}")
+            lo, hi = item
+            if type(lo) is not int or type(hi) is not int:  # not bool, not float
+                raise ValueError(f"not a pair of ints: {item!r:.40}")
+            if not 0 <= lo <= hi < ID_LIMIT:
+                raise ValueError(f"not a range of frame ids: {item!r:.60}")
+            pairs.append((lo, hi))
+        pairs.sort()  # linear when already sorted, as to_ranges sends them
+        out = cls()
+        los, his = out._los, out._his
+        for lo, hi in pairs:
+            if his and lo <= his[-1] + 1:  # overlaps or touches the last range
+                if hi > his[-1]:
+                    out._count += hi - his[-1]
+                    his[-1] = hi
+            else:
+                los.append(lo)
+                his.append(hi)
+                out._count += hi - lo + 1
+        return out
 
     def add(self, i: int) -> bool:
         """Add ``i``; False if it was already there."""

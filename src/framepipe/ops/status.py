@@ -25,7 +25,7 @@ from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
 from framepipe.runtime.status import MAX_REQUEST_BYTES, ComponentStatus, Observed, Role, State
 from framepipe.wire.messages import ErrorReply, StatusReply, StatusRequest
-from framepipe.wire.protocol import decode, encode_control
+from framepipe.wire.protocol import MAX_HEADER_BYTES, decode, encode_control
 from framepipe.wire.security import make_context
 
 #: the count the table shows, the first of these a component has
@@ -112,6 +112,7 @@ def query_deployment(
         for ep in eps:
             sock = context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)  # an answer is one header
             sock.connect(ep.url)
             sock.send_multipart(encode_control(StatusRequest(cmd=command)))
             socks[sock] = ep

@@ -42,9 +42,12 @@ from framepipe.runtime.status import (
     StatusParts,
     StatusServer,
 )
+from framepipe.wire.protocol import MAX_HEADER_BYTES
 from framepipe.wire.security import SecureContext, is_exposed, make_context
 from framepipe.wire.sockets import LINGER_MS
 
+#: a rejected message's reason is logged cut to this many characters (it may quote the peer)
+MAX_REJECT_TEXT = 200
 #: how often a running component rewrites its --summary-json file (the dashboard reads it)
 SUMMARY_EVERY_S = 0.5
 
@@ -81,6 +84,8 @@ class Component:
         restarts = os.environ.get("FRAMEPIPE_RESTARTS", "")
         if restarts.isdigit() and int(restarts):
             self.counters["restarts"] = int(restarts)  # set by the supervisor that restarted us
+        #: the largest message part any socket receives (ZMQ_MAXMSGSIZE): a payload or a header
+        self.max_message_part = max(self.max_payload, MAX_HEADER_BYTES)
         self._status: StatusServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -193,6 +198,9 @@ class Component:
             raise RuntimeError(f"{self.name}: a socket asked for after close()")
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, LINGER_MS)
+        # libzmq drops the connection of a peer whose message part exceeds this before
+        # buffering it; no valid part is larger (decode rejects a bigger payload anyway)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_part)
         if sndhwm is not None:
             sock.setsockopt(zmq.SNDHWM, sndhwm)
         if rcvhwm is not None:
@@ -248,17 +256,24 @@ class Component:
         sock = self.socket(zmq.ROUTER)
         self._sockets.remove(sock)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)  # requests are one small header
         self.bind(sock, url, "status")
         self._status = StatusServer(self, sock)
         self._status.start()
 
     # ------------------------------------------------------------------ bookkeeping
     def reject(self, err: ProtocolError, where: str) -> None:
-        """Count and log (rate-limited) a malformed message; never raise."""
+        """Count every malformed message; log at most one line per second per socket (with
+        the count held back), cut to one short line: a flood from one peer, or a reason
+        quoting 64 KiB of its header, never floods the log. Never raises."""
         self.rejected[err.kind] += 1
         self.rejected_on[where] += 1
         self.counters[Count.REJECTED] += 1
-        self.warn.warning(f"reject:{where}", "rejected message on %s: %s", where, err)
+        reason = str(err)
+        if len(reason) > MAX_REJECT_TEXT:
+            reason = reason[:MAX_REJECT_TEXT] + "…"
+        reason = reason.replace("\n", " ").replace("\r", " ")
+        self.warn.warning(f"reject:{where}", "rejected message on %s: %s", where, reason)
 
     def summary(self) -> dict[str, Any]:
         """Identity and counters, flat (the ``--summary-json`` layout of

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict
 
 from framepipe.core.counters import Count, steady_rate
 from framepipe.core.errors import ProtocolError
+from framepipe.core.logs import RateLimitedLog
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
@@ -59,6 +60,8 @@ RATE_WINDOW_S = 1.0
 #: sink summaries list missing ids; a status answer keeps it short
 MAX_LIST = 20
 MAX_REQUEST_BYTES = 4096
+#: after an unexpected failure the endpoint pauses this long before serving on
+FAILURE_PAUSE_S = 0.05
 
 
 # ---------------------------------------------------------------------------- names
@@ -262,6 +265,7 @@ class StatusServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"status-{component.name}", daemon=True)
         self._samples: list[tuple[float, dict[str, float]]] = []
+        self._warn = RateLimitedLog(component.log)
 
     def start(self) -> None:
         # the socket was bound by the caller; from here on only the thread uses it (the
@@ -294,11 +298,17 @@ class StatusServer:
         sock = self.sock
         try:
             while not self._stop.is_set():
-                if not sock.poll(100):
-                    self._rates()  # keep a recent sample so rates cover the last second
-                    continue
-                parts = sock.recv_multipart()
-                self._answer(parts)
+                try:
+                    if not sock.poll(100):
+                        self._rates()  # keep a recent sample so rates cover the last second
+                        continue
+                    self._answer(sock.recv_multipart())
+                except zmq.ContextTerminated:
+                    raise
+                except Exception as e:  # the endpoint outlives anything a request does to it
+                    self.component.counters[Count.STATUS_FAILURES] += 1
+                    self._warn.warning("failure", "status endpoint: %s: %s (still serving)", type(e).__name__, e)
+                    self._stop.wait(FAILURE_PAUSE_S)  # a fault that repeats at once must not spin
         except zmq.ContextTerminated:
             pass
         finally:
@@ -315,8 +325,8 @@ class StatusServer:
 
     def _answer(self, parts: list[bytes]) -> None:
         comp = self.component
-        if len(parts) < 3 or parts[1] != b"":
-            comp.counters[Count.REJECTED] += 1
+        if len(parts) < 3 or parts[1] != b"":  # no REQ envelope: nobody to answer
+            comp.reject(ProtocolError("status request without REQ envelope", kind="bad_framing"), "status")
             return
         peer = parts[0]
         try:
@@ -328,11 +338,17 @@ class StatusServer:
             self.sock.send_multipart([peer, b"", *encode_control(ErrorReply(reason=str(e)))])
             return
         reply: Reply
-        if msg.control.cmd == "stop":
-            comp.reject(ProtocolError("stop on the read-only status endpoint", kind="refused"), "status")
-            reason = "the status endpoint is read-only: use `framepipe stop` or `framepipe shutdown`"
-            reply = ErrorReply(reason=reason)
-        else:
-            status = self._snapshot().to_reply(max_list=MAX_LIST)
-            reply = StatusReply(ok=True, status=json.loads(json.dumps(status, default=str)))
-        self.sock.send_multipart([peer, b"", *encode_control(reply)])
+        try:
+            if msg.control.cmd == "stop":
+                comp.reject(ProtocolError("stop on the read-only status endpoint", kind="refused"), "status")
+                reason = "the status endpoint is read-only: use `framepipe stop` or `framepipe shutdown`"
+                reply = ErrorReply(reason=reason)
+            else:
+                status = self._snapshot().to_reply(max_list=MAX_LIST)
+                reply = StatusReply(ok=True, status=json.loads(json.dumps(status, default=str)))
+            frames = encode_control(reply)
+        except Exception as e:  # the asker learns it failed rather than waiting out its timeout
+            comp.counters[Count.STATUS_FAILURES] += 1
+            self._warn.warning("answer", "status answer failed: %s: %s", type(e).__name__, e)
+            frames = encode_control(ErrorReply(reason=f"status failed: {type(e).__name__}"))
+        self.sock.send_multipart([peer, b"", *frames])

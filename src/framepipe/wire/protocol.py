@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ import zmq
 from pydantic import ValidationError
 
 from framepipe.core.errors import ProtocolError
+from framepipe.core.ledger import IdRanges
 from framepipe.wire.messages import CONTROL, Control, ControlModel, control_message, first_error
 from framepipe.wire.messages import CONTROL_KINDS as CONTROL_KINDS
 from framepipe.wire.messages import VERSION as VERSION
@@ -57,6 +59,11 @@ def subscriber_topic(name: str) -> bytes:
 
 
 MAX_HEADER_BYTES = 64 * 1024
+#: deepest nesting of arrays and objects a header may have (ours have 3: eos id ranges);
+#: checked before json.loads, whose C scanner recurses and raises RecursionError at ~1000
+MAX_HEADER_DEPTH = 32
+#: most ranges a wire id set may hold (a million holes: ~16 MB of ranges, never the ids)
+MAX_RANGES = 1_000_000
 MAX_NDIM = 3
 MAX_DIM = 1 << 16
 
@@ -172,6 +179,72 @@ def _buffer_of(part: Any) -> memoryview:
     return memoryview(part)
 
 
+#: a JSON string, escapes included (unrolled loop: linear, no backtracking); '"' and '\\'
+#: never occur inside a UTF-8 multi-byte sequence, so this works on the raw bytes
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: bytes.translate arguments that keep only the brackets, both kinds made one
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(raw: bytes) -> bool:
+    """True if arrays and objects nest deeper than MAX_HEADER_DEPTH (or do not balance).
+
+    A header with at most MAX_HEADER_DEPTH brackets cannot be too deep: two C-speed
+    counts, and a frame's header (one object, one shape) ends here. Otherwise strings are
+    cut out (a '[' inside one is text), everything but brackets dropped, and each pass
+    removes every innermost ``[]`` pair, which lowers the nesting by exactly one: what is
+    left after MAX_HEADER_DEPTH passes is too deep. Every step is a C-speed scan.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_HEADER_DEPTH:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(MAX_HEADER_DEPTH):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    return bool(brackets)
+
+
+class _NonStandardNumber(ValueError):
+    """NaN, Infinity or an overflowing float in a header: Python reads them, JSON has none."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonStandardNumber(name)
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999: an infinity by another name
+        raise _NonStandardNumber(literal)
+    return value
+
+
+#: one decoder, made once (json.loads with hooks would build one per call)
+_HEADER_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
+def _parse_header(raw: memoryview) -> Any:
+    """The header frame as JSON, bounded: UTF-8 only, nesting at most MAX_HEADER_DEPTH,
+    no NaN or infinities. Every failure is a ProtocolError, never a RecursionError."""
+    data = raw.tobytes()
+    if _too_deep(data):
+        raise ProtocolError(f"header nests deeper than {MAX_HEADER_DEPTH} levels", kind="bad_header")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("header is not UTF-8", kind="garbage") from None
+    try:
+        return _HEADER_JSON.decode(text)
+    except _NonStandardNumber as e:
+        raise ProtocolError(f"header holds {e}, which is not a JSON number", kind="bad_header") from None
+    except RecursionError:  # cannot happen within MAX_HEADER_DEPTH; never let it escape
+        raise ProtocolError("header nests too deep", kind="bad_header") from None
+    except ValueError:
+        raise ProtocolError("header is not JSON", kind="garbage") from None
+
+
 def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False) -> Message:
     """Validate and decode a received multipart message (frames or bytes).
 
@@ -186,10 +259,7 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
     raw = _buffer_of(parts[0])
     if raw.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {raw.nbytes} bytes is too large", kind="oversized")
-    try:
-        header = json.loads(raw.tobytes())
-    except (UnicodeDecodeError, ValueError):
-        raise ProtocolError("header is not JSON", kind="garbage") from None
+    header = _parse_header(raw)
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object", kind="garbage")
     if header.get("v") != VERSION or type(header.get("v")) is not int:  # not 1.0, not true
@@ -252,10 +322,13 @@ def to_ranges(ids: Sequence[int]) -> list[list[int]]:
 
 
 def from_ranges(ranges: Any, *, limit: int = 10_000_000) -> list[int]:
-    """Inverse of :func:`to_ranges`, validating what came from the network (at most ``limit`` ids)."""
+    """Inverse of :func:`to_ranges`, validating what came from the network (at most ``limit`` ids).
+
+    Every range is checked and the total counted before any is expanded, so a hostile
+    ``[[0, 2**62]]`` costs nothing. Prefer :func:`ranges_from_wire`, which never expands.
+    """
     if not isinstance(ranges, list):
         raise ProtocolError("ranges must be a list", kind="bad_field")
-    ids: list[int] = []
     total = 0
     for item in ranges:
         if (
@@ -269,5 +342,19 @@ def from_ranges(ranges: Any, *, limit: int = 10_000_000) -> list[int]:
         total += item[1] - item[0] + 1
         if total > limit:
             raise ProtocolError(f"more than {limit} ids in ranges", kind="oversized")
-        ids.extend(range(item[0], item[1] + 1))
+    ids: list[int] = []
+    for lo, hi in ranges:
+        ids.extend(range(lo, hi + 1))
     return ids
+
+
+def ranges_from_wire(ranges: Any, *, max_ranges: int = MAX_RANGES) -> IdRanges:
+    """Wire id ranges (``[[lo, hi], ...]``) as an :class:`IdRanges`, never expanded: memory
+    grows with the number of ranges (at most ``max_ranges``), not with the ids' values.
+    Overlapping or unsorted ranges are merged; anything else malformed is a ProtocolError."""
+    if isinstance(ranges, list) and len(ranges) > max_ranges:
+        raise ProtocolError(f"more than {max_ranges} id ranges", kind="oversized")
+    try:
+        return IdRanges.from_wire(ranges, max_ranges=max_ranges)
+    except ValueError as e:
+        raise ProtocolError(f"id ranges: {e}", kind="bad_field") from None

@@ -31,7 +31,7 @@ import zmq
 
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.wire.messages import ErrorReply, Reply, control_message
-from framepipe.wire.protocol import Message, decode, encode_control
+from framepipe.wire.protocol import MAX_HEADER_BYTES, Message, decode, encode_control
 
 RETRY_S = 1.0
 
@@ -116,6 +116,8 @@ def exchange(
     while True:
         sock = ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        # a reply is one header: a server sending more is cut off before it is buffered
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)
         try:
             if curve is not None:
                 curve(sock)
