@@ -26,6 +26,7 @@ import signal
 import socket as pysocket
 import threading
 import time
+from collections.abc import Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -42,7 +43,7 @@ from framepipe.runtime.status import (
     StatusParts,
     StatusServer,
 )
-from framepipe.wire.security import SecureContext, is_exposed, make_context
+from framepipe.wire.security import SecureContext, Trust, admit, is_exposed, make_context
 from framepipe.wire.sockets import LINGER_MS
 
 #: how often a running component rewrites its --summary-json file (the dashboard reads it)
@@ -79,6 +80,8 @@ class Component:
         self.started_at = time.monotonic()
         self.max_payload = int(config.limits.max_message_mb * 1e6)
         self._status: StatusServer | None = None
+        #: who may end a stream or stop/acquire: ask it before obeying such a message
+        self.trust = Trust(config)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -104,7 +107,8 @@ class Component:
             return
         self._phase = State.OPENING
         # every tcp socket of this context is CURVE when [security] has keys (security.py)
-        self.ctx = make_context(self.config.security, on_denied=self._auth_denied)
+        # connecting, it uses this role's client key ({key_dir}/<role>.key_secret)
+        self.ctx = make_context(self.config.security, on_denied=self._auth_denied, role=self.role)
         self.setup()
         self._set_up = True
 
@@ -197,7 +201,10 @@ class Component:
         self._sockets.append(sock)
         return sock
 
-    def bind(self, sock: zmq.Socket[Any], url: str, what: str) -> None:
+    def bind(self, sock: zmq.Socket[Any], url: str, what: str, *, admit_also: Iterable[str] = ()) -> None:
+        """Bind ``sock`` as endpoint ``what``; with CURVE it admits only the roles
+        ``wire.security.ADMITS`` names for ``what`` (plus ``admit_also``)."""
+        admit(sock, what, admit_also)
         if is_exposed(url) and not self.config.security.enabled:
             self.warn.warning(
                 "exposed",
@@ -246,7 +253,7 @@ class Component:
         self._sockets.remove(sock)
         sock.setsockopt(zmq.LINGER, 0)
         self.bind(sock, url, "status")
-        self._status = StatusServer(self, sock)
+        self._status = StatusServer(self, sock, self.trust)
         self._status.start()
 
     # ------------------------------------------------------------------ bookkeeping

@@ -51,6 +51,7 @@ from framepipe.core.errors import ProtocolError
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
+from framepipe.wire.security import Peer, Trust
 
 #: how often the server samples counters to compute rates
 RATE_WINDOW_S = 1.0
@@ -254,9 +255,11 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
 class StatusServer:
     """The background thread that serves one component's status endpoint."""
 
-    def __init__(self, component: StatusSource, sock: zmq.Socket[Any]):
+    def __init__(self, component: StatusSource, sock: zmq.Socket[Any], trust: Trust | None = None):
         self.component = component
         self.sock = sock
+        #: who may ask for a stop (an operator key, or loopback / operator_hosts); None: anyone
+        self.trust = trust
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"status-{component.name}", daemon=True)
         self._samples: list[tuple[float, dict[str, float]]] = []
@@ -295,7 +298,8 @@ class StatusServer:
                 if not sock.poll(100):
                     self._rates()  # keep a recent sample so rates cover the last second
                     continue
-                parts = sock.recv_multipart()
+                # frames, not bytes: they carry who sent them (Peer-Address, User-Id)
+                parts = sock.recv_multipart(copy=False)
                 self._answer(parts)
         except zmq.ContextTerminated:
             pass
@@ -311,12 +315,12 @@ class StatusServer:
                 continue
         return ComponentStatus(name=comp.name, role=comp.role, state=Observed.BUSY)
 
-    def _answer(self, parts: list[bytes]) -> None:
+    def _answer(self, parts: list[zmq.Frame]) -> None:
         comp = self.component
-        if len(parts) < 3 or parts[1] != b"":
+        if len(parts) < 3 or parts[1].bytes != b"":
             comp.counters[Count.REJECTED] += 1
             return
-        peer = parts[0]
+        peer = parts[0].bytes
         try:
             msg = decode(parts[2:], max_payload_bytes=MAX_REQUEST_BYTES)
             if not isinstance(msg.control, StatusRequest):
@@ -326,7 +330,11 @@ class StatusServer:
             self.sock.send_multipart([peer, b"", *encode_control(ErrorReply(reason=str(e)))])
             return
         reply: Reply
-        if msg.control.cmd == "stop":
+        refusal = None if self.trust is None else self.trust.may(Peer.of(parts[-1]), "control")
+        if msg.control.cmd == "stop" and refusal is not None:
+            comp.reject(ProtocolError(refusal, kind="forbidden"), "status")
+            reply = ErrorReply(reason=refusal)
+        elif msg.control.cmd == "stop":
             comp.log.info("stop requested on the status endpoint")
             comp.stop()
             reply = StatusReply(ok=True, stopping=True)
