@@ -206,3 +206,27 @@ def test_trust_resolves_the_ventilator_host_name() -> None:
 def test_operator_hosts_must_be_hosts() -> None:
     with pytest.raises(ValueError, match="not a host"):
         _config(curve=False, security={"operator_hosts": ["*"]})
+
+
+def test_a_host_name_is_looked_up_again_only_after_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    from framepipe.wire import security
+
+    lookups: list[str] = []
+    answer = ["10.0.0.1"]
+    now = [1000.0]
+
+    def getaddrinfo(host: str, *_: Any, **__: Any) -> list[Any]:
+        lookups.append(host)
+        return [(0, 0, 0, "", (answer[0], 0))]
+
+    monkeypatch.setattr(security.pysocket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(security.time, "monotonic", lambda: now[0])
+    trust = Trust(_config(curve=False, ventilator={"host": "vent.lab"}))
+    assert trust.may(Peer("10.0.0.1"), "end_of_stream") is None
+    answer[0] = "10.0.0.2"  # the ventilator moved
+    for _ in range(5):  # a flood of refused asks costs no look-up
+        assert trust.may(Peer("10.0.0.2"), "end_of_stream") is not None
+    assert lookups == ["vent.lab"]
+    now[0] += security.RESOLVE_EVERY_S
+    assert trust.may(Peer("10.0.0.2"), "end_of_stream") is None
+    assert lookups == ["vent.lab", "vent.lab"]

@@ -211,9 +211,13 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     from framepipe.ops.status import query_deployment, render_table, watch
 
     if args.stop:
+        refused = 0
         for s in query_deployment(config, timeout_s=args.timeout, command="stop"):
-            print(f"{s['name']}: {'down' if s.get('state') == 'down' else 'stop requested'}")
-        return 0
+            # down: silent, or it refused (the reason names the key's role or the address)
+            down = s.get("state") == "down"
+            refused += down
+            print(f"{s['name']}: {'not stopped: ' + str(s.get('error')) if down else 'stop requested'}")
+        return 1 if refused else 0
     rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
     statuses: list[dict[str, object]] = []
     from framepipe.ops.dashboard import rich_available, watch_live

@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import socket as pysocket
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -411,7 +412,13 @@ class Peer:
         return where
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: a host name is looked up again at most this often (a refused address asks again)
+RESOLVE_EVERY_S = 30.0
+
+
+def _ip(text: str) -> IPAddress | None:
     try:
         ip = ipaddress.ip_address(text.partition("%")[0].strip("[]"))
     except ValueError:
@@ -427,7 +434,8 @@ class Trust:
     With CURVE the verified key's role decides (:data:`MAY`). Without CURVE there are no
     identities, only addresses: an end of stream only from the address(es) of
     ``ventilator.host``; control only from loopback or ``security.operator_hosts``.
-    Host names are resolved once, on first use.
+    Host names are resolved on first use, and again (at most every RESOLVE_EVERY_S) when
+    an unknown address asks: a message never waits on DNS more often than that.
     """
 
     def __init__(self, config: Config):
@@ -436,7 +444,8 @@ class Trust:
             "end_of_stream": (config.ventilator.host,),
             "control": tuple(config.security.operator_hosts),
         }
-        self._resolved: dict[str, frozenset[str]] = {}
+        #: host → (when looked up, its addresses)
+        self._resolved: dict[str, tuple[float, frozenset[str]]] = {}
 
     def may(self, sender: Peer | zmq.Frame, action: Action) -> str | None:
         """None if ``sender`` may do ``action``, else the one-line reason to refuse it."""
@@ -450,30 +459,34 @@ class Trust:
         ip = _ip(peer.address)
         if ip is not None and action == "control" and ip.is_loopback:
             return None
-        allowed = {a for host in self.hosts[action] for a in self._resolve(host)}
-        if ip is not None and str(ip) in allowed:
+        if ip is not None and any(str(ip) in self._resolve(host, ip) for host in self.hosts[action]):
             return None
         where = {"end_of_stream": "ventilator.host", "control": "loopback or security.operator_hosts"}[action]
         hosts = ", ".join(self.hosts[action]) or "none set"
         return f"{action} refused from {peer.address or 'an unknown address'}: not {where} ({hosts})"
 
-    def _resolve(self, host: str) -> frozenset[str]:
-        if host not in self._resolved:
-            found: set[str] = set()
-            direct = _ip(host)
-            if direct is not None:
-                found.add(str(direct))
-            elif host != "*":
-                try:
-                    infos = pysocket.getaddrinfo(host, None, proto=pysocket.IPPROTO_TCP)
-                except OSError:
-                    infos = []  # refused with the reason naming the host; not retried per message
-                for info in infos:
-                    ip = _ip(str(info[4][0]))
-                    if ip is not None:
-                        found.add(str(ip))
-            self._resolved[host] = frozenset(found)
-        return self._resolved[host]
+    def _resolve(self, host: str, seen: IPAddress) -> frozenset[str]:
+        """The addresses of ``host``; looked up again when ``seen`` is not among them and the
+        last look-up is older than RESOLVE_EVERY_S (a moved host), never more often."""
+        now = time.monotonic()
+        cached = self._resolved.get(host)
+        if cached is not None and (str(seen) in cached[1] or now - cached[0] < RESOLVE_EVERY_S):
+            return cached[1]
+        found: set[str] = set()
+        direct = _ip(host)
+        if direct is not None:
+            found.add(str(direct))
+        elif host != "*":
+            try:
+                infos = pysocket.getaddrinfo(host, None, proto=pysocket.IPPROTO_TCP)
+            except OSError:
+                infos = []  # refused, with the reason naming the host
+            for info in infos:
+                ip = _ip(str(info[4][0]))
+                if ip is not None:
+                    found.add(str(ip))
+        self._resolved[host] = (now, frozenset(found))
+        return self._resolved[host][1]
 
 
 def is_exposed(url: str) -> bool:
