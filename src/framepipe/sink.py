@@ -151,10 +151,13 @@ class Sink(Component):
                     self.log.info("ventilator released: %d worker(s), results subscribers here", len(self.workers))
                 else:
                     self.stream.sync.refuse(peer, f"waiting for {self._not_ready_reason()}")
+            elif isinstance(request, EndOfStreamRequest) and request.name != "ventilator":
+                self.reject(ProtocolError(f"eos from {request.name!r}", kind="bad_kind"), "results-sync")
+                self.stream.sync.refuse(peer, "only the ventilator sends eos")
             elif isinstance(request, EndOfStreamRequest) and (
                 refusal := self.trust.may(received.peer, "end_of_stream")
             ):
-                # only the ventilator ends the work stream: its key's role, or its host's address
+                # the name is only a claim: the ventilator's key (CURVE) or its host's address decides
                 why = f"{refusal} (it said it was {request.name!r})"
                 self.reject(ProtocolError(why, kind="forbidden"), "results-sync")
                 self.stream.sync.refuse(peer, refusal)
