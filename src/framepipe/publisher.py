@@ -165,11 +165,21 @@ class Publisher(Component):
         """Answer what waits on the control endpoint (never blocks on the camera for long)."""
         while self.control.sock.poll(0):
             try:
-                peer, asked = self.control.receive()
+                received = self.control.receive()
             except ProtocolError as e:
                 self.reject(e, "acquisition-control")
                 continue
+            peer, asked = received.identity, received.message
             request = asked.control
+            changes_state = isinstance(request, Acquire) or (
+                isinstance(request, Command) and request.action in ("stop", "shutdown")
+            )
+            refusal = self.trust.may(received.peer, "control") if changes_state else None
+            if refusal is not None:
+                # logged with the key and the role it has, or the address without CURVE
+                self.reject(ProtocolError(f"{asked.kind} refused: {refusal}", kind="forbidden"), "acquisition-control")
+                self.control.refuse(peer, refusal)
+                continue
             if isinstance(request, Acquire):
                 self._on_acquire(peer, request)
             elif isinstance(request, Command):

@@ -168,7 +168,8 @@ class Sink(Component):
         return ", ".join(reasons)
 
     def _handle_deferred(self) -> None:
-        for peer, asked in self.stream.deferred:
+        for received in self.stream.deferred:
+            peer, asked = received.identity, received.message
             request = asked.control
             if isinstance(request, Hello):
                 # answer at once, so the ventilator's timeout can say what is missing
@@ -185,9 +186,15 @@ class Sink(Component):
                 else:
                     self.stream.sync.refuse(peer, f"waiting for {self._not_ready_reason()}")
             elif isinstance(request, EndOfStreamRequest) and request.name != "ventilator":
-                # only the ventilator ends the work stream (CURVE, when on, proves who is who)
                 self.reject(ProtocolError(f"eos from {request.name!r}", kind="bad_kind"), "results-sync")
                 self.stream.sync.refuse(peer, "only the ventilator sends eos")
+            elif isinstance(request, EndOfStreamRequest) and (
+                refusal := self.trust.may(received.peer, "end_of_stream")
+            ):
+                # the name is only a claim: the ventilator's key (CURVE) or its host's address decides
+                why = f"{refusal} (it said it was {request.name!r})"
+                self.reject(ProtocolError(why, kind="forbidden"), "results-sync")
+                self.stream.sync.refuse(peer, refusal)
             elif isinstance(request, EndOfStreamRequest):
                 try:
                     ids = from_ranges(request.frame_ids)

@@ -18,6 +18,9 @@ import zmq
 import zmq.auth
 
 from framepipe.testing.deployment import Deployment, child_env
+from framepipe.wire.messages import EndOfStreamRequest, ErrorReply
+from framepipe.wire.protocol import decode, encode_control
+from framepipe.wire.security import ROLES
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +35,7 @@ def generate(keys: Path, *clients: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
     out = tmp_path / "keys"
-    result = generate(out, "client", "operator")
+    result = generate(out)  # one key pair per role
     assert result.returncode == 0, result.stderr
     return out
 
@@ -43,12 +46,12 @@ def secure(deployment: Deployment, keys: Path, **settings: Any) -> None:
 
 
 def test_keys_generate_layout_and_never_overwrites(tmp_path: Path, keys: Path) -> None:
-    for name in ("server", "client", "operator"):
+    for name in ("server", *ROLES):
         public, secret = zmq.auth.load_certificate(keys / f"{name}.key_secret")
         assert secret is not None and len(public) == 40
         assert stat.S_IMODE((keys / f"{name}.key_secret").stat().st_mode) == 0o600
-    allowed = sorted(p.name for p in (keys / "allowed_clients").iterdir())
-    assert allowed == ["client.key", "operator.key"], "clients are allowed, the server key is not"
+    allowed = sorted(str(p.relative_to(keys / "allowed_clients")) for p in (keys / "allowed_clients").rglob("*.key"))
+    assert allowed == sorted(f"{r}/{r}.key" for r in ROLES), "each role's key under its role, not the server's"
     again = generate(keys)
     assert again.returncode != 0
     assert "never overwrites" in again.stderr and len(again.stderr.strip().splitlines()) == 1
@@ -130,7 +133,7 @@ def _stop(dep: Deployment) -> None:
 def test_unauthorised_client_gets_nothing_and_is_logged(live_publisher: Deployment, keys: Path) -> None:
     dep = live_publisher
     server_public, _ = zmq.auth.load_certificate(keys / "server.key")
-    good_public, good_secret = zmq.auth.load_certificate(keys / "client.key_secret")
+    good_public, good_secret = zmq.auth.load_certificate(keys / "recorder.key_secret")
     assert good_secret is not None
     rogue_public, rogue_secret = zmq.curve_keypair()  # a valid key pair nobody allowed
     ctx: zmq.Context[Any] = zmq.Context()
@@ -141,7 +144,7 @@ def test_unauthorised_client_gets_nothing_and_is_logged(live_publisher: Deployme
         # positive control: with the right key, frames arrive
         assert good.poll(20_000), "an authorised subscriber received nothing"
         pub = dep.procs[0]
-        pub.wait_for(f"refused a CURVE client with unknown public key {rogue_public.decode()}", timeout=20)
+        pub.wait_for(f"auth: refused key {rogue_public.decode()[:12]}… (unknown key", timeout=20)
         # the denial is logged; and meanwhile (the authorised one receiving) the rogue got nothing
         for _ in range(20):
             assert good.poll(5_000)
@@ -156,7 +159,7 @@ def test_unauthorised_client_gets_nothing_and_is_logged(live_publisher: Deployme
 def test_plaintext_client_cannot_talk_to_a_curve_server(live_publisher: Deployment, keys: Path) -> None:
     dep = live_publisher
     server_public, _ = zmq.auth.load_certificate(keys / "server.key")
-    good_public, good_secret = zmq.auth.load_certificate(keys / "operator.key_secret")
+    good_public, good_secret = zmq.auth.load_certificate(keys / "recorder.key_secret")
     assert good_secret is not None
     ctx: zmq.Context[Any] = zmq.Context()
     try:
@@ -189,3 +192,98 @@ def test_binding_all_interfaces_without_keys_warns(deployment: Deployment, keys:
     assert "without CURVE keys" not in out
     curve.signal(2)
     curve.wait(30)
+
+
+# ---------------------------------------------------------------------------- roles
+
+
+def _sink_url(dep: Deployment, key: str, source: str = "") -> str:
+    return f"tcp://{source + ';' if source else ''}127.0.0.1:{dep.settings[f'sink.{key}']}"
+
+
+def _forged_eos(ctx: zmq.Context[Any], url: str, key: Path | None, server: Path | None) -> zmq.Socket[Any]:
+    """A REQ that says it is the ventilator and that the stream is over, with no frames."""
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    if key is not None and server is not None:
+        public, secret = zmq.auth.load_certificate(key)
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = zmq.auth.load_certificate(server)[0]
+    sock.connect(url)
+    sock.send_multipart(encode_control(EndOfStreamRequest(name="ventilator", frame_ids=[])))
+    return sock
+
+
+def _refusal(sock: zmq.Socket[Any]) -> str:
+    assert sock.poll(20_000), "the forged end of stream got no answer"
+    reply = decode(sock.recv_multipart(), max_payload_bytes=0).control
+    assert isinstance(reply, ErrorReply), f"the forged end of stream was accepted: {reply}"
+    return reply.reason
+
+
+def _run_completes(dep: Deployment, sink: Any, n: int) -> dict[str, Any]:
+    """Start the rest of the pipeline after ``sink``; every process ends well, every frame is in."""
+    procs = [dep.start("worker-0", "worker", "--index", "0")]
+    procs += [dep.start(name, "record", "--name", name) for name in ("recorder-frames", "recorder-results")]
+    procs += [dep.start("ventilator", "ventilator"), dep.start("publisher", "publisher")]
+    for proc in [sink, *procs]:
+        assert proc.wait(120) == 0, f"{proc.name}:\n{proc.log()[-3000:]}"
+    with h5py.File(dep.data / "run_results.h5", "r") as f:
+        assert sorted(f["entry/data/frame_id"][:].tolist()) == list(range(n)), "the run was cut short"
+        assert bool(f["entry/ledger"].attrs["complete"])
+    return dict(json.loads((dep.dir / "sink.json").read_text()))
+
+
+def test_curve_roles_a_worker_key_cannot_end_the_stream_nor_a_recorder_send_results(
+    deployment: Deployment, keys: Path
+) -> None:
+    n = 150
+    secure(deployment, keys, **{"camera.count": n, "camera.fps": 100.0, "camera.height": 32, "camera.width": 32})
+    sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
+    sink.wait_for("ready:")
+    server = keys / "server.key"
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        # a worker's key is not admitted on results-sync at all: refused at the handshake
+        as_worker = _forged_eos(ctx, _sink_url(deployment, "sync_port"), keys / "worker.key_secret", server)
+        sink.wait_for("(role worker, key worker) on results-sync", timeout=20)
+        # a recorder's key is (it says hello there), but its end of stream is refused
+        as_recorder = _forged_eos(ctx, _sink_url(deployment, "sync_port"), keys / "recorder.key_secret", server)
+        reason = _refusal(as_recorder)
+        assert "end_of_stream refused from key recorder (role recorder)" in reason
+        assert not as_worker.poll(0), "the worker key's request was answered"
+        # a recorder's key cannot connect to results-in
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        public, secret = zmq.auth.load_certificate(keys / "recorder.key_secret")
+        push.curve_publickey, push.curve_secretkey = public, secret
+        push.curve_serverkey = zmq.auth.load_certificate(server)[0]
+        push.connect(_sink_url(deployment, "results_in_port"))
+        sink.wait_for("(role recorder, key recorder) on results-in", timeout=20)
+    finally:
+        ctx.destroy(linger=0)
+    log = sink.log()
+    assert "refused from key recorder (role recorder)" in log and "it said it was 'ventilator'" in log
+    summary = _run_completes(deployment, sink, n)
+    assert summary["rejected_by_kind"].get("forbidden") == 1, summary["rejected_by_kind"]
+    assert summary["auth_denied"] >= 2
+    assert summary["received"] == n
+
+
+def test_without_curve_an_end_of_stream_from_another_address_is_refused(deployment: Deployment) -> None:
+    n = 100
+    camera = {"camera.count": n, "camera.fps": 100.0, "camera.height": 32, "camera.width": 32}
+    deployment.settings.update({**camera, "ventilator.host": "127.0.0.1"})
+    deployment.write_config()
+    sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
+    sink.wait_for("ready:")
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        # loopback too, but not the ventilator's address: libzmq's "source;destination" syntax
+        forged = _forged_eos(ctx, _sink_url(deployment, "sync_port", source="127.0.0.2:0"), None, None)
+        reason = _refusal(forged)
+        assert "end_of_stream refused from 127.0.0.2: not ventilator.host (127.0.0.1)" in reason
+    finally:
+        ctx.destroy(linger=0)
+    summary = _run_completes(deployment, sink, n)
+    assert summary["rejected_by_kind"].get("forbidden") == 1, summary["rejected_by_kind"]

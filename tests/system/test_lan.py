@@ -114,15 +114,39 @@ class Lan:
         )
 
 
+#: what each machine holds, as docs/deploy.md tells operators to place keys: the servers'
+#: public key everywhere; the servers' secret and the allowed keys where something binds;
+#: each role's (each worker host's) own client secret, on its machine only
+PLACEMENT = {
+    "A": ["server.key", "server.key_secret", "allowed_clients"]
+    + [f"{role}.key_secret" for role in ("publisher", "ventilator", "recorder", "operator")],
+    "B": ["server.key", "hostB.key_secret"],
+    "C": ["server.key", "hostC.key_secret"],
+    "D": ["server.key", "server.key_secret", "allowed_clients", "recorder.key_secret"],
+}
+#: worker hosts use their own key (FRAMEPIPE_SECURITY__CLIENT_SECRET_KEY); the others their role's default
+OWN_KEY = {"B": "hostB.key_secret", "C": "hostC.key_secret"}
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("lan-keys") / "keys"
-    argv = [sys.executable, "-m", "framepipe", "keys", "generate", str(out)]
-    for host in HOSTS:
-        argv += ["--client", f"host{host}"]
+    """One key directory per host (``keys/A`` ...), holding only what that host needs."""
+    base = tmp_path_factory.mktemp("lan-keys")
+    made = base / "generated"
+    argv = [sys.executable, "-m", "framepipe", "keys", "generate", str(made)]
+    for client in ("publisher", "ventilator", "recorder", "operator", "worker:hostB", "worker:hostC"):
+        argv += ["--client", client]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=child_env())
     assert result.returncode == 0, result.stderr
-    return out
+    for host, files in PLACEMENT.items():
+        (base / "keys" / host).mkdir(parents=True)
+        for name in files:
+            if (made / name).is_dir():
+                shutil.copytree(made / name, base / "keys" / host / name)
+            else:
+                shutil.copy2(made / name, base / "keys" / host / name)
+    shutil.rmtree(made)  # no process can fall back on the full set
+    return base / "keys"
 
 
 @pytest.fixture
@@ -154,7 +178,6 @@ class Run:
         self.sets = {
             "run.data_dir": str(self.data),
             "run.finish_timeout_s": 90,
-            "security.key_dir": str(keys),
             "camera.count": n,
             "camera.height": H,
             "camera.width": W,
@@ -163,17 +186,18 @@ class Run:
         }
         self.procs: dict[str, Proc] = {}
 
-    def argv(self, *args: str) -> list[str]:
+    def argv(self, host: str, *args: str) -> list[str]:
         out = [*args, "--config", str(self.config)]
-        for key, value in self.sets.items():
+        for key, value in {**self.sets, "security.key_dir": str(self.keys / host)}.items():
             out += ["--set", f"{key}={value}"]
         return out
 
     def env(self, host: str) -> dict[str, str]:
-        return {"FRAMEPIPE_SECURITY__CLIENT_SECRET_KEY": str(self.keys / f"host{host}.key_secret")}
+        own = OWN_KEY.get(host)
+        return {"FRAMEPIPE_SECURITY__CLIENT_SECRET_KEY": str(self.keys / host / own)} if own else {}
 
     def start(self, host: str, name: str, *args: str) -> Proc:
-        proc = self.lan.start(host, name, self.argv(*args), self.env(host))
+        proc = self.lan.start(host, name, self.argv(host, *args), self.env(host))
         self.procs[name] = proc
         return proc
 
@@ -192,7 +216,7 @@ class Run:
             sys.executable,
             "-m",
             "framepipe",
-            *self.argv("status", "--json", "--timeout", "5"),
+            *self.argv(host, "status", "--json", "--timeout", "5"),
             env=self.env(host),
         )
         assert result.stdout.strip(), result.stderr
@@ -202,7 +226,7 @@ class Run:
         for name in names or self.procs:
             proc = self.procs[name]
             assert proc.wait(timeout) == 0, f"{name} failed:\n{proc.log()[-4000:]}"
-            assert "refused a CURVE client" not in proc.log()
+            assert "auth: refused" not in proc.log()
 
     def check_files(self) -> None:
         """Both files hold every frame exactly once, say complete, and the frames are right."""
@@ -241,12 +265,17 @@ class Run:
 def test_four_hosts_every_frame_exactly_once_with_curve(lan: Lan, keys: Path) -> None:
     run = Run(lan, keys, 300, **{"camera.fps": 60.0})
     run.start_all()
-    statuses = run.status()  # from host A, over CURVE, with host A's client key
+    statuses = run.status()  # from host A, over CURVE, with the operator's key (A is the operator's console)
     by_name = {s["name"]: s for s in statuses}
     for name, addr in (("publisher", "A"), ("ventilator", "A"), ("recorder-frames", "A"), ("sink", "D")):
         assert by_name[name]["state"] == "running", by_name[name]
         assert by_name[name]["url"].startswith(f"tcp://{HOSTS[addr]}:")
     assert by_name["recorder-results"]["state"] == "running"
+    # host B's key is a worker's: it may read status, not stop the run
+    stop = lan.exec("B", sys.executable, "-m", "framepipe", *run.argv("B", "status", "--stop"), env=run.env("B"))
+    assert stop.returncode == 1 and stop.stdout.count("control refused from key hostB (role worker)") == 5, (
+        stop.stdout + stop.stderr
+    )
     run.wait_ok()
     run.check_files()
     per_worker = run.sink_summary()["per_worker"]

@@ -216,9 +216,10 @@ def test_sync_server_refuses_a_malformed_request_saying_why() -> None:
         assert reply.control.t_server_ns is not None
         # a valid request comes back typed, and is answered with a typed reply
         req.send_multipart(encode_control("hello", name="recorder-frames"))
-        peer, msg = server.receive()
-        assert msg.control == Hello(name="recorder-frames")
-        server.reply(peer, Welcome(stream="frames", seq=0))
+        received = server.receive()
+        assert received.message.control == Hello(name="recorder-frames")
+        assert received.peer.user_id is None, "no CURVE, no identity"
+        server.reply(received.identity, Welcome(stream="frames", seq=0))
         welcome = decode(req.recv_multipart(), max_payload_bytes=0).control
         assert isinstance(welcome, Welcome) and welcome.stream == "frames"
     finally:

@@ -32,14 +32,16 @@ def test_is_exposed(url: str, exposed: bool) -> None:
 
 def test_generate_keys_refuses_bad_names_and_overwrites(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="client name"):
-        generate_keys(tmp_path / "k", ["server"])
-    written = generate_keys(tmp_path / "k", ["a", "b"])
+        generate_keys(tmp_path / "k", ["worker:server"])
+    written = generate_keys(tmp_path / "k", ["worker:a", "recorder:b"])
     assert {p.name for p in written} >= {"server.key", "server.key_secret", "a.key_secret", "b.key"}
-    assert set(zmq.auth.load_certificates(tmp_path / "k" / "allowed_clients")) == {
-        zmq.auth.load_certificate(tmp_path / "k" / f"{c}.key")[0] for c in ("a", "b")
+    allowed = tmp_path / "k" / "allowed_clients"
+    assert set(zmq.auth.load_certificates(allowed / "worker")) == {
+        zmq.auth.load_certificate(tmp_path / "k" / "a.key")[0]
     }
+    assert not list(allowed.glob("*.key")), "every allowed key is under its role"
     with pytest.raises(ConfigError, match="never overwrites"):
-        generate_keys(tmp_path / "k", ["c"])
+        generate_keys(tmp_path / "k", ["worker:a"])
 
 
 def test_endpoints_follow_the_config() -> None:

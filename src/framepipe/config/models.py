@@ -383,9 +383,22 @@ class SecurityConfig(Section):
     server_public_key: str | None = None
     """Public certificate of the servers, needed by every client (default {key_dir}/server.key)."""
     client_secret_key: str | None = None
-    """This machine's client certificate, for connecting sockets (default {key_dir}/client.key_secret)."""
+    """This process's client certificate, for connecting sockets (default {key_dir}/<role>.key_secret:
+    publisher, ventilator, sink, worker, recorder, viewer, or operator for the ops commands)."""
     allowed_clients_dir: str | None = None
-    """Directory of client public keys (``*.key``) servers accept (default {key_dir}/allowed_clients)."""
+    """Client public keys servers accept, by role: ``<role>/*.key`` (default {key_dir}/allowed_clients)."""
+    operator_hosts: list[str] = Field(default_factory=list)
+    """Without CURVE: hosts besides loopback whose acquire, stop and shutdown are obeyed
+    (by source address; with CURVE only operator keys are)."""
+
+    @field_validator("operator_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if host == "*":
+                raise ValueError("'*' is not a host: list the operator machines")
+            _check_host(host)
+        return value
 
     @property
     def enabled(self) -> bool:

@@ -78,10 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="store_true", help="ask every component to stop instead")
     p = sub.add_parser("keys", help="CURVE keys for a secure deployment")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    g = keys.add_parser("generate", help="server and client key pairs, and the allowed-clients directory")
+    g = keys.add_parser(
+        "generate", help="server and per-role client key pairs, and allowed_clients/<role>/ (docs/deploy.md)"
+    )
     g.add_argument("dir", metavar="DIR")
     g.add_argument(
-        "--client", action="append", default=[], metavar="NAME", help="a client key pair per name (default: client)"
+        "--client",
+        action="append",
+        default=[],
+        metavar="ROLE[:NAME]",
+        help="a client key pair of ROLE (publisher, ventilator, sink, worker, recorder, viewer, operator), "
+        "in NAME.key_secret (default NAME: the role); default: one per role",
     )
     p = sub.add_parser("cameras", help="list the cameras that can be opened (Basler, OpenCV)")
     _common(p)

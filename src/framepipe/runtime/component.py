@@ -26,6 +26,7 @@ import signal
 import socket as pysocket
 import threading
 import time
+from collections.abc import Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -43,7 +44,7 @@ from framepipe.runtime.status import (
     StatusServer,
 )
 from framepipe.wire.protocol import MAX_HEADER_BYTES
-from framepipe.wire.security import SecureContext, is_exposed, make_context
+from framepipe.wire.security import SecureContext, Trust, admit, is_exposed, make_context
 from framepipe.wire.sockets import LINGER_MS
 
 #: a rejected message's reason is logged cut to this many characters (it may quote the peer)
@@ -87,6 +88,8 @@ class Component:
         #: the largest message part any socket receives (ZMQ_MAXMSGSIZE): a payload or a header
         self.max_message_part = max(self.max_payload, MAX_HEADER_BYTES)
         self._status: StatusServer | None = None
+        #: who may end a stream or stop/acquire: ask it before obeying such a message
+        self.trust = Trust(config)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -112,7 +115,8 @@ class Component:
             return
         self._phase = State.OPENING
         # every tcp socket of this context is CURVE when [security] has keys (security.py)
-        self.ctx = make_context(self.config.security, on_denied=self._auth_denied)
+        # connecting, it uses this role's client key ({key_dir}/<role>.key_secret)
+        self.ctx = make_context(self.config.security, on_denied=self._auth_denied, role=self.role)
         self.setup()
         self._set_up = True
 
@@ -208,7 +212,10 @@ class Component:
         self._sockets.append(sock)
         return sock
 
-    def bind(self, sock: zmq.Socket[Any], url: str, what: str) -> None:
+    def bind(self, sock: zmq.Socket[Any], url: str, what: str, *, admit_also: Iterable[str] = ()) -> None:
+        """Bind ``sock`` as endpoint ``what``; with CURVE it admits only the roles
+        ``wire.security.ADMITS`` names for ``what`` (plus ``admit_also``)."""
+        admit(sock, what, admit_also)
         if is_exposed(url) and not self.config.security.enabled:
             self.warn.warning(
                 "exposed",
@@ -258,7 +265,7 @@ class Component:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES)  # requests are one small header
         self.bind(sock, url, "status")
-        self._status = StatusServer(self, sock)
+        self._status = StatusServer(self, sock, self.trust)
         self._status.start()
 
     # ------------------------------------------------------------------ bookkeeping

@@ -54,6 +54,7 @@ from framepipe.core.logs import RateLimitedLog
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import ErrorReply, Reply, StatusReply, StatusRequest
 from framepipe.wire.protocol import decode, encode_control
+from framepipe.wire.security import Trust
 
 #: how often the server samples counters to compute rates
 RATE_WINDOW_S = 1.0
@@ -259,9 +260,11 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
 class StatusServer:
     """The background thread that serves one component's status endpoint."""
 
-    def __init__(self, component: StatusSource, sock: zmq.Socket[Any]):
+    def __init__(self, component: StatusSource, sock: zmq.Socket[Any], trust: Trust | None = None):
         self.component = component
         self.sock = sock
+        #: who may ask for a stop (an operator key, or loopback / operator_hosts); None: anyone
+        self.trust = trust
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"status-{component.name}", daemon=True)
         self._samples: list[tuple[float, dict[str, float]]] = []
@@ -302,7 +305,8 @@ class StatusServer:
                     if not sock.poll(100):
                         self._rates()  # keep a recent sample so rates cover the last second
                         continue
-                    self._answer(sock.recv_multipart())
+                    # frames, not bytes: they carry who sent them (Peer-Address, User-Id)
+                    self._answer(sock.recv_multipart(copy=False))
                 except zmq.ContextTerminated:
                     raise
                 except Exception as e:  # the endpoint outlives anything a request does to it
@@ -323,12 +327,12 @@ class StatusServer:
                 continue
         return ComponentStatus(name=comp.name, role=comp.role, state=Observed.BUSY)
 
-    def _answer(self, parts: list[bytes]) -> None:
+    def _answer(self, parts: list[zmq.Frame]) -> None:
         comp = self.component
-        if len(parts) < 3 or parts[1] != b"":  # no REQ envelope: nobody to answer
+        if len(parts) < 3 or parts[1].bytes != b"":  # no REQ envelope: nobody to answer
             comp.reject(ProtocolError("status request without REQ envelope", kind="bad_framing"), "status")
             return
-        peer = parts[0]
+        peer = parts[0].bytes
         try:
             msg = decode(parts[2:], max_payload_bytes=MAX_REQUEST_BYTES)
             if not isinstance(msg.control, StatusRequest):

@@ -28,9 +28,9 @@ import zmq
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import IdRanges
 from framepipe.wire.messages import AcquisitionStart, Bye, Done, EndOfStream, Heartbeat, Hello, Request, Welcome
-from framepipe.wire.protocol import SUBSCRIBER_TOPIC, Message, encode_control, to_ranges
+from framepipe.wire.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
 from framepipe.wire.sockets import POLL_MS, SocketOwner
-from framepipe.wire.sync import SyncServer
+from framepipe.wire.sync import SyncRequest, SyncServer
 
 #: how often an end-of-stream is repeated while waiting for subscribers' byes
 EOS_REPEAT_S = 0.2
@@ -97,7 +97,7 @@ class Broadcast:
         self._next_blocked_log = 0.0
         #: sync requests the owner answers itself (e.g. the sink's ventilator hello):
         #: (peer, the decoded request; its ``control`` is the validated model)
-        self.deferred: list[tuple[bytes, Message]] = []
+        self.deferred: list[SyncRequest] = []
         #: the acquisition under way (its start message), for late joiners' welcomes
         self.acquisition: AcquisitionStart | None = None
         #: every bye received, in order, for the owner to read (its acquisition reports)
@@ -145,13 +145,14 @@ class Broadcast:
         if events.get(self.sync.sock, 0) & zmq.POLLIN:
             while self.sync.sock.poll(0):
                 try:
-                    peer, asked = self.sync.receive()
+                    received = self.sync.receive()
                 except ProtocolError as e:
                     self.owner.reject(e, f"{self.stream}-sync")
                     continue
+                peer, asked = received.identity, received.message
                 request = asked.control
                 if isinstance(request, Request) and defer is not None and defer(asked.kind, request.name):
-                    self.deferred.append((peer, asked))
+                    self.deferred.append(received)
                 elif isinstance(request, Hello):
                     again = request.name in self.hellos
                     self.hellos[request.name] = request

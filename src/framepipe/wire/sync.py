@@ -32,8 +32,20 @@ import zmq
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.wire.messages import ErrorReply, Reply, control_message
 from framepipe.wire.protocol import MAX_HEADER_BYTES, Message, decode, encode_control
+from framepipe.wire.security import Peer
 
 RETRY_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """One request taken by a :class:`SyncServer`: whom to answer, what it asks, who sent it."""
+
+    #: the ROUTER's routing id of the requester: pass it to ``reply``/``refuse``
+    identity: bytes
+    message: Message
+    #: what the transport says of the sender (address; key and role under CURVE), for Trust
+    peer: Peer
 
 
 class SyncServer:
@@ -43,20 +55,22 @@ class SyncServer:
         self.sock = sock
         self.max_payload = max_payload
 
-    def receive(self) -> tuple[bytes, Message]:
-        """Take one request: (peer identity, the decoded message, with its model).
+    def receive(self) -> SyncRequest:
+        """Take one request: whom to answer, the decoded message (with its model), and
+        who sent it.
 
         A malformed one is refused (an ErrorReply saying why) and raises ProtocolError,
         so the caller counts it. Otherwise the caller must ``reply`` (or ``refuse``).
         """
-        parts = self.sock.recv_multipart()
-        if len(parts) < 3 or parts[1] != b"":
+        # frames, not bytes: they carry who sent them (Peer-Address, User-Id)
+        parts = self.sock.recv_multipart(copy=False)
+        if len(parts) < 3 or parts[1].bytes != b"":
             raise ProtocolError("sync request without REQ envelope", kind="bad_framing")
-        peer = parts[0]
+        identity = parts[0].bytes
         try:
-            return peer, decode(parts[2:], max_payload_bytes=self.max_payload)
+            return SyncRequest(identity, decode(parts[2:], max_payload_bytes=self.max_payload), Peer.of(parts[-1]))
         except ProtocolError as e:
-            self.refuse(peer, str(e))
+            self.refuse(identity, str(e))
             raise
 
     def reply(self, peer: bytes, message: Reply | str = "welcome", **fields: Any) -> None:
