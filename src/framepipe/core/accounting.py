@@ -34,6 +34,8 @@ POOL_GRACE_S = 2.0
 LATENCY_SAMPLES = 100_000
 #: missing ids listed in a summary (the count is always exact)
 SUMMARY_IDS = 1000
+#: worker names tracked at once: heartbeats from more (a flood of made-up names) are ignored
+MAX_WORKERS = 4096
 
 
 def ack_batch_size(window: int) -> int:
@@ -230,6 +232,8 @@ class WorkerLiveness:
     def heard_from(self, name: str) -> bool:
         """A result or heartbeat from ``name``; True when it joined (new, or back after lost)."""
         now = self.clock()
+        if name not in self.alive and len(self.alive) >= MAX_WORKERS:
+            return False  # bounded: a flood of made-up names must not grow the table
         if not self.alive and not self.lost:
             self._first_at = now
         joined = name not in self.alive
@@ -246,6 +250,7 @@ class WorkerLiveness:
             if now - seen > self.timeout_s:
                 del self.alive[name]
                 self.lost.append(name)
+                del self.lost[:-MAX_WORKERS]
                 gone.append((name, now - seen))
                 self._announce_due = 0.0
         return gone
