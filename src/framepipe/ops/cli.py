@@ -323,7 +323,7 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
     if args.command == "worker":
         from framepipe.workers import Worker, worker_name
 
-        return Worker(config, name=worker_name(args.index))
+        return Worker(config, name=worker_name(args.index, config.run.host()))
     if args.command == "record":
         from framepipe.subscribers.recorder import Recorder
 
