@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="an HDF5 file written by a recorder")
     p.add_argument("--png", metavar="OUT", help="also write a contact sheet: frames beside their FFT power (log)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--verify", action="store_true", help="read every chunk and name each corrupt one (default: headers only)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up on a file that gives no answer for S s, as a damaged one can (default 20)",
+    )
     p.set_defaults(log_level="warning", log_json=False)
     return parser
 
@@ -193,7 +202,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":  # a file, no deployment config
         from framepipe.ops.inspect import main as inspect_main
 
-        return inspect_main(args.file, args.png, args.json)
+        return inspect_main(args.file, args.png, args.json, verify=args.verify, timeout_s=args.timeout)
     if args.command == "acquire":
         return _acquire(args)
     config, path = _load(args)

@@ -84,7 +84,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
+    """Linux sends this process SIGTERM when ``parent`` dies (PR_SET_PDEATHSIG): no orphans.
+    Exits at once if ``parent`` is already gone."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -139,7 +141,7 @@ class Child:
             env=env,
             cwd=cwd,
             process_group=0,
-            preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
+            preexec_fn=(lambda: die_with_parent(parent)) if sys.platform == "linux" else None,
         )
 
     @property
