@@ -388,6 +388,7 @@ class ChildSet:
             if spec.due_at is None or now < spec.due_at:
                 continue
             spec.due_at = None
+            self.restarts[name] += 1  # before the start: the new incarnation reports its count
             try:
                 child = self.spawn(name, spec.argv, spec.output)
             except OSError as e:
@@ -396,7 +397,6 @@ class ChildSet:
                 continue
             self.procs[name] = child
             spec.started_at = now
-            self.restarts[name] += 1
 
     def _fail(self, name: str, code: int, stop_on_failure: bool) -> None:
         self.codes[name] = code

@@ -141,7 +141,9 @@ class Recorder(Component):
                 acquisition=acq.acquisition,
                 acquisition_name=acq.name,
                 frames_requested=acq.frames,
-                config=json.dumps({"camera": acq.settings}),
+                # the camera's settings as the acquisition applied them (its start message),
+                # never this recorder's copy of the camera config; and this recorder's own section
+                config=json.dumps({"camera": acq.settings, "recorder": self.rec.model_dump()}),
             )
         frame_file = FrameFile(
             self._free_path(index),
