@@ -484,8 +484,10 @@ class Recorder(Component):
             str(ledger.complete).lower(),
             ledger.end_reason,
         )
-        if not ledger.complete and code == 0 and not self.config.run.serve:
-            code = 1  # one acquisition: an incomplete file is a failed run (DESIGN: exit 1)
+        if not ledger.complete and code == 0 and not self.config.run.serve and not self.stopping:
+            # one acquisition: an incomplete file is a failed run (DESIGN: exit 1); stopped by
+            # a signal, the operator asked for the end it got (the ledger says `stopped`)
+            code = 1
         return code
 
     def summary(self) -> dict[str, Any]:
