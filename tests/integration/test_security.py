@@ -57,6 +57,17 @@ def test_keys_generate_layout_and_never_overwrites(tmp_path: Path, keys: Path) -
     assert "never overwrites" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
+def test_a_sink_without_its_own_key_refuses_to_start(deployment: Deployment, tmp_path: Path) -> None:
+    """The sink reports each acquisition to the publisher as a client: without its key it
+    would run and every acquisition would end "sink: no report"; it says so at start."""
+    keys = tmp_path / "no-sink-key"
+    assert generate(keys, "recorder", "worker", "ventilator", "publisher").returncode == 0
+    secure(deployment, keys)
+    sink = deployment.start("sink", "sink")
+    assert sink.wait(30) == 2
+    assert "sink.key_secret" in sink.log() and "Traceback" not in sink.log(), sink.log()
+
+
 def test_authorised_run_completes_with_every_frame(deployment: Deployment, keys: Path) -> None:
     n = 200
     secure(deployment, keys, **{"camera.count": n, "camera.height": 48, "camera.width": 64})
