@@ -85,7 +85,7 @@ def test_framepipe_run_twice_keeps_both_and_never_overwrites(tmp_path: Path) -> 
     # a second run gets its own run id, so its own files
     second = run("--set", "run.id=second")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert (tmp_path / "data" / "local_second_frames.h5").is_file()
+    assert (tmp_path / "data" / "local_second_0001_local_frames.h5").is_file()
     # the same run id again: refused before anything starts, and the earlier file is untouched
     third = run("--set", "run.id=second")
     assert third.returncode == 2, third.stdout + third.stderr
