@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from framepipe.core.ledger import FrameLedger, SequenceTracker
+from framepipe.core.ledger import FrameLedger, IdRanges, SequenceTracker
 
 T = TypeVar("T")
 
@@ -160,6 +160,9 @@ class RecordingSeries(Generic[T]):
         self._flushed_at = clock()
         self._eos: EndNotice | None = None
         self._source_known = False
+        #: frame ids an earlier part of this acquisition holds (a recorder that restarted
+        #: mid-acquisition): not missing, though not in this part
+        self.earlier_parts = IdRanges()
 
     # ------------------------------------------------------------------ arrivals
     def arrive(self, frame_id: int, item: T) -> bool:
@@ -295,6 +298,8 @@ class RecordingSeries(Generic[T]):
         """
         eos = self._eos
         missing = self.written_ids.missing()
+        if len(self.earlier_parts):
+            missing = [i for i in missing if i not in self.earlier_parts]
         reason = eos.reason if eos is not None else None
         return SeriesLedger(
             # complete only against the source's own list of what it produced

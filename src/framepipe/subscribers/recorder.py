@@ -34,7 +34,7 @@ from framepipe.core.series import UPSTREAM_LOST, RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.storage.compression import Codec
-from framepipe.storage.h5file import FrameFile, finalize, now_iso
+from framepipe.storage.h5file import FrameFile, finalize, now_iso, open_for_reading
 from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message, from_ranges
 from framepipe.wire.sockets import POLL_MS
@@ -300,8 +300,32 @@ class Recorder(Component):
         self.error = None
         for key in (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.GAPS, Count.COMPLETE):
             self.counters.pop(key, None)
+        self._count_earlier_parts(start)
         self._open_next()
         self.log.info("acquisition %d '%s': writing %s", start.acquisition, start.name, self.files[0][0].path)
+
+    def _count_earlier_parts(self, start: AcquisitionStart) -> None:
+        """A recorder that restarted mid-acquisition: the frames its predecessor wrote into the
+        acquisition's earlier part files count as held (its ledger adds up every part)."""
+        base = self.path(0)
+        stem, ext = os.path.splitext(base)
+        candidates = [base] + [f"{stem}-part{n}{ext}" for n in range(2, 1000)]
+        for path in candidates:
+            if not os.path.exists(path):
+                break
+            try:
+                f, _ = open_for_reading(path)
+                with f:
+                    entry = f["entry"].attrs
+                    if entry.get("acquisition") != start.acquisition or entry.get("run_id") != start.run_id:
+                        continue  # another deployment's file of the same name
+                    ids = f["entry/data/frame_id"][:]
+            except Exception as e:  # unreadable: its frames are not counted, the ledger says missing
+                self.log.warning("%s: earlier part not readable (%s): its frames count as missing", path, e)
+                continue
+            for frame_id in ids.tolist():
+                self.series.earlier_parts.add(int(frame_id))
+            self.log.info("%s: an earlier part of this acquisition, %d frame(s)", os.path.basename(path), len(ids))
 
     def _end_acquisition(self, eos: EndOfStream) -> int:
         """The acquisition's end of stream: the ledger into its files, the bye with counts."""
