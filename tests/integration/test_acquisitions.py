@@ -25,6 +25,8 @@ from framepipe.testing.deployment import Deployment, Proc
 pytestmark = pytest.mark.integration
 
 PATH = "{data_dir}/{run}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
+#: with the run id: a restarted publisher's acquisition 1 is another file
+PATH_WITH_RUN_ID = "{data_dir}/{run}_{run_id}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
 
 
 @pytest.fixture
@@ -235,7 +237,11 @@ def _kill_child(run: Proc, name: str) -> bool:
     """SIGKILL the child of ``run`` whose command line names component ``name``."""
     import os
 
-    marker = {"recorder-frames": ["record", "--name", "recorder-frames"], "worker-0": ["worker", "--index", "0"]}[name]
+    marker = {
+        "recorder-frames": ["record", "--name", "recorder-frames"],
+        "worker-0": ["worker", "--index", "0"],
+        "publisher": ["publisher"],
+    }[name]
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -288,3 +294,39 @@ def _open_any(path: Path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError:
         return h5py.File(path, "r", swmr=True)
+
+
+def test_a_killed_publisher_ends_its_acquisition_as_upstream_lost_and_the_next_one_is_complete(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    d.settings.update({"camera.fps": 100, "limits.upstream_timeout_s": 3})
+    for rec in d.settings["recorders"]:
+        rec["path"] = PATH_WITH_RUN_ID
+    d.write_config()
+    run = serve(d)
+    assert acquire(d, "--frames", "0", "--name", "cut", "--no-wait").returncode == 0
+    (cut,) = _wait_glob(d, "*_0001_cut_frames.h5")
+    run.wait_until(lambda: _rows(cut) >= 50 or None, "frames flowing", 60)
+    assert _kill_child(run, "publisher")
+    run.wait_for("publisher exited with code -9", 30)
+    # the recorders notice within limits.upstream_timeout_s and close the file, not complete
+    run.wait_until(lambda: "ends as upstream lost" in run.log() or None, "upstream lost", 60)
+    run.wait_until(lambda: acquire_ready(d), "the new publisher has its subscribers", 60)
+    out = acquire(d, "--frames", "30", "--name", "after")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (after,) = _wait_glob(d, "*_0001_after_frames.h5")
+    ids, _, ledger = frames_in(after)
+    assert sorted(ids.tolist()) == list(range(30)) and ledger["complete"]
+    _, _, lost = frames_in(cut)
+    assert not lost["complete"] and lost["end_reason"] == "upstream lost"
+    assert after.name.split("_0001_")[0] != cut.name.split("_0001_")[0], "a new publisher, a new run id"
+    d.run_cli("shutdown")
+    assert run.wait(60) == 0
+
+
+def _wait_glob(d: Deployment, pattern: str) -> list[Path]:
+    def found() -> list[Path] | None:
+        return sorted(d.data.glob(pattern)) or None
+
+    return Proc.wait_until(d.procs[0], found, pattern, 30)

@@ -239,10 +239,16 @@ class Recorder(Component):
                 if self.series.flush_due():
                     self._flush()
                 if self._upstream_silent():
-                    code = self._abandon() or code
+                    abandoned = self._abandon()
                     if not self.config.run.serve:
+                        code = abandoned or code
                         break
                 if self.sub.upstream_restarted:
+                    if self.acquisition is not None:  # its publisher died: that acquisition is over
+                        abandoned = self._abandon()
+                        if not self.config.run.serve:
+                            code = abandoned or code
+                            break
                     self.log.warning("%s: the %s stream restarted: saying hello again", self.name, self.rec.stream)
                     self._hello(timeout)
         except RecorderError as e:
@@ -351,10 +357,11 @@ class Recorder(Component):
         ledger, ``complete=false``, ``end_reason`` upstream lost; then wait for the next."""
         assert self.acquisition is not None
         silent = time.monotonic() - self.sub.last_heard
+        why = "its publisher restarted" if self.sub.upstream_restarted else f"no message for {silent:.0f} s"
         self.log.error(
-            "no message on the %s stream for %.0f s: acquisition %d ends as %s",
+            "%s stream: %s: acquisition %d ends as %s",
             self.rec.stream,
-            silent,
+            why,
             self.acquisition.acquisition,
             UPSTREAM_LOST,
         )
