@@ -21,6 +21,7 @@ import pytest
 
 from framepipe.cameras import synthetic_frame
 from framepipe.testing.deployment import Deployment, Proc
+from framepipe.testing.files import open_any, rows
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +137,7 @@ def test_stop_mid_acquisition_drains_and_files_say_stopped(deployment: Deploymen
     assert started.returncode == 0 and started.stdout.strip() == "1", started.stderr
     # frames are flowing once the file has some (flush_frames = 1)
     frames_file, results_file = files(d, 1, "endless")
-    run.wait_until(lambda: (frames_file.exists() and _rows(frames_file) >= 20) or None, "frames in the file", 60)
+    run.wait_until(lambda: (frames_file.exists() and rows(frames_file) >= 20) or None, "frames in the file", 60)
     snap = d.run_cli("snap", "--npy", str(d.dir / "live.npy"), "--png", str(d.dir / "live.png"))
     assert snap.returncode == 0, snap.stderr
     assert np.load(d.dir / "live.npy").shape == (48, 64)
@@ -163,14 +164,6 @@ def test_stop_mid_acquisition_drains_and_files_say_stopped(deployment: Deploymen
     )
     d.run_cli("shutdown")
     assert run.wait(60) == 0, run.log()
-
-
-def _rows(path: Path) -> int:
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return len(f["entry/data/frame_id"])
-    except (OSError, KeyError):
-        return 0
 
 
 def test_refused_requests_change_nothing(deployment: Deployment) -> None:
@@ -226,7 +219,7 @@ def test_a_worker_killed_mid_acquisition_is_replaced_and_every_frame_is_there_on
     d.write_config()
     run = d.start("run", "run", "--no-tui")
     frames_file = d.data / "lab_0001_lab_frames.h5"
-    run.wait_until(lambda: (frames_file.exists() and _rows(frames_file) >= 200) or None, "frames flowing", 60)
+    run.wait_until(lambda: (frames_file.exists() and rows(frames_file) >= 200) or None, "frames flowing", 60)
     assert _kill_child(run, "worker-0")
     assert run.wait(120) == 0, run.log()[-3000:]
     assert "worker-0 exited with code -9" in run.log() and "restarts: worker-0=1" in run.log()
@@ -269,12 +262,12 @@ def test_a_recorder_killed_mid_acquisition_rejoins_in_a_part_file_and_the_parts_
     started = acquire(d, "--frames", "600", "--name", "cut", "--no-wait")
     assert started.returncode == 0, started.stderr
     first, _ = files(d, 1, "cut")
-    run.wait_until(lambda: _rows(first) >= 100 or None, "frames in the first part", 60)
+    run.wait_until(lambda: rows(first) >= 100 or None, "frames in the first part", 60)
     assert _kill_child(run, "recorder-frames")
     run.wait_for("acquisition 1 'cut' accounted for", 120)
     part2 = first.with_name(first.stem + "-part2.h5")
     assert part2.exists(), "the restarted recorder rejoined the acquisition in a part file"
-    with _open_any(first) as f:
+    with open_any(first) as f:
         held = set(f["entry/data/frame_id"][:].tolist())
     ids, _, ledger = frames_in(part2)
     held |= set(ids.tolist())
@@ -288,14 +281,6 @@ def test_a_recorder_killed_mid_acquisition_rejoins_in_a_part_file_and_the_parts_
     assert "restarts: recorder-frames=1" in run.log()
 
 
-def _open_any(path: Path) -> h5py.File:
-    """A killed writer's file (still flagged open for writing): SWMR opens it."""
-    try:
-        return h5py.File(path, "r")
-    except OSError:
-        return h5py.File(path, "r", swmr=True)
-
-
 def test_a_killed_publisher_ends_its_acquisition_as_upstream_lost_and_the_next_one_is_complete(
     deployment: Deployment,
 ) -> None:
@@ -307,7 +292,7 @@ def test_a_killed_publisher_ends_its_acquisition_as_upstream_lost_and_the_next_o
     run = serve(d)
     assert acquire(d, "--frames", "0", "--name", "cut", "--no-wait").returncode == 0
     (cut,) = _wait_glob(d, "*_0001_cut_frames.h5")
-    run.wait_until(lambda: _rows(cut) >= 50 or None, "frames flowing", 60)
+    run.wait_until(lambda: rows(cut) >= 50 or None, "frames flowing", 60)
     assert _kill_child(run, "publisher")
     run.wait_for("publisher exited with code -9", 30)
     # the recorders notice within limits.upstream_timeout_s and close the file, not complete

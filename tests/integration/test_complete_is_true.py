@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 from framepipe.testing.deployment import Deployment
+from framepipe.testing.files import rows
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +44,6 @@ def read(path: Path) -> tuple[list[int], dict[str, Any]]:
         ledger = dict(f["entry/ledger"].attrs)
         ledger["missing_ids"] = f["entry/ledger/missing_ids"][:] if "missing_ids" in f["entry/ledger"] else []
     return ids, ledger
-
-
-def rows(path: Path) -> int:
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return len(f["entry/data/frame_id"])
-    except (OSError, KeyError):
-        return 0
 
 
 def published_by(log: str) -> int:

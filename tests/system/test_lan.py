@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from framepipe.testing.deployment import Proc, child_env
+from framepipe.testing.files import rows
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -400,21 +401,12 @@ def test_shaped_link_every_frame(lan: Lan, keys: Path) -> None:
 OPERATOR = "E"
 
 
-def _rows(path: Path) -> int:
-    """Rows a reader sees now in a file being written (SWMR); 0 before its first flush."""
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return len(f["entry/data/frame_id"])
-    except (OSError, KeyError):
-        return 0
-
-
 def _first_row(data: Path, acquisition: int, name: str, timeout: float = 60) -> float:
     """time.monotonic() when the acquisition's frames file first shows a row (polled, bounded)."""
     deadline = time.monotonic() + timeout
     pattern = f"lan_*_{acquisition:04d}_{name}_frames.h5"
     while time.monotonic() < deadline:
-        if any(_rows(path) >= 1 for path in data.glob(pattern)):
+        if any(rows(path) >= 1 for path in data.glob(pattern)):
             return time.monotonic()
         time.sleep(0.005)  # sleep-ok: the poll period of an outside reader, bounded by the deadline
     raise AssertionError(f"no frame of acquisition {acquisition} '{name}' in {data} within {timeout:g} s")
