@@ -147,6 +147,8 @@ def test_stop_mid_acquisition_drains_and_files_say_stopped(deployment: Deploymen
     out = d.run_cli("stop")
     assert out.returncode == 0, out.stderr
     run.wait_for("acquisition 1 'endless' accounted for", 60)
+    waited = d.run_cli("wait", "1")  # the summary of an acquisition started with --no-wait
+    assert waited.returncode == 0 and "acquisition 1 'endless': stopped" in waited.stdout, waited.stdout
     ids, _, ledger = frames_in(frames_file)
     rids, _, rledger = frames_in(results_file)
     published = int(run.wait_for("end of stream (stopped) after", 5).split("after ")[1].split()[0])

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, required=True, metavar="N", help="frames to take (0 = until `framepipe stop`)")
     p.add_argument("--name", help="the acquisition's name (in its file names); default: the run name")
     p.add_argument("--no-wait", action="store_true", help="print the acquisition id and return")
+    p = sub.add_parser("wait", help="wait for an acquisition to be accounted for, print its summary")
+    _common(p)
+    p.add_argument("id", type=int, nargs="?", help="the acquisition (default: the current or last one)")
     p = sub.add_parser("stop", help="end the current acquisition: the camera stops, what it took is recorded")
     _common(p)
     p = sub.add_parser("shutdown", help="end a standing deployment: every component exits, files closed")
@@ -212,6 +215,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         state = Control(config).command(args.command)
         print(f"{args.command}: the deployment was {state.state}")
         return 0
+    if args.command == "wait":
+        from framepipe.ops.control import Control, render_summary
+
+        control = Control(config)
+        wanted = args.id
+        if wanted is None:
+            state = control.state()
+            wanted = state.acquisition["id"] if state.acquisition else (state.history or [{}])[-1].get("id")
+            if wanted is None:
+                raise ConfigError("wait: no acquisition in this deployment yet")
+        summary = control.wait(int(wanted), timeout_s=config.run.finish_timeout_s + 86400)
+        print(render_summary(summary))
+        return 0 if summary["complete"] else 1
     if args.command == "snap":
         from framepipe.ops.control import snap
 
