@@ -84,13 +84,13 @@ def test_end_of_stream_before_all_results_waits_and_lists_what_is_missing() -> N
     acc.end_of_stream(range(5), unacknowledged=[1, 3, 4])
     assert not acc.may_finish()
     assert list(acc.missing()) == [1, 3, 4]
-    assert acc.done() == {"received": 2, "missing": 3, "duplicates": 0, "acknowledged_elsewhere": 0}
+    assert acc.done() == {"received": 2, "missing": 3, "duplicates": 0, "acknowledged_elsewhere": 0, "failed": 0}
     clock.now += FINISH_S - 0.001
     assert not acc.may_finish(), "still within the finish timeout"
     # results after the end of stream are results like any other
     assert feed(acc, 1, 3, 4) == [True, True, True]
     assert acc.may_finish()
-    assert acc.done() == {"received": 5, "missing": 0, "duplicates": 0, "acknowledged_elsewhere": 0}
+    assert acc.done() == {"received": 5, "missing": 0, "duplicates": 0, "acknowledged_elsewhere": 0, "failed": 0}
     assert acc.end_reason(stopping=False) == "complete"
     assert acc.accepted_ids() == [0, 1, 2, 3, 4]
 

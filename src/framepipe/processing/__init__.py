@@ -8,9 +8,10 @@ May import: ``framepipe.core``, ``framepipe.config``. No sockets; files only to 
 processor's references in its setup.
 """
 
+from framepipe.core.outputs import Output
 from framepipe.processing.chain import Chain, FrameFailure
 from framepipe.processing.fft import spectrum
 from framepipe.processing.interface import FrameInfo, Processor
 from framepipe.processing.registry import ENTRY_POINT_GROUP, resolve
 
-__all__ = ["ENTRY_POINT_GROUP", "Chain", "FrameFailure", "FrameInfo", "Processor", "resolve", "spectrum"]
+__all__ = ["ENTRY_POINT_GROUP", "Chain", "FrameFailure", "FrameInfo", "Output", "Processor", "resolve", "spectrum"]
