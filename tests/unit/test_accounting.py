@@ -275,7 +275,7 @@ def test_the_sink_summary_keeps_its_keys() -> None:
     assert set(summary) == {
         *("component", "role", "host", "pid", "uptime_s", "state", "bound", "rejected_by_kind", "rejected_by_socket"),
         *("received", "duplicates", "bytes", "first_ns", "last_ns"),
-        *("expected", "missing", "missing_ids", "acknowledged_elsewhere", "per_worker"),
+        *("expected", "missing", "missing_ids", "acknowledged_elsewhere", "per_worker", "failed", "failed_ids"),
         *("workers_lost", "workers_alive", "latency_ms"),
     }
     assert (summary["received"], summary["duplicates"], summary["missing_ids"]) == (1, 1, [1])
