@@ -346,7 +346,9 @@ class Sink(Component):
         self.control.send_multipart(encode_control(Stop(reason=reason), topic=TOPIC_STOP))
         if not acc.ended:
             return 0 if self.stopping else 1
-        return 0 if not done["missing"] and not done["failed"] else 1
+        # failed frames are accounted for (the ledgers list them, `framepipe run` exits 1 for
+        # them): exiting 1 here would have a supervisor restart a sink that did its job
+        return 0 if not done["missing"] else 1
 
     def _log_failed(self) -> None:
         acc = self.accounting

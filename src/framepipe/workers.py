@@ -164,7 +164,13 @@ class Worker(Component):
             self.warn.warning("failed", "frame %d failed: %s", msg.frame_id, e)
             ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
             header = result_header([], **ids, failed=str(e), **fields)
-        out = encode_result(header, arrays)
+        try:
+            out = encode_result(header, arrays)
+        except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker
+            self.counters[Count.FAILED] += 1
+            self.log.error("frame %d: result not sendable: %s", msg.frame_id, e)
+            header = result_header([], **ids, failed=f"result not sendable: {e}", **fields)
+            out = encode_result(header, [])
         # The sink may be full, or gone: keep listening for its stop (and for signals)
         # while waiting, rather than blocking on a send nobody will take. A result
         # abandoned here is not lost: the ventilator re-dispatches unacknowledged frames.

@@ -65,7 +65,10 @@ def test_chain_dark_flat_then_fft_equals_the_steps_by_hand(tmp_path: Path) -> No
 
 
 def test_roi_statistics_against_numpy() -> None:
-    rois = [{"name": "spot", "y": 5, "x": 7, "height": 10, "width": 20}, {"name": "edge", "y": 40, "x": 0, "height": 8, "width": 64}]
+    rois = [
+        {"name": "spot", "y": 5, "x": 7, "height": 10, "width": 20},
+        {"name": "edge", "y": 40, "x": 0, "height": 8, "width": 64},
+    ]
     chain = Chain.build("roi", {"rois": rois})
     schema = chain.setup(FrameInfo((H, W), "uint16"))
     assert all(o.scalar and o.dtype == "float64" for o in schema)
@@ -182,3 +185,9 @@ def test_phase_kernel_matches_scipy_reference_spectrum() -> None:
     moved = np.roll(ref, (3, -5), axis=(0, 1))
     dy, dx, peak = phase_correlation(scipy.fft.fft2(moved), np.conj(scipy.fft.fft2(ref)), 10)
     assert (dy, dx) == (3.0, -5.0) and peak == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_numpy_scalar_output_stays_a_scalar() -> None:
+    """np.ascontiguousarray would make it a 1-element vector, which the wire refuses."""
+    value = Output("brightest", "uint16").conform(np.arange(6, dtype=np.uint16).max())
+    assert value.shape == () and value.dtype == np.uint16

@@ -88,7 +88,8 @@ class Output:
         if array.dtype.name != self.dtype or array.shape != self.shape:
             got = f"{array.dtype.name} scalar" if array.shape == () else f"{array.dtype.name}{array.shape}"
             raise ValueError(f"output {self.name!r} is {got}, declared {self.describe()}")
-        return np.ascontiguousarray(array)
+        # not ascontiguousarray: it makes a scalar a 1-element vector
+        return array if array.flags.c_contiguous else np.array(array, order="C")
 
 
 def check_schema(outputs: list[Output]) -> None:

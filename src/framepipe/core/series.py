@@ -70,6 +70,9 @@ class SeriesLedger:
     """What the series says at its end; :meth:`attrs` is the ``/entry/ledger`` of one file."""
 
     complete: bool
+    #: every frame the stream carried is written or listed as failed: complete but for
+    #: the processor's failures (the recorder did its part)
+    accounted: bool
     end_of_stream: bool
     end_reason: str
     error: str
@@ -315,9 +318,11 @@ class RecordingSeries(Generic[T]):
         failed = self.failed_ids
         missing = [i for i in self.written_ids.missing() if i not in failed]
         reason = eos.reason if eos is not None else None
+        accounted = eos is not None and self._source_known and not missing and error is None
         return SeriesLedger(
             # complete only against the source's own list of what it produced
-            complete=eos is not None and self._source_known and not missing and not failed and error is None,
+            complete=accounted and not failed,
+            accounted=accounted,
             end_of_stream=eos is not None,
             end_reason=reason if reason is not None else ("stopped" if error is None else "error"),
             error=error or "",

@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("view", help="live view in the browser: latest frame and its spectrum ([viewer] config)")
     _common(p)
     p = sub.add_parser("processors", help="the processors installed (built-ins, entry points), with their parameters")
+    _common(p)  # accepted like every command's; the listing needs no config
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(log_level="warning", log_json=False)
     p = sub.add_parser("process", help="run a processor over a recorded frames file, offline (docs/processors.md)")
     _common(p)
     p.add_argument("file", metavar="FILE", help="a frames file written by a recorder")

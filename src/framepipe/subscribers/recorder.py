@@ -504,8 +504,10 @@ class Recorder(Component):
             str(ledger.complete).lower(),
             ledger.end_reason,
         )
-        if not ledger.complete and code == 0 and not self.config.run.serve:
+        if not ledger.accounted and code == 0 and not self.config.run.serve:
             code = 1  # one acquisition: an incomplete file is a failed run (DESIGN: exit 1)
+        # (frames the processor failed on are listed, not lost: `framepipe run` exits 1 for
+        # them, and this recorder, which wrote every result, is not restarted for them)
         return code
 
     def summary(self) -> dict[str, Any]:
