@@ -221,6 +221,8 @@ def test_a_processor_raising_on_every_10th_frame(deployment: Deployment, lab_pac
         assert sorted(ids) == [k for k in range(N) if k not in failed]
         for row, fid in enumerate(ids):
             assert f["entry/data/total"][row] == frames[fid].sum(dtype=np.float64)
+    inspect = deployment.run_cli("inspect", str(deployment.data / "run_results.h5"))
+    assert re.search(r"failed ids\s+6: ", inspect.stdout), inspect.stdout
     worker_logs = "".join(p.read_text() for p in deployment.dir.rglob("*.log")) + proc.stdout + proc.stderr
     assert "failed: labfail.every10:Every10th: RuntimeError: every 10th frame fails here" in worker_logs
 

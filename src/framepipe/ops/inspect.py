@@ -93,6 +93,8 @@ def summarize(path: str | Path) -> dict[str, Any]:
             raw = n * frames.dtype.itemsize * int(np.prod(frames.shape[1:]))
             out["stored_bytes"] = int(stored)
             out["compression_ratio"] = round(raw / stored, 3) if stored else None
+        if "outputs" in data.attrs:  # a results file: the processor's declared outputs
+            out["outputs"] = json.loads(attr_value(data.attrs["outputs"]))
         if len(ids):
             out["frame_ids"] = f"{int(ids.min())}-{int(ids.max())}"
             t_acq = data["t_acq_ns"][: len(ids)]
@@ -103,6 +105,8 @@ def summarize(path: str | Path) -> dict[str, Any]:
             out["ledger"] = {k: attr_value(v) for k, v in ledger.attrs.items() if k != "NX_class"}
             missing = ledger["missing_ids"][:].tolist()
             out["missing_ids"] = missing
+            if "failed_ids" in ledger:  # results: frames the processor failed on
+                out["failed_ids"] = ledger["failed_ids"][:].tolist()
             out["complete"] = bool(ledger.attrs.get("complete", False))
         else:
             out["missing_ids"] = None
@@ -135,6 +139,12 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  {'frame ids':<18}{s['frame_ids']}")
         fps = s.get("effective_fps")
         lines.append(f"  {'effective fps':<18}{fps if fps is not None else '-'}  (from t_acq_ns)")
+    for o in s.get("outputs", []):
+        kind = "column" if not o["shape"] else "×".join(map(str, o["shape"]))
+        lines.append(f"  {'output':<18}{o['name']}  {o['dtype']} {kind}")
+    if s.get("failed_ids"):
+        failed = s["failed_ids"]
+        lines.append(f"  {'failed ids':<18}{len(failed)}: {_ranges_text(failed)}  (the processor raised)")
     missing = s.get("missing_ids")
     if missing is None:
         lines.append(f"  {'missing ids':<18}unknown (no ledger)")
