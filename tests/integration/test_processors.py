@@ -26,9 +26,10 @@ import pytest
 from framepipe.cameras import synthetic_frame
 from framepipe.core.outputs import Output
 from framepipe.processing import FrameInfo
+from framepipe.runtime.processes import framepipe_argv
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile
-from framepipe.testing.deployment import Deployment
+from framepipe.testing.deployment import Deployment, child_env
 
 pytestmark = pytest.mark.integration
 
@@ -221,7 +222,13 @@ def test_a_processor_raising_on_every_10th_frame(deployment: Deployment, lab_pac
         assert sorted(ids) == [k for k in range(N) if k not in failed]
         for row, fid in enumerate(ids):
             assert f["entry/data/total"][row] == frames[fid].sum(dtype=np.float64)
-    inspect = deployment.run_cli("inspect", str(deployment.data / "run_results.h5"))
+    inspect = subprocess.run(
+        framepipe_argv("inspect", str(deployment.data / "run_results.h5")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
     assert re.search(r"failed ids\s+6: ", inspect.stdout), inspect.stdout
     worker_logs = "".join(p.read_text() for p in deployment.dir.rglob("*.log")) + proc.stdout + proc.stderr
     assert "failed: labfail.every10:Every10th: RuntimeError: every 10th frame fails here" in worker_logs
