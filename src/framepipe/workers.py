@@ -101,7 +101,8 @@ class Worker(Component):
             if events.get(self.pull):
                 self._process_one()
         self.log.info("processed %d frame(s), %d failed", self.counters[Count.PROCESSED], self.counters[Count.FAILED])
-        self.chain.teardown()
+        for problem in self.chain.teardown():
+            self.log.error("%s", problem)
         return 0
 
     def _heartbeat(self) -> None:

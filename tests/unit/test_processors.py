@@ -191,3 +191,21 @@ def test_a_numpy_scalar_output_stays_a_scalar() -> None:
     """np.ascontiguousarray would make it a 1-element vector, which the wire refuses."""
     value = Output("brightest", "uint16").conform(np.arange(6, dtype=np.uint16).max())
     assert value.shape == () and value.dtype == np.uint16
+
+
+class BadTeardown(Processor):
+    def setup(self, params: object, frame_info: FrameInfo) -> list[Output]:
+        return [Output("total", "float64")]
+
+    def process(self, frame: np.ndarray) -> dict[str, object]:
+        return {"total": 1.0}
+
+    def teardown(self) -> None:
+        raise OSError("device busy")
+
+
+def test_a_failing_teardown_is_reported_and_the_others_still_run() -> None:
+    chain = Chain.build([f"{__name__}:BadTeardown", "fft"], {})
+    chain.setup(FrameInfo((H, W), "uint16"))
+    assert chain.teardown() == [f"processor '{__name__}:BadTeardown': teardown failed: OSError: device busy"]
+    assert all(step.instance is None for step in chain.steps)

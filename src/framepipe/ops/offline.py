@@ -79,7 +79,8 @@ def process_file(config: Config, source: str, out: str) -> int:
                 result.append(None, frame_id=fid, t_acq_ns=int(t_acq[row]), t_recv_ns=time.time_ns(), outputs=arrays)
                 series.wrote(fid, stored_bytes=result.stored_bytes)
         finally:
-            chain.teardown()
+            for problem in chain.teardown():
+                log.error("%s", problem)
             series.end_of_stream("complete", None, [int(i) for i in ids])
             ledger = series.ledger(error=None, rejected=0, file_names=[Path(out).name])
             result.close(ledger=ledger.attrs(0))

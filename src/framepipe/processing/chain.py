@@ -194,13 +194,18 @@ class Chain:
         self.schema, self._sent, self.frame_info = schema, sent_per_step, frame_info
         return schema
 
-    def teardown(self) -> None:
-        """Each set-up step's teardown (errors logged by the caller's exception, never raised twice)."""
+    def teardown(self) -> list[str]:
+        """Each set-up step's teardown, every one even if another raises; what failed, one
+        line each (the caller logs it: the frames were processed all the same)."""
+        problems = []
         for step in self.steps:
-            if step.instance is not None and callable(getattr(step.instance, "teardown", None)):
-                instance, step.instance = step.instance, None
-                instance.teardown()
-            step.instance = None
+            instance, step.instance = step.instance, None
+            if instance is not None and callable(getattr(instance, "teardown", None)):
+                try:
+                    instance.teardown()
+                except Exception as e:
+                    problems.append(f"processor {step.spec!r}: teardown failed: {one_line(e)}")
+        return problems
 
     # ------------------------------------------------------------------ per frame
     def run(self, frame: np.ndarray) -> list[np.ndarray]:
