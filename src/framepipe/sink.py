@@ -52,6 +52,7 @@ from framepipe.wire.protocol import (
     encode_forward,
     from_ranges,
 )
+from framepipe.wire.security import Security
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.sync import exchange
 
@@ -106,6 +107,10 @@ class Sink(Component):
 
     def setup(self) -> None:
         cfg = self.config.sink
+        if self.config.ventilator.source == "publisher" and self.config.security.enabled:
+            # a client too: it reports each acquisition to the publisher with its own key, so
+            # a missing key stops it here, not as "sink: no report" in every acquisition
+            Security(self.config.security, self.role).client_keys()
         self.pull = self.socket(zmq.PULL, rcvhwm=max(self.config.workers.hwm_frames * 4, 8))
         self.bind(self.pull, cfg.bind_url(cfg.results_in_port), "results-in")
         self.stream = Broadcast(

@@ -38,9 +38,9 @@ from framepipe.wire.sockets import POLL_MS
 WORKER_PATIENCE_MS = 3_600_000
 
 
-def worker_name(index: int | None = None) -> str:
+def worker_name(index: int | None = None, host: str | None = None) -> str:
     """host-pid, unique across a LAN deployment; index for pools (-n)."""
-    base = f"worker-{pysocket.gethostname()}-{os.getpid()}"
+    base = f"worker-{host or pysocket.gethostname()}-{os.getpid()}"
     return base if index is None else f"{base}-{index}"
 
 

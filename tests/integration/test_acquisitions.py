@@ -251,3 +251,40 @@ def _kill_child(run: Proc, name: str) -> bool:
                 os.kill(int(pid), signal.SIGKILL)
                 return True
     return False
+
+
+def test_a_recorder_killed_mid_acquisition_rejoins_in_a_part_file_and_the_parts_add_up(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    d.settings["camera.fps"] = 100
+    d.write_config()
+    run = serve(d)
+    started = acquire(d, "--frames", "600", "--name", "cut", "--no-wait")
+    assert started.returncode == 0, started.stderr
+    first, _ = files(d, 1, "cut")
+    run.wait_until(lambda: _rows(first) >= 100 or None, "frames in the first part", 60)
+    assert _kill_child(run, "recorder-frames")
+    run.wait_for("acquisition 1 'cut' accounted for", 120)
+    part2 = first.with_name(first.stem + "-part2.h5")
+    assert part2.exists(), "the restarted recorder rejoined the acquisition in a part file"
+    with _open_any(first) as f:
+        held = set(f["entry/data/frame_id"][:].tolist())
+    ids, _, ledger = frames_in(part2)
+    held |= set(ids.tolist())
+    with h5py.File(part2, "r") as f:
+        missing = sorted(f["entry/ledger/missing_ids"][:].tolist())
+    truly_missing = sorted(set(range(600)) - held)
+    assert missing == truly_missing, "the ledger adds up both parts, against what the camera produced"
+    assert bool(ledger["complete"]) == (not truly_missing)
+    d.run_cli("shutdown")
+    assert run.wait(60) == 0
+    assert "restarts: recorder-frames=1" in run.log()
+
+
+def _open_any(path: Path) -> h5py.File:
+    """A killed writer's file (still flagged open for writing): SWMR opens it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        return h5py.File(path, "r", swmr=True)

@@ -87,14 +87,16 @@ def test_forged_results_are_rejected_and_the_real_ones_stored(deployment: Deploy
     d = deployment
     d.settings.update({"camera.count": 400, "camera.fps": 100.0})
     d.write_config()
-    procs = {p.name: p for p in d.start_pipeline(workers=1)}
+    procs = {p.name: p for p in d.start_pipeline(workers=1, sink_summary=d.dir / "sink.json")}
     procs["sink"].wait_for("gathering results", 60)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)
     push.connect(f"tcp://127.0.0.1:{d.settings['sink.results_in_port']}")
     fake = np.full((64, 33), 7.0, np.float32)
-    for fid in range(200, 300):
+    # ids of real frames (their real results must not be dropped as duplicates), and one
+    # huge id (no structure may grow with an id's value)
+    for fid in [*range(200, 300), 2**62]:
         header = {
             "v": 1,
             "kind": "result",
@@ -116,6 +118,8 @@ def test_forged_results_are_rejected_and_the_real_ones_stored(deployment: Deploy
         stored = f["entry/data/frames"][:]
     assert stored.shape[1:] != fake.shape or not np.any(np.all(stored == 7.0, axis=(1, 2))), "a forged result stored"
     assert "result without this acquisition's token" in procs["sink"].log()
+    summary = json.loads((d.dir / "sink.json").read_text())
+    assert summary["rejected_by_kind"]["forged"] == 101, summary["rejected_by_kind"]
 
 
 def test_a_dead_publisher_ends_the_acquisition_as_upstream_lost(deployment: Deployment) -> None:

@@ -429,6 +429,16 @@ class RunConfig(Section):
     (``camera.count`` frames, named after the run), then every component exits."""
     history: int = Field(16, ge=1, le=64)
     """Finished acquisitions whose summaries the publisher keeps for ``framepipe status``."""
+    host_label: str = ""
+    """How this machine is named in status, worker names and files; empty: its hostname.
+    Set it per machine (``FRAMEPIPE_RUN__HOST_LABEL``, or ``--set`` in its unit) where
+    hostnames say nothing (containers, network namespaces)."""
+
+    def host(self) -> str:
+        """This machine's name in a deployment: ``host_label``, else the hostname."""
+        import socket
+
+        return self.host_label or socket.gethostname()
 
 
 class Config(Section):

@@ -36,6 +36,8 @@ LATENCY_SAMPLES = 100_000
 SUMMARY_IDS = 1000
 #: the end reason of an acquisition whose every frame was accounted for, some as failed
 FAILED_FRAMES = "failed frames"
+#: worker names tracked at once: heartbeats from more (a flood of made-up names) are ignored
+MAX_WORKERS = 4096
 
 
 def ack_batch_size(window: int) -> int:
@@ -253,6 +255,8 @@ class WorkerLiveness:
     def heard_from(self, name: str) -> bool:
         """A result or heartbeat from ``name``; True when it joined (new, or back after lost)."""
         now = self.clock()
+        if name not in self.alive and len(self.alive) >= MAX_WORKERS:
+            return False  # bounded: a flood of made-up names must not grow the table
         if not self.alive and not self.lost:
             self._first_at = now
         joined = name not in self.alive
@@ -269,6 +273,7 @@ class WorkerLiveness:
             if now - seen > self.timeout_s:
                 del self.alive[name]
                 self.lost.append(name)
+                del self.lost[:-MAX_WORKERS]
                 gone.append((name, now - seen))
                 self._announce_due = 0.0
         return gone

@@ -171,6 +171,9 @@ class RecordingSeries(Generic[T]):
         self._flushed_at = clock()
         self._eos: EndNotice | None = None
         self._source_known = False
+        #: frame ids an earlier part of this acquisition holds (a recorder that restarted
+        #: mid-acquisition): not missing, though not in this part
+        self.earlier_parts = IdRanges()
 
     # ------------------------------------------------------------------ arrivals
     def arrive(self, frame_id: int, item: T) -> bool:
@@ -317,6 +320,8 @@ class RecordingSeries(Generic[T]):
         eos = self._eos
         failed = self.failed_ids
         missing = [i for i in self.written_ids.missing() if i not in failed]
+        if len(self.earlier_parts):
+            missing = [i for i in missing if i not in self.earlier_parts]
         reason = eos.reason if eos is not None else None
         accounted = eos is not None and self._source_known and not missing and error is None
         return SeriesLedger(

@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="an HDF5 file written by a recorder")
     p.add_argument("--png", metavar="OUT", help="also write a contact sheet: frames beside their FFT power (log)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--verify", action="store_true", help="read every chunk and name each corrupt one (default: headers only)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up on a file that gives no answer for S s, as a damaged one can (default 20)",
+    )
     p.set_defaults(log_level="warning", log_json=False)
     return parser
 
@@ -204,7 +213,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":  # a file, no deployment config
         from framepipe.ops.inspect import main as inspect_main
 
-        return inspect_main(args.file, args.png, args.json)
+        return inspect_main(args.file, args.png, args.json, verify=args.verify, timeout_s=args.timeout)
     if args.command == "acquire":
         return _acquire(args)
     if args.command == "processors":
@@ -352,7 +361,7 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
     if args.command == "worker":
         from framepipe.workers import Worker, worker_name
 
-        return Worker(config, name=worker_name(args.index))
+        return Worker(config, name=worker_name(args.index, config.run.host()))
     if args.command == "record":
         from framepipe.subscribers.recorder import Recorder
 

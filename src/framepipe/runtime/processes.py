@@ -84,7 +84,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
+    """Linux sends this process SIGTERM when ``parent`` dies (PR_SET_PDEATHSIG): no orphans.
+    Exits at once if ``parent`` is already gone."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -139,7 +141,7 @@ class Child:
             env=env,
             cwd=cwd,
             process_group=0,
-            preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
+            preexec_fn=(lambda: die_with_parent(parent)) if sys.platform == "linux" else None,
         )
 
     @property
@@ -389,6 +391,7 @@ class ChildSet:
             if spec.due_at is None or now < spec.due_at:
                 continue
             spec.due_at = None
+            self.restarts[name] += 1  # before the start: the new incarnation reports its count
             try:
                 child = self.spawn(name, spec.argv, spec.output)
             except OSError as e:
@@ -397,7 +400,6 @@ class ChildSet:
                 continue
             self.procs[name] = child
             spec.started_at = now
-            self.restarts[name] += 1
 
     def _fail(self, name: str, code: int, stop_on_failure: bool) -> None:
         self.codes[name] = code

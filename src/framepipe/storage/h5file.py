@@ -410,6 +410,10 @@ def attr_value(value: Any) -> Any:
     return value
 
 
+#: words of a plain open's error that an SWMR open can get past: a writer running, or killed
+SWMR_OPENS = ("open for write", "unable to lock")
+
+
 def open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, bool]:
     """Open a recording read-only; also one still marked open for writing.
 
@@ -417,10 +421,15 @@ def open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, bool]:
     and plain ``"r"`` refuses it; recorders write in SWMR mode, so it opens with
     ``swmr=True`` (the rows every column has are complete). Returns the file and whether
     it was closed cleanly. Raises the plain open's OSError if neither way works.
+
+    Only that flag (or a writer's lock) is worth the SWMR retry: on a truncated or corrupt
+    file an SWMR open retries its metadata reads for minutes before it fails.
     """
     try:
         return h5py.File(path, "r"), True
     except OSError as plain:
+        if not any(sign in str(plain) for sign in SWMR_OPENS):
+            raise
         try:
             return h5py.File(path, "r", swmr=True), False
         except OSError:

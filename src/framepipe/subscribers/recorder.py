@@ -34,7 +34,7 @@ from framepipe.core.series import UPSTREAM_LOST, RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.storage.compression import Codec
-from framepipe.storage.h5file import FrameFile, finalize, now_iso
+from framepipe.storage.h5file import FrameFile, finalize, now_iso, open_for_reading
 from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message, from_ranges
 from framepipe.wire.sockets import POLL_MS
@@ -141,7 +141,9 @@ class Recorder(Component):
                 acquisition=acq.acquisition,
                 acquisition_name=acq.name,
                 frames_requested=acq.frames,
-                config=json.dumps({"camera": acq.settings}),
+                # the camera's settings as the acquisition applied them (its start message),
+                # never this recorder's copy of the camera config; and this recorder's own section
+                config=json.dumps({"camera": acq.settings, "recorder": self.rec.model_dump()}),
             )
         frame_file = FrameFile(
             self._free_path(index),
@@ -299,8 +301,32 @@ class Recorder(Component):
         counts = (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.FAILED, Count.GAPS)
         for key in (*counts, Count.COMPLETE):
             self.counters.pop(key, None)
+        self._count_earlier_parts(start)
         self._open_next()
         self.log.info("acquisition %d '%s': writing %s", start.acquisition, start.name, self.files[0][0].path)
+
+    def _count_earlier_parts(self, start: AcquisitionStart) -> None:
+        """A recorder that restarted mid-acquisition: the frames its predecessor wrote into the
+        acquisition's earlier part files count as held (its ledger adds up every part)."""
+        base = self.path(0)
+        stem, ext = os.path.splitext(base)
+        candidates = [base] + [f"{stem}-part{n}{ext}" for n in range(2, 1000)]
+        for path in candidates:
+            if not os.path.exists(path):
+                break
+            try:
+                f, _ = open_for_reading(path)
+                with f:
+                    entry = f["entry"].attrs
+                    if entry.get("acquisition") != start.acquisition or entry.get("run_id") != start.run_id:
+                        continue  # another deployment's file of the same name
+                    ids = f["entry/data/frame_id"][:]
+            except Exception as e:  # unreadable: its frames are not counted, the ledger says missing
+                self.log.warning("%s: earlier part not readable (%s): its frames count as missing", path, e)
+                continue
+            for frame_id in ids.tolist():
+                self.series.earlier_parts.add(int(frame_id))
+            self.log.info("%s: an earlier part of this acquisition, %d frame(s)", os.path.basename(path), len(ids))
 
     def _end_acquisition(self, eos: EndOfStream) -> int:
         """The acquisition's end of stream: the ledger into its files, the bye with counts."""
@@ -504,10 +530,12 @@ class Recorder(Component):
             str(ledger.complete).lower(),
             ledger.end_reason,
         )
-        if not ledger.accounted and code == 0 and not self.config.run.serve:
-            code = 1  # one acquisition: an incomplete file is a failed run (DESIGN: exit 1)
-        # (frames the processor failed on are listed, not lost: `framepipe run` exits 1 for
-        # them, and this recorder, which wrote every result, is not restarted for them)
+        if not ledger.accounted and code == 0 and not self.config.run.serve and not self.stopping:
+            # one acquisition: an incomplete file is a failed run (DESIGN: exit 1); stopped by
+            # a signal, the operator asked for the end it got (the ledger says `stopped`).
+            # Frames the processor failed on are listed, not lost: `framepipe run` exits 1 for
+            # them, and this recorder, which wrote every result, is not restarted for them.
+            code = 1
         return code
 
     def summary(self) -> dict[str, Any]:
