@@ -96,8 +96,7 @@ def test_forged_results_are_rejected_and_the_real_ones_stored(deployment: Deploy
             "frame_id": fid,
             "seq": fid,
             "t_acq_ns": 1,
-            "shape": [64, 33],
-            "dtype": "float32",
+            "outputs": [{"name": "spectrum", "dtype": "float32", "shape": [64, 33]}],
             "worker": "forger",
             "acquisition": 1,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -102,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     p = sub.add_parser("view", help="live view in the browser: latest frame and its spectrum ([viewer] config)")
     _common(p)
+    p = sub.add_parser("processors", help="the processors installed (built-ins, entry points), with their parameters")
+    _common(p)  # accepted like every command's; the listing needs no config
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("process", help="run a processor over a recorded frames file, offline (docs/processors.md)")
+    _common(p)
+    p.add_argument("file", metavar="FILE", help="a frames file written by a recorder")
+    p.add_argument(
+        "--processor", "-p", action="append", metavar="X", help="overrides workers.processor (repeat it: a chain)"
+    )
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="the results file to write (never overwritten)")
     p = sub.add_parser("inspect", help="summary of a recorded HDF5 file (frames, compression, missing ids)")
     p.add_argument("file", metavar="FILE", help="an HDF5 file written by a recorder")
     p.add_argument("--png", metavar="OUT", help="also write a contact sheet: frames beside their FFT power (log)")
@@ -208,7 +219,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         return inspect_main(args.file, args.png, args.json, verify=args.verify, timeout_s=args.timeout)
     if args.command == "acquire":
         return _acquire(args)
+    if args.command == "processors":
+        from framepipe.ops.processors import print_processors
+
+        print_processors(args.json)
+        return 0
+    if args.command == "process" and args.processor:
+        processor = args.processor[0] if len(args.processor) == 1 else args.processor
+        args.overrides = [f"workers.processor={json.dumps(processor)}", *args.overrides]
     config, path = _load(args)
+    if args.command == "process":
+        from framepipe.ops.offline import process_file
+
+        return process_file(config, args.file, args.out)
+    if args.command == "worker":
+        from framepipe.processing.chain import Chain
+
+        # parameters checked before any process starts (exit 2, one line naming the key)
+        workers = config.workers
+        Chain.build(workers.processor, workers.params, default_result=workers.result, source=path)
     if args.command in ("stop", "shutdown"):
         from framepipe.ops.control import Control
 

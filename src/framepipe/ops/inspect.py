@@ -173,8 +173,14 @@ def _headers(f: h5py.File, path: Path, closed_cleanly: bool, problems: Problems)
 
 
 def _frames(entry: h5py.Group, ids: np.ndarray | None, out: dict[str, Any], problems: Problems) -> None:
+    with problems.reading("/entry/data attribute outputs"):
+        if "data" in entry and "outputs" in entry["data"].attrs:  # a results file: the processor's outputs
+            out["outputs"] = json.loads(_plain(entry["data"].attrs["outputs"]))
     with problems.reading("/entry/data/frames"):
         if "data/frames" not in entry:
+            # a results file whose outputs are all scalars has columns, no frames
+            if ids is not None and len(ids) and not any(o.get("shape") for o in out.get("outputs", [{"shape": [1]}])):
+                return
             if ids is not None and len(ids):
                 problems.add("no /entry/data/frames, yet frame ids are listed")
             return
@@ -212,6 +218,9 @@ def _ledger(entry: h5py.Group, out: dict[str, Any], problems: Problems) -> bool:
                 out["missing_ids"] = [int(i) for i in ledger["missing_ids"][:].ravel()]
                 if out["complete"] and out["missing_ids"]:
                     problems.add(f"/entry/ledger says complete, yet lists {len(out['missing_ids'])} missing ids")
+        with problems.reading("/entry/ledger/failed_ids"):
+            if "failed_ids" in ledger:  # results: frames the processor failed on
+                out["failed_ids"] = [int(i) for i in ledger["failed_ids"][:].ravel()]
     return found
 
 
@@ -406,6 +415,12 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  {'frame ids':<18}{s['frame_ids']}")
         fps = s.get("effective_fps")
         lines.append(f"  {'effective fps':<18}{fps if fps is not None else '-'}  (from t_acq_ns)")
+    for o in s.get("outputs", []):
+        kind = "column" if not o["shape"] else "×".join(map(str, o["shape"]))
+        lines.append(f"  {'output':<18}{o['name']}  {o['dtype']} {kind}")
+    if s.get("failed_ids"):
+        failed = s["failed_ids"]
+        lines.append(f"  {'failed ids':<18}{len(failed)}: {_ranges_text(failed)}  (the processor raised)")
     missing = s.get("missing_ids")
     if missing is None:
         lines.append(f"  {'missing ids':<18}unknown (no ledger)")

@@ -195,5 +195,8 @@ def print_summary(
     )
     if failed:
         print("  exit codes: " + ", ".join(f"{n}={c}" for n, c in failed.items()))
+    if sink_c.get(Count.FAILED):
+        # accounted for, yet without results: the processor raised (docs/processors.md)
+        print(f"  {sink_c[Count.FAILED]} frame(s) failed in the processor: failed_ids in the results file")
     print("  every frame accounted for" if ok else "  NOT every frame accounted for")
     return ok

@@ -346,6 +346,9 @@ class ChildSet:
         spec = self._restartable.get(name)
         if spec is None or code == 0 or self._stop_at is not None or name in self._released:
             return False
+        if code == 2:  # a usage or config error (a processor's failed setup): it would fail again
+            log.error("%s exited with 2 (a configuration error): not restarted", name)
+            return False
         policy, now = self.restart_policy, self.clock()
         while spec.restarted_at and now - spec.restarted_at[0] >= policy.window_s:
             spec.restarted_at.popleft()

@@ -304,7 +304,8 @@ class Recorder(Component):
         self.sub.sequence.start_at(start.seq or 0)
         self.files = []
         self.error = None
-        for key in (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.GAPS, Count.COMPLETE):
+        counts = (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.FAILED, Count.GAPS)
+        for key in (*counts, Count.COMPLETE):
             self.counters.pop(key, None)
         self._count_earlier_parts(start)
         self._open_next()
@@ -379,6 +380,7 @@ class Recorder(Component):
             written=self.counters[Count.WRITTEN],
             gaps=seq.gaps,
             missing=self.counters[Count.MISSING],
+            failed=self.counters[Count.FAILED] or None,
             complete=self.counters[Count.COMPLETE] == 1 if self.files else None,
             error=self.error,
             acquisition=self.acquisition.acquisition if self.acquisition is not None else None,
@@ -410,9 +412,16 @@ class Recorder(Component):
                 self.series.end_of_stream(eos.reason, eos.camera_lost, frame_ids)
                 self.log.info("end of stream (%s)", eos.reason)
                 return eos
-            assert msg.array is not None
             if self.acquisition is None or msg.header.get("acquisition") not in (None, self.acquisition.acquisition):
                 self.counters[Count.STALE] += 1  # between acquisitions: not part of any file
+                continue
+            if msg.failed is not None:
+                # the processor failed on it: listed in the ledger as failed, nothing to write
+                if self.series.failed(msg.frame_id, msg.failed):
+                    self.counters[Count.FAILED] += 1
+                else:
+                    self.counters[Count.DUPLICATES] = self.series.duplicates
+                self.counters[Count.RECEIVED] = self.series.received
                 continue
             received = Received(msg, time.time_ns())
             accepted = self.series.arrive(msg.frame_id, received)
@@ -422,7 +431,7 @@ class Recorder(Component):
                 continue
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
-            if self._pool is not None:
+            if self._pool is not None and msg.array is not None and (not msg.outputs or not msg.outputs[0].scalar):
                 received.job = self._pool.submit(self.codec.compress, msg.array)
             self._write_pending()
         return None
@@ -431,7 +440,6 @@ class Recorder(Component):
         """Write the pending frames the series lets go (all of them with ``drain``), oldest first."""
         while (received := self.series.next_write(Received.compressed, drain=drain)) is not None:
             job, msg = received.job, received.msg
-            assert msg.array is not None
             t0 = time.time_ns()
             try:
                 chunk = job.result() if job is not None else None
@@ -440,6 +448,8 @@ class Recorder(Component):
             if self.series.needs_file:
                 self._open_next()
             assert self.file is not None
+            if msg.outputs:
+                self._check_outputs(msg)
             self.file.append(
                 msg.array,
                 frame_id=msg.frame_id,
@@ -447,6 +457,7 @@ class Recorder(Component):
                 t_recv_ns=received.t_recv_ns,
                 chunk=chunk,
                 fields=msg.header,
+                outputs=msg.arrays if msg.outputs else None,
             )
             self.counters[Count.WRITE_NS] += time.time_ns() - t0
             step = self.series.wrote(msg.frame_id, stored_bytes=self.file.stored_bytes)
@@ -458,12 +469,22 @@ class Recorder(Component):
                 # CLOCK_PROCESS_CPUTIME_ID costs up to milliseconds per call on this VM.
                 self.counters[Count.CPU_FIRST_NS] = time.process_time_ns()
             self.counters[Count.WRITTEN] = self.series.written
-            self.counters[Count.BYTES] += msg.array.nbytes
+            arrays = msg.arrays if msg.outputs else [msg.array] if msg.array is not None else []
+            self.counters[Count.BYTES] += sum(a.nbytes for a in arrays)
             self.counters[Count.LAST_NS] = now
             if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
             elif step is Step.FLUSH:
                 self._flush()
+
+    def _check_outputs(self, msg: Message) -> None:
+        """A result's outputs: the first one of the file declares its datasets (before its
+        first row), every other must have the same (the sink already refuses others)."""
+        assert self.file is not None
+        if self.file.outputs is None:
+            self.file.set_outputs(msg.outputs)
+        elif self.file.outputs != msg.outputs:
+            raise RecorderError(f"{self.file.path}: result {msg.frame_id} has other outputs than the file")
 
     def _finish(self, code: int) -> int:
         """Close the open file and write the ledger into every file of the acquisition."""
@@ -503,21 +524,24 @@ class Recorder(Component):
         self.counters[Count.ACQUISITIONS] += 1
         c = self.counters
         self.log.info(
-            "closed %d file(s): written %d, received %d, missing %d, dropped upstream %d, rejected %d, "
+            "closed %d file(s): written %d, received %d, missing %d, failed %d, dropped upstream %d, rejected %d, "
             "duplicates %d, complete=%s (%s)",
             len(self.files),
             c["written"],
             c["received"],
             c["missing"],
+            len(ledger.failed_ids),
             ledger.dropped_upstream,
             c["rejected"],
             c["duplicates"],
             str(ledger.complete).lower(),
             ledger.end_reason,
         )
-        if not ledger.complete and code == 0 and not self.config.run.serve and not self.stopping:
+        if not ledger.accounted and code == 0 and not self.config.run.serve and not self.stopping:
             # one acquisition: an incomplete file is a failed run (DESIGN: exit 1); stopped by
-            # a signal, the operator asked for the end it got (the ledger says `stopped`)
+            # a signal, the operator asked for the end it got (the ledger says `stopped`).
+            # Frames the processor failed on are listed, not lost: `framepipe run` exits 1 for
+            # them, and this recorder, which wrote every result, is not restarted for them.
             code = 1
         return code
 
