@@ -240,7 +240,11 @@ class Sink(Component):
             return False
         if token is not None:
             self.token = token
-        if self.acquisition is not None and self.acquisition.acquisition == start.acquisition:
+        if (
+            self.acquisition is not None
+            and self.acquisition.acquisition == start.acquisition
+            and self.acquisition.run_id == start.run_id
+        ):
             return True  # told again (we restarted, or the ventilator did): the same one
         if self.accounting.ended or self.accounting.ledger.received:
             self.accounting = self._new_accounting()

@@ -244,7 +244,9 @@ class Recorder(Component):
                         code = abandoned or code
                         break
                 if self.sub.upstream_restarted:
-                    if self.acquisition is not None:  # its publisher died: that acquisition is over
+                    # a new publisher: the acquisition it was running is over. (A restarted sink
+                    # is told the acquisition under way by the ventilator: the results go on.)
+                    if self.acquisition is not None and self.rec.stream == "frames":
                         abandoned = self._abandon()
                         if not self.config.run.serve:
                             code = abandoned or code
