@@ -104,7 +104,7 @@ def test_cli_bad_config_is_one_line_exit_2_nothing_started(tmp_path: Path) -> No
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"framepipe run: error: {path}: camera.widht: unknown key"]
+    assert lines == [f"framepipe run: error: {path}: camera.widht: unknown key; did you mean camera.width?"]
     assert not (tmp_path / "data").exists(), "nothing started"
 
 

@@ -75,6 +75,8 @@ class Recorder(Component):
         self.camera: dict[str, Any] = {}
         self.sync_attrs: dict[str, Any] = {}
         self.error: str | None = None
+        #: the acquisition was interrupted before its first frame: its empty file(s) removed
+        self.removed_empty = False
         # compression pipeline: frames received, their chunks being compressed by the pool
         # (made in run(): __init__ opens nothing)
         self._pool: ThreadPoolExecutor | None = None
@@ -222,7 +224,8 @@ class Recorder(Component):
         if self._threads:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"{self.name}-compress")
         self.ready(
-            f"writing {self.rec.path} compression={self.codec.kind} direct={self.rec.direct_chunks}",
+            f"writing {self.rec.path} compression={self.codec.kind} "
+            f"direct chunks {'on' if self.rec.direct_chunks else 'off'}",
             status_section=self.rec,
         )
         timeout = self._stream_urls()[2]
@@ -298,6 +301,7 @@ class Recorder(Component):
         self.sub.sequence.start_at(start.seq or 0)
         self.files = []
         self.error = None
+        self.removed_empty = False
         for key in (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.GAPS, Count.COMPLETE):
             self.counters.pop(key, None)
         self._open_next()
@@ -348,7 +352,7 @@ class Recorder(Component):
             written=self.counters[Count.WRITTEN],
             gaps=seq.gaps,
             missing=self.counters[Count.MISSING],
-            complete=self.counters[Count.COMPLETE] == 1 if self.files else None,
+            complete=self.counters[Count.COMPLETE] == 1 if self.files or self.removed_empty else None,
             error=self.error,
             acquisition=self.acquisition.acquisition if self.acquisition is not None else None,
             expected=self.series.written_ids.expected,
@@ -455,6 +459,8 @@ class Recorder(Component):
             rejected=self.counters[Count.REJECTED],
             file_names=[os.path.basename(f.path) for f, _ in self.files],
         )
+        if self.series.written == 0 and self.error is None and (self.stopping or ledger.end_reason == "stopped"):
+            self._remove_empty(ledger.end_reason)
         if self.error is not None:
             # After a write error (full disk, say) a reopened file would fail to close again
             # and be left flagged "open for writing"; a file without ledger already reads as
@@ -483,12 +489,43 @@ class Recorder(Component):
             c["duplicates"],
             str(ledger.complete).lower(),
             ledger.end_reason,
+            extra={
+                "event": "files closed",
+                "fields": {
+                    "files": len(self.files),
+                    "written": c["written"],
+                    "received": c["received"],
+                    "missing": c["missing"],
+                    "dropped_upstream": ledger.dropped_upstream,
+                    "rejected": c["rejected"],
+                    "duplicates": c["duplicates"],
+                    "complete": ledger.complete,
+                    "end_reason": ledger.end_reason,
+                },
+            },
         )
         if not ledger.complete and code == 0 and not self.config.run.serve and not self.stopping:
             # one acquisition: an incomplete file is a failed run (DESIGN: exit 1); stopped by
             # a signal, the operator asked for the end it got (the ledger says `stopped`)
             code = 1
         return code
+
+    def _remove_empty(self, reason: str) -> None:
+        """An acquisition interrupted before its first frame leaves no file: a file exists
+        for every acquisition that wrote frames, and an empty one would only be clutter
+        (the files are opened at the start, so a part file can never take an existing name)."""
+        for frame_file, _ in self.files:
+            try:
+                os.remove(frame_file.path)
+            except OSError as e:
+                self.log.warning("%s: cannot remove the empty file: %s", frame_file.path, e.strerror or e)
+                return
+        if self.files:
+            acq = self.acquisition.acquisition if self.acquisition is not None else "?"
+            names = ", ".join(os.path.basename(f.path) for f, _ in self.files)
+            self.log.info("acquisition %s %s before its first frame: removed the empty %s", acq, reason, names)
+        self.files = []
+        self.removed_empty = True
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
