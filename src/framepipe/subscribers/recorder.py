@@ -42,6 +42,8 @@ from framepipe.wire.subscription import Subscription
 
 #: how long the bye to the publisher may take
 BYE_TIMEOUT_S = 5.0
+#: ... when stopped by a signal with no acquisition open (nothing to report)
+BYE_WHEN_STOPPED_S = 1.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -259,7 +261,9 @@ class Recorder(Component):
                 code = self._finish(code) or code
                 self._bye()
             elif self.sub.eos is None and self.said_hello:
-                self._bye()
+                # stopped between acquisitions: a live publisher answers in milliseconds, and
+                # one stopped with us must not hold our exit for the whole bye timeout
+                self._bye(BYE_WHEN_STOPPED_S if self.stopping else BYE_TIMEOUT_S)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return code
@@ -345,10 +349,10 @@ class Recorder(Component):
         self.sub.acquisition = None
         return code or 1
 
-    def _bye(self) -> None:
+    def _bye(self, timeout_s: float = BYE_TIMEOUT_S) -> None:
         seq = self.sub.sequence
         self.sub.bye(
-            BYE_TIMEOUT_S,
+            timeout_s,
             written=self.counters[Count.WRITTEN],
             gaps=seq.gaps,
             missing=self.counters[Count.MISSING],
