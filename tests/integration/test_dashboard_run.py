@@ -114,6 +114,7 @@ def test_the_dashboard_fits_100_columns_without_cutting_words(tmp_path: Path) ->
         assert name in screen, name
     assert re.search(r"worker-\S+-[01]\b", screen), "worker names whole"
     assert re.search(r"local_\w+_0001_local_frames\.h5", screen), "the file's name whole"
+    assert not re.search(r"_\d{4}_local_\w*\s*$", screen, re.M), "a file name folded over two lines"
     assert not re.search(r"^(publisher|ventilator|sink)\s+\1\b", screen, re.M), "a stage column repeating the name"
 
 

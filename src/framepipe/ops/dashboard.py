@@ -308,24 +308,28 @@ def _cells(row: StageRow) -> tuple[StageRow, dict[str, str]]:
     return row, text
 
 
+def _needed(cells: Sequence[tuple[StageRow, dict[str, str]]], shown: Sequence[str], *, whole: bool = False) -> int:
+    """Characters the table needs with these columns: the notes at their longest (``whole``)
+    or wrapped at spaces to :data:`NOTES_MIN`, but never narrower than their longest word."""
+    total = 0
+    for name in shown:
+        cell = max((len(text[name]) for _, text in cells), default=0)
+        if name == "notes" and not whole:
+            longest_word = max((len(w) for _, text in cells for w in text["notes"].split(" ")), default=0)
+            cell = max(min(cell, NOTES_MIN), longest_word)
+        total += max(len(name), cell)
+    return total + GAP * (len(shown) - 1)
+
+
 def columns_that_fit(cells: Sequence[tuple[StageRow, dict[str, str]]], width: int | None) -> list[str]:
     """The columns to show in ``width`` characters: all of them when they fit (or no width
-    is known), else without the least useful ones (:data:`DROP_ORDER`)."""
+    is known), else without the least useful ones (:data:`DROP_ORDER`) until every word of
+    every cell fits whole."""
     names = [name for name, _ in COLUMNS]
     if width is None:
         return names
-
-    def needed(shown: list[str]) -> int:
-        total = 0
-        for name in shown:
-            cell = max((len(text[name]) for _, text in cells), default=0)
-            if name == "notes":
-                cell = min(cell, NOTES_MIN)
-            total += max(len(name), cell)
-        return total + GAP * (len(shown) - 1)
-
     for drop in DROP_ORDER:
-        if needed(names) <= width:
+        if _needed(cells, names) <= width:
             break
         name, _, only_if = drop.partition(":")
         if name not in names:
@@ -388,14 +392,11 @@ def render(
         parts.append(line)
     table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
     cells = [_cells(row) for row in stage_rows(statuses, previous)]
-    shown = columns_that_fit(cells, width)
-    if width is not None:
-        # a file path that would wrap: its name is what says which file (data_dir is in the title)
-        others = [n for n in shown if n != "notes"]
-        room = width - sum(max([len(n), *(len(t[n]) for _, t in cells)]) for n in others) - GAP * len(others)
+    if width is not None and _needed(cells, [name for name, _ in COLUMNS], whole=True) > width:
+        # a file path would wrap: its name says which file (data_dir is in the run's summary)
         for _, text in cells:
-            if len(text["notes"]) > room and "/" in text["notes"]:
-                text["notes"] = " ".join(word.rsplit("/", 1)[-1] for word in text["notes"].split(" "))
+            text["notes"] = " ".join(word.rsplit("/", 1)[-1] for word in text["notes"].split(" "))
+    shown = columns_that_fit(cells, width)
     for name, justify in COLUMNS:
         if name in shown:
             # the notes wrap at spaces when long; every other column keeps its words whole
