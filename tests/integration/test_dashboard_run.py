@@ -43,10 +43,10 @@ def framepipe(tmp_path: Path) -> list[str]:
     return [sys.executable, "-m", "framepipe"]
 
 
-def run_in_terminal(argv: list[str], cwd: Path, timeout: float = 120.0) -> tuple[int, str]:
-    """Run with stdout and stderr on a 50×160 pseudo-terminal; return (exit code, what it drew)."""
+def run_in_terminal(argv: list[str], cwd: Path, timeout: float = 120.0, columns: int = 160) -> tuple[int, str]:
+    """Run with stdout and stderr on a 50×``columns`` pseudo-terminal; return (exit code, what it drew)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     env = child_env({**port_env(), "TERM": "xterm-256color"})
     env.pop("NO_COLOR", None)
     env.pop("COLUMNS", None)
@@ -106,6 +106,19 @@ def test_run_on_a_terminal_shows_the_live_dashboard(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
+def test_the_dashboard_fits_100_columns_without_cutting_words(tmp_path: Path) -> None:
+    code, screen = run_in_terminal([*framepipe(tmp_path), *RUN], tmp_path, columns=100)
+    assert code == 0, screen[-3000:]
+    assert "…" not in screen, "a word cut short"
+    for name in ("publisher", "ventilator", "2 started, 2 alive", "recorder-frames", "recorder-results"):
+        assert name in screen, name
+    assert re.search(r"worker-\S+-[01]\b", screen), "worker names whole"
+    assert re.search(r"local_\w+_0001_local_frames\.h5", screen), "the file's name whole"
+    assert not re.search(r"_\d{4}_local_\w*\s*$", screen, re.M), "a file name folded over two lines"
+    assert not re.search(r"^(publisher|ventilator|sink)\s+\1\b", screen, re.M), "a stage column repeating the name"
+
+
+@pytest.mark.timeout(180)
 def test_run_without_a_terminal_logs_plain_progress_lines(tmp_path: Path) -> None:
     argv = [*framepipe(tmp_path), *RUN, "--no-tui"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=child_env(port_env()), cwd=tmp_path)
@@ -160,7 +173,7 @@ def test_status_watch_on_a_terminal_shows_the_same_dashboard(deployment: Deploym
     try:
         deadline = time.monotonic() + 60
         # until a redraw shows the publisher's rate (a second round: rates need two snapshots)
-        while time.monotonic() < deadline and not re.search(r"publisher\s+publisher\s+\d+\s+\d+\.\d", screen):
+        while time.monotonic() < deadline and not re.search(r"^publisher\s+\d+\s+\d+\.\d", screen, re.M):
             ready, _, _ = select.select([master], [], [], 0.5)  # bounded wait for output
             if ready:
                 screen += ANSI.sub("", os.read(master, 65536).decode(errors="replace"))
@@ -176,6 +189,7 @@ def test_status_watch_on_a_terminal_shows_the_same_dashboard(deployment: Deploym
     assert "framepipe status 'run'  (4 component(s))" in screen, screen[-3000:]
     for header in ("frames/s", "MB/s", "queue / in flight", "drops", "rejects"):
         assert header in screen
-    assert re.search(r"publisher\s+publisher\s+\d+\s+\d+\.\d", screen), screen[-3000:]
-    assert re.search(r"ventilator\s+ventilator\s+\d+", screen) and "in flight " in screen
-    assert re.search(r"workers\s+1 started, 1 alive\s+\d+", screen), "the worker's frames, from the sink"
+    # one column names the component (the flow order says its stage)
+    assert re.search(r"^publisher\s+\d+\s+\d+\.\d", screen, re.M), screen[-3000:]
+    assert re.search(r"^ventilator\s+\d+", screen, re.M) and "in flight " in screen
+    assert re.search(r"^workers\s+(\d+)\s.*1 started, 1 alive", screen, re.M), "the worker's frames, from the sink"

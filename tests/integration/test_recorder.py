@@ -377,3 +377,25 @@ def test_unwritable_directory_fails_before_the_run_with_one_line(deployment: Dep
     errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "cannot create" in errors[0] and "Not a directory" in errors[0], out.stderr
     assert "ready:" not in out.stderr, "nothing started"
+
+
+def test_an_acquisition_stopped_before_its_first_frame_leaves_no_file(
+    deployment: Deployment, feeder: StreamFeeder
+) -> None:
+    """Files open at an acquisition's start; one stopped before any frame came removes its
+    empty file (a file exists for every acquisition that wrote frames, and only for those)."""
+    rec = start_recorder(deployment)
+    feeder.wait_for_subscribers()
+    feeder.start(name="early")
+    rec.wait_for("acquisition 1 'early': writing")
+    (opened,) = deployment.data.glob("*.h5")
+    rec.signal(signal.SIGTERM)  # the operator's Ctrl-C, as framepipe run forwards it
+    deadline = time.monotonic() + 30
+    while rec.poll() is None:  # answer its bye meanwhile (a bounded wait on it)
+        assert time.monotonic() < deadline, rec.log()
+        feeder._service(100)
+    assert rec.returncode == 0, rec.log()
+    assert not opened.exists() and list(deployment.data.glob("*.h5")) == []
+    assert f"acquisition 1 stopped before its first frame: removed the empty {opened.name}" in rec.log()
+    (bye,) = feeder.byes
+    assert bye.written == 0 and bye.path is None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.config import dump_toml, load_config
+from framepipe.config import Config, dump_toml, load_config
 from framepipe.core.errors import ConfigError
 from framepipe.testing.deployment import child_env
 
@@ -104,7 +104,7 @@ def test_cli_bad_config_is_one_line_exit_2_nothing_started(tmp_path: Path) -> No
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"framepipe run: error: {path}: camera.widht: unknown key"]
+    assert lines == [f"framepipe run: error: {path}: camera.widht: unknown key; did you mean camera.width?"]
     assert not (tmp_path / "data").exists(), "nothing started"
 
 
@@ -121,3 +121,24 @@ def test_dump_toml_is_read_back_as_written(tmp_path: Path) -> None:
     assert (cfg.run.name, cfg.camera.fps, cfg.camera.count, cfg.camera.dtype) == ('lab "A"\\1', 12.5, 0, "uint8")
     assert cfg.publisher.subscribers == ["ventilator"] and cfg.publisher.policy == "drop"
     assert [(r.name, r.stream) for r in cfg.recorders] == [("r1", "frames"), ("r2", "results")]
+
+
+def test_the_built_in_defaults_are_configs_local_toml() -> None:
+    """A wheel installed anywhere runs as a checkout does: same run name, same file names."""
+    from framepipe.config.shipped import shipped_config_text
+
+    repo = Path(__file__).resolve().parents[2]
+    assert load_config(repo / "configs" / "local.toml", environ={}) == Config()
+    assert shipped_config_text("local.toml") == (repo / "configs" / "local.toml").read_text()
+    assert "{run_id}" in Config().recorders[0].path and "{acquisition" in Config().recorders[1].path
+
+
+def test_an_unknown_key_suggests_the_closest_known_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "[sink]\nresults_prot = 1\n[[recorders]]\nname = 'a'\nstraem = 'frames'\n")
+    with pytest.raises(ConfigError, match=r"sink.results_prot: unknown key; did you mean sink.results_port\?$"):
+        load_config(path, environ={})
+    path = write(tmp_path, "[[recorders]]\nname = 'a'\nstraem = 'frames'\n")
+    with pytest.raises(ConfigError, match=r"recorders.0.straem: unknown key; did you mean recorders.0.stream\?$"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match=r"unknown key$"):
+        load_config(None, ["camera.zzzzzz=1"], environ={})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,60 @@ def test_launcher_lines_go_to_the_log_file_while_the_dashboard_is_up(
     assert "run over: stopping worker-1" in log_path.read_text()
     assert "run over" not in err, "not on the terminal under the dashboard"
     assert run_log.propagate and not [h for h in run_log.handlers if isinstance(h, logging.FileHandler)]
+
+
+def _wide_snapshot() -> tuple[list[ComponentStatus], list[ComponentStatus]]:
+    now, before = snapshot(12.0, 400), snapshot(10.0, 300)
+    for s in now + before:
+        if s.role == "recorder":
+            s.counters["path"] = "data/local_20261203T054757Z_0001_local_frames.h5"
+        if s.role == "ventilator":
+            s.counters.update(in_flight=16, queued=0)
+    return now, before
+
+
+@pytest.mark.parametrize("width", [100, 160])
+def test_the_dashboard_fits_the_terminal_without_cutting_a_word(width: int) -> None:
+    now, before = _wide_snapshot()
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    console.print(render(now, before, title="framepipe run 'local'", total=1000, width=width))
+    lines = console.export_text().splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    text = "\n".join(lines)
+    assert "…" not in text, "nothing cut short"
+    for word in ("publisher", "ventilator", "2 started, 2 alive", "worker-a", "acquired 400", "duplicates 0"):
+        assert word in text, word
+    assert "local_20261203T054757Z_0001_local_frames.h5" in text, "the file's name whole"
+    # the stage column names each component once: no "publisher  publisher"
+    assert not re.search(r"^(publisher|ventilator|sink)\s+\1\b", text, re.M)
+    header = next(line for line in lines if line.startswith("stage"))
+    if width == 160:
+        assert all(h in header for h in ("frames/s", "MB/s", "queue / in flight", "drops", "rejects"))
+        assert "in flight 16/16, queued 0" in text
+    else:  # the least useful columns went, not the words
+        assert "MB/s" not in header and "frames/s" in header and "notes" in header
+
+
+def test_columns_of_zeros_go_first_then_the_implied_figures() -> None:
+    from framepipe.ops.dashboard import _cells, columns_that_fit
+
+    now, before = _wide_snapshot()
+    for s in now:
+        s.counters.update(gaps=0, rejected=0)
+    cells = [_cells(r) for r in stage_rows(now, before)]
+    assert columns_that_fit(cells, None) == columns_that_fit(cells, 400)
+    narrow = columns_that_fit(cells, 100)
+    assert "rejects" not in narrow and "drops" not in narrow and {"stage", "frames", "notes"} <= set(narrow)
+
+
+def test_the_run_log_gets_a_separator_with_date_and_run_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    log_path = tmp_path / "local.log"
+    log_path.write_text("09:00:00 sink INFO an earlier run\n")
+    with RunMonitor(tmp_path, title="framepipe run 'local'", total=10, log_path=log_path, run_id="20261203T060902Z"):
+        pass
+    text = log_path.read_text()
+    assert text.startswith("09:00:00 sink INFO an earlier run\n")
+    assert re.search(
+        r"^──── \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · framepipe run 'local' · run id 20261203T060902Z ────$", text, re.M
+    )

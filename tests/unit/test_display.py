@@ -14,6 +14,7 @@ import pytest
 
 from framepipe.cameras import synthetic_frame
 from framepipe.ops.inspect import TILE, contact_sheet
+from framepipe.ops.sheet_labels import SCALE, STRIP, render_label
 from framepipe.processing.fft import spectrum
 from framepipe.storage.compression import Codec
 from framepipe.storage.h5file import FrameFile
@@ -125,7 +126,12 @@ def test_inspect_draws_with_the_viewers_contrast_and_spectrum(tmp_path: Path) ->
         levels = spectrum_levels(spectrum(frame, "power"), width=520, max_side=TILE)
         h, w = picture.shape
         assert levels.shape == (h, w)
-        top = k * (h + 4)
+        # each row under a strip that names its frame id
+        strip = k * (STRIP + h + 4)
+        label = render_label(f"id {k}")
+        lh, lw = label.shape
+        np.testing.assert_array_equal(sheet[strip + SCALE : strip + SCALE + lh, SCALE : SCALE + lw], label)
+        top = strip + STRIP
         np.testing.assert_array_equal(sheet[top : top + h, :w], picture)
         np.testing.assert_array_equal(sheet[top : top + h, w + 4 : 2 * w + 4], levels)
         # the viewer's spectrum picture is these levels through its colour map

@@ -14,6 +14,7 @@ import pytest
 from framepipe.config import load_config
 from framepipe.core.errors import ConfigError, RecorderError
 from framepipe.ops.inspect import contact_sheet, summarize
+from framepipe.ops.sheet_labels import STRIP
 from framepipe.storage.compression import KINDS, Codec
 from framepipe.storage.h5file import FrameFile, finalize, now_iso
 
@@ -138,7 +139,7 @@ def test_inspect_summary_and_contact_sheet(tmp_path: Path) -> None:
     assert contact_sheet(path, png) == 4
     cv2 = pytest.importorskip("cv2")
     img = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-    assert img.ndim == 2 and img.shape[1] == 56 + 4 + 56 and img.shape[0] == 4 * (40 + 4)
+    assert img.ndim == 2 and img.shape[1] == 56 + 4 + 56 and img.shape[0] == 4 * (STRIP + 40 + 4)
 
 
 def test_close_with_a_ledger_finalizes(tmp_path: Path) -> None:

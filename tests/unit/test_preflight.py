@@ -131,12 +131,12 @@ def test_an_existing_file_without_run_id_is_flagged(tmp_path: Path) -> None:
 
 def test_run_id_makes_a_new_file_unless_run_id_is_fixed(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "run_again_frames.h5").write_text("")
+    (tmp_path / "data" / "local_again_frames.h5").write_text("")
     path = "recorders.0.path={data_dir}/{run}_{run_id}_{stream}.h5"
     assert preflight(make_config(tmp_path, path)) == [], "a fresh run id every run"
     (problem,) = preflight(make_config(tmp_path, "run.id=again", path))
     assert problem.startswith("recorders.0.path '{data_dir}/{run}_{run_id}_{stream}.h5' with run.id 'again' is ")
-    assert problem.endswith("run_again_frames.h5, which exists: it would not be overwritten; choose another run.id")
+    assert problem.endswith("local_again_frames.h5, which exists: it would not be overwritten; choose another run.id")
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path, held_port: int) -> None:

@@ -192,7 +192,8 @@ def _axes(img: Any, cv2: Any, box: tuple[int, int, int, int], title: str, xlabel
     cv2.rectangle(img, (x0, y0), (x1, y1), (0, 0, 0), 1)
     cv2.putText(img, title, (x0, y0 - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, xlabel, ((x0 + x1) // 2 - 40, y1 + 45), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, ylabel, (x0 - 70, y0 - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    # above the axis, clear of the top tick's label (at y0) and left of the title
+    cv2.putText(img, ylabel, (x0 - 75, y0 - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def _nice_max(v: float) -> float:
@@ -234,6 +235,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
             y = px(wmin, v)[1]
             cv2.line(img, (x0, y), (x1, y), (230, 230, 230), 1)
             cv2.putText(img, f"{v:g}", (x0 - 55, y + 5), font, 0.4, black, 1, cv2.LINE_AA)
+        cv2.rectangle(img, (x0, y0), (x1, y1), black, 1)  # the grid's first and last lines cover the frame
         for w in ws:
             cv2.putText(img, str(w), (px(w, 0)[0] - 4, y1 + 20), font, 0.45, black, 1, cv2.LINE_AA)
         pts = [px(r["workers"], r["ceiling_fps"]) for r in runs]
@@ -273,7 +275,10 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         cmax = _nice_max(float(counts.max()))
         for c, e0, e1 in zip(counts, edges, edges[1:], strict=False):
             xa, xb = int(x0 + e0 / hi * (x1 - x0)), int(x0 + e1 / hi * (x1 - x0))
-            cv2.rectangle(img, (xa, int(y1 - c / cmax * (y1 - y0))), (xb - 1, y1), blue, -1)
+            if c:  # inside the frame: the first bar starts right of the axis, none covers it
+                top = min(y1 - 1, int(y1 - c / cmax * (y1 - y0)))
+                cv2.rectangle(img, (max(xa, x0 + 1), top), (max(xb - 1, x0 + 1), y1 - 1), blue, -1)
+        cv2.rectangle(img, (x0, y0), (x1, y1), black, 1)
         for i in range(6):
             v = hi * i / 5
             x = int(x0 + i / 5 * (x1 - x0))

@@ -17,7 +17,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # coerce_numbers_to_str: `--set camera.serial=40012345` is a serial, not an error
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 def _check_host(value: str) -> str:
@@ -413,8 +414,8 @@ class SecurityConfig(Section):
 class RunConfig(Section):
     """The run as a whole."""
 
-    name: str = "run"
-    """Run name, used in file names."""
+    name: str = "local"
+    """Run name, used in file names (configs/local.toml's, as every default here)."""
     id: str = ""
     """Run id, ``{run_id}`` in recorders' file names. Empty: each recorder uses its own start
     time; ``framepipe run`` sets one id, its start time (UTC), for every component."""

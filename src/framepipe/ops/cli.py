@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a standing deployment: stays up, supervised, for `framepipe acquire` until Ctrl-C or shutdown",
     )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="status endpoints on (loopback ports 5552, 5561, 5574, 5580+ where the config sets none), "
+        "so `framepipe status` answers with no flags",
+    )
     p = sub.add_parser("acquire", help="start an acquisition on a standing deployment, show progress, summarise")
     _common(p)
     p.add_argument("--frames", type=int, required=True, metavar="N", help="frames to take (0 = until `framepipe stop`)")
@@ -94,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a client key pair of ROLE (publisher, ventilator, sink, worker, recorder, viewer, operator), "
         "in NAME.key_secret (default NAME: the role); default: one per role",
     )
+    p = sub.add_parser("config", help="a config to edit (init), or the effective one with each value's origin (show)")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    g = config_sub.add_parser("init", help="write a commented local.toml (or lan.toml) to edit; never overwrites")
+    g.add_argument("dir", nargs="?", metavar="DIR", help="where to write it (default: configs, where run looks)")
+    g.add_argument("--lan", action="store_true", help="the four-machine LAN config (CURVE on) instead")
+    g = config_sub.add_parser("show", help="the effective config: file, then FRAMEPIPE_* variables, then --set")
+    _common(g)
     p = sub.add_parser("cameras", help="list the cameras that can be opened (Basler, OpenCV)")
     _common(p)
     p.add_argument("--emulated", type=int, default=None, metavar="N", help="offer N pylon emulated cameras")
@@ -192,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except FramepipeError as e:
         print(f"framepipe {args.command}: error: {e}", file=sys.stderr)
+        _error_into_summary(getattr(args, "summary_json", None), str(e))
         return e.exit_code
     except KeyboardInterrupt:
         return 130
@@ -204,6 +218,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _error_into_summary(path: str | None, error: str) -> None:
+    """A component that fails says why in its summary file too: ``framepipe run`` names
+    each failed component and its reason in words, not an exit status."""
+    if not path:
+        return
+    import json
+    import os
+
+    try:
+        with open(path) as fh:
+            summary = json.load(fh)
+    except (OSError, ValueError):
+        summary = {"component": os.path.basename(path).removesuffix(".json")}
+    if isinstance(summary, dict):
+        summary["error"] = error
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(summary, fh)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keys":
         from framepipe.wire.security import generate_keys
@@ -213,6 +251,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "bench":
         return _bench(args)
+    if args.command == "config":
+        return _config(args)
     if args.command == "inspect":  # a file, no deployment config
         from framepipe.ops.inspect import main as inspect_main
 
@@ -278,7 +318,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if refused(config):  # one line per problem; nothing created, nothing started
             return 2
         log_args = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
-        return run_pipeline(config, path, args.overrides, log_args, tui=not args.no_tui, serve=args.serve)
+        return run_pipeline(
+            config, path, args.overrides, log_args, tui=not args.no_tui, serve=args.serve, status=args.status
+        )
     if args.command == "worker" and args.n > 1:
         from framepipe.runtime.processes import ChildSet, component_args, framepipe_argv
 
@@ -302,6 +344,25 @@ def _dispatch(args: argparse.Namespace) -> int:
     return code
 
 
+def _config(args: argparse.Namespace) -> int:
+    from framepipe.ops import configs
+
+    if args.config_command == "init":
+        written = configs.init(args.dir, lan=args.lan)
+        print(f"wrote {written}: edit it, then `framepipe run --config {written}`")
+        return 0
+    from framepipe.config.loading import load_config_with_origins
+
+    path = args.config
+    if path is None:
+        found = default_config_path()
+        path = str(found) if found is not None else None
+    config, origins = load_config_with_origins(path, args.overrides)
+    print(f"# effective config (file: {path or 'none, built-in defaults'})")
+    print(configs.render(config, origins), end="")
+    return 0
+
+
 def _status(args: argparse.Namespace, config: Config) -> int:
     """Print one table (or JSON); exit 1 when any component is down."""
     import json
@@ -316,6 +377,13 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         state = Control(config, timeout_s=args.timeout).command("stop")
         print(f"stop: the deployment was {state.state}")
         return 0
+    sections = (config.publisher, config.ventilator, config.sink, *config.recorders)
+    defaulted = not any(getattr(s, "status_port", None) for s in sections)
+    if defaulted:
+        # none configured: where `framepipe run --status` puts them
+        from framepipe.ops.launcher import with_status_ports
+
+        config, _ = with_status_ports(config)
     rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
     statuses: list[dict[str, object]] = []
     from framepipe.ops.dashboard import rich_available, watch_live
@@ -337,6 +405,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     if not statuses:
         print("no status endpoints configured (set status_port in the config)", file=sys.stderr)
         return 1
+    if defaulted and all(s.get("state") == "down" for s in statuses):
+        print("nothing answered: was the deployment started with `framepipe run --status`?", file=sys.stderr)
     return 1 if any(s.get("state") == "down" for s in statuses) else 0
 
 

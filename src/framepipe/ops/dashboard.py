@@ -262,6 +262,84 @@ def render_text(
     return " · ".join(parts) if parts else "waiting for components…"
 
 
+#: the dashboard's columns, left to right, and how each is justified
+COLUMNS = (
+    ("stage", "left"),
+    ("frames", "right"),
+    ("frames/s", "right"),
+    ("MB/s", "right"),
+    ("queue / in flight", "left"),
+    ("drops", "right"),
+    ("rejects", "right"),
+    ("notes", "left"),
+)
+#: on a narrow terminal, the order in which columns go: a column of zeros first, then the
+#: figures that another column implies (MB/s: frames/s × frame size); never stage, frames
+#: or notes
+DROP_ORDER = ("rejects:zero", "drops:zero", "MB/s", "queue / in flight", "rejects", "drops", "frames/s")
+#: the notes column keeps at least this many characters (it wraps at spaces beyond)
+NOTES_MIN = 30
+#: between two columns (rich's padding of one space each side)
+GAP = 2
+
+
+def _cells(row: StageRow) -> tuple[StageRow, dict[str, str]]:
+    """A row's text per column. The stage is the component's name (its stage is what the
+    flow order says); the workers' total says how many in its notes."""
+    if row.indent:
+        stage = "  " + row.component
+    elif row.stage == "workers":
+        stage = "workers"
+    else:
+        stage = row.component
+    notes = row.notes
+    if row.stage == "workers":
+        notes = ", ".join(part for part in (row.component, row.notes) if part)
+    text = {
+        "stage": stage,
+        "frames": _num(row.frames, "{}"),
+        "frames/s": _num(row.frames_per_s),
+        "MB/s": _num(row.mb_per_s),
+        "queue / in flight": row.queue,
+        "drops": str(row.drops),
+        "rejects": str(row.rejects),
+        "notes": notes,
+    }
+    return row, text
+
+
+def _needed(cells: Sequence[tuple[StageRow, dict[str, str]]], shown: Sequence[str], *, whole: bool = False) -> int:
+    """Characters the table needs with these columns: the notes at their longest (``whole``)
+    or wrapped at spaces to :data:`NOTES_MIN`, but never narrower than their longest word."""
+    total = 0
+    for name in shown:
+        cell = max((len(text[name]) for _, text in cells), default=0)
+        if name == "notes" and not whole:
+            longest_word = max((len(w) for _, text in cells for w in text["notes"].split(" ")), default=0)
+            cell = max(min(cell, NOTES_MIN), longest_word)
+        total += max(len(name), cell)
+    return total + GAP * (len(shown) - 1)
+
+
+def columns_that_fit(cells: Sequence[tuple[StageRow, dict[str, str]]], width: int | None) -> list[str]:
+    """The columns to show in ``width`` characters: all of them when they fit (or no width
+    is known), else without the least useful ones (:data:`DROP_ORDER`) until every word of
+    every cell fits whole."""
+    names = [name for name, _ in COLUMNS]
+    if width is None:
+        return names
+    for drop in DROP_ORDER:
+        if _needed(cells, names) <= width:
+            break
+        name, _, only_if = drop.partition(":")
+        if name not in names:
+            continue
+        if only_if == "zero" and any(text[name] != "0" for _, text in cells):
+            continue
+        names.remove(name)
+    return names
+
+
 def rich_available() -> bool:
     """True when the ``ui`` extra (rich) is installed."""
     try:
@@ -279,10 +357,13 @@ def render(
     total: int | None = None,
     elapsed_s: float | None = None,
     log_tail: Sequence[str] = (),
+    width: int | None = None,
 ) -> Any:
     """The dashboard as a rich renderable (print it, or hand it to ``rich.live.Live``).
 
-    Needs the ``ui`` extra; without it, use :func:`render_text`.
+    ``width``: the terminal's columns; the least useful columns are left out until the
+    table fits (:func:`columns_that_fit`), and no word is cut. Needs the ``ui`` extra;
+    without it, use :func:`render_text`.
     """
     try:
         from rich.console import Group
@@ -310,33 +391,29 @@ def render(
         )
         parts.append(line)
     table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    for name, justify in (
-        ("stage", "left"),
-        ("component", "left"),
-        ("frames", "right"),
-        ("frames/s", "right"),
-        ("MB/s", "right"),
-        ("queue / in flight", "left"),
-        ("drops", "right"),
-        ("rejects", "right"),
-        ("notes", "left"),
-    ):
-        # figures keep their width; on a narrow terminal only the notes are cut short
-        width = {"notes": None, "stage": 10, "component": 18}.get(name, max(len(name), 6))
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis", min_width=width)  # type: ignore[arg-type]
-    for row in stage_rows(statuses, previous):
-        table.add_row(
-            "" if row.indent else row.stage,
-            ("  " if row.indent else "") + row.component,
-            _num(row.frames, "{}"),
-            _num(row.frames_per_s),
-            _num(row.mb_per_s),
-            row.queue,
-            Text(str(row.drops), style="yellow" if row.drops else "dim"),
-            Text(str(row.rejects), style="red" if row.rejects else "dim"),
-            row.notes,
-            style="dim" if row.indent else None,
-        )
+    cells = [_cells(row) for row in stage_rows(statuses, previous)]
+    if width is not None and _needed(cells, [name for name, _ in COLUMNS], whole=True) > width:
+        # a file path would wrap: its name says which file (data_dir is in the run's summary)
+        for _, text in cells:
+            text["notes"] = " ".join(word.rsplit("/", 1)[-1] for word in text["notes"].split(" "))
+    shown = columns_that_fit(cells, width)
+    for name, justify in COLUMNS:
+        if name in shown:
+            # the notes wrap at spaces when long; every other column keeps its words whole
+            wraps = name == "notes"
+            table.add_column(name, justify=justify, no_wrap=not wraps, overflow="fold")  # type: ignore[arg-type]
+    for row, text in cells:
+        values: list[Any] = []
+        for name, _ in COLUMNS:
+            if name not in shown:
+                continue
+            if name == "drops":
+                values.append(Text(text[name], style="yellow" if row.drops else "dim"))
+            elif name == "rejects":
+                values.append(Text(text[name], style="red" if row.rejects else "dim"))
+            else:
+                values.append(text[name])
+        table.add_row(*values, style="dim" if row.indent else None)
     parts.append(table)
     for line_text in log_tail:
         parts.append(Text(line_text, style="red" if " ERROR " in line_text else "yellow", overflow="ellipsis"))
@@ -358,7 +435,7 @@ def watch_live(rounds: Iterable[list[dict[str, Any]]], *, title: str) -> list[di
             flat = as_statuses(statuses)
             down = sum(1 for s in flat if s.state == Observed.DOWN)
             heading = f"{title}  ({len(flat)} component(s){f', {down} DOWN' if down else ''})"
-            live.update(render(flat, previous, title=heading))
+            live.update(render(flat, previous, title=heading, width=live.console.width))
             previous, last = flat, statuses
     return last
 
@@ -382,6 +459,16 @@ def read_status_dir(directory: str | os.PathLike[str]) -> list[Status]:
     return [s for s in found if s is not None]
 
 
+def run_separator(title: str, run_id: str, now: float | None = None) -> str:
+    """The line that opens a run in the run log: ``──── 2026-12-03 06:09:02 UTC · framepipe
+    run 'local' · run id 20261203T060902Z ────``."""
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [when, title] + ([f"run id {run_id}"] if run_id else [])
+    return f"\n──── {' · '.join(parts)} ────"
+
+
 class RunMonitor:
     """Shows a running ``framepipe run``: the live dashboard on a terminal, plain lines elsewhere.
 
@@ -399,14 +486,17 @@ class RunMonitor:
         total: int | None,
         log_path: str | os.PathLike[str],
         tui: bool = True,
+        run_id: str = "",
     ):
         self.status_dir = Path(status_dir)
+        self.run_id = run_id
         self.title = title
         self.total = total or None
         self.log_path = Path(log_path)
         self.tui = tui and sys.stdout.isatty() and rich_available()
         self.child_output: Any = None
         self._live: Any = None
+        self._console: Any = None
         self._previous: list[Status] | None = None
         self._last: list[Status] = []
         self._history: collections.deque[tuple[float, list[Status]]] = collections.deque(maxlen=8)
@@ -424,6 +514,9 @@ class RunMonitor:
 
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.child_output = open(self.log_path, "ab")  # closed in __exit__
+            # one log file collects run after run: each starts with a line that says which
+            self.child_output.write(run_separator(self.title, self.run_id).encode() + b"\n")
+            self.child_output.flush()
             self._log_offset = self.log_path.stat().st_size
             # the launcher's own lines ("run over: stopping worker-1") into the file too
             handler = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
@@ -433,7 +526,8 @@ class RunMonitor:
             log.addHandler(handler)
             log.propagate = False
             self._run_log_handler = handler
-            self._live = Live(self._renderable([]), console=Console(), refresh_per_second=4, redirect_stderr=False)
+            self._console = Console()
+            self._live = Live(self._renderable([]), console=self._console, refresh_per_second=4, redirect_stderr=False)
             self._live.__enter__()
         return self
 
@@ -462,6 +556,7 @@ class RunMonitor:
             total=self.total,
             elapsed_s=time.monotonic() - self._t0,
             log_tail=self._tail,
+            width=self._console.width if self._console is not None else None,
         )
 
     def _read_log(self) -> None:
@@ -501,4 +596,9 @@ class RunMonitor:
         elif now >= self._next_plain or force:
             self._next_plain = now + PLAIN_EVERY_S
             if self._last:
-                log.info("progress: %s", render_text(self._last, self._previous, total=self.total))
+                prog = progress(self._last, self.total, self._previous)
+                log.info(
+                    "progress: %s",
+                    render_text(self._last, self._previous, total=self.total),
+                    extra={"event": "progress", "fields": {"frames": prog.done, "total": prog.total}},
+                )

@@ -34,6 +34,7 @@ import numpy as np
 
 from framepipe.core.errors import FramepipeError
 from framepipe.ops.bounded_call import CallDied, CallFailed, CallTimedOut, Progress, call_bounded
+from framepipe.ops.sheet_labels import label_strip
 from framepipe.processing.fft import spectrum
 from framepipe.storage.h5file import attr_value, open_for_reading
 from framepipe.subscribers.viewer.images import (
@@ -474,6 +475,7 @@ def _draw(f: h5py.File, out: str | Path, count: int = 4, progress: Progress | No
     if n == 0:
         raise InspectError("the file holds no frames")
     results = attr_value(f["entry"].attrs.get("stream", "")) == "results"
+    ids = f["entry/data/frame_id"]
     rows = []
     for i in np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int)):
         progress.at({"phase": "png", "what": f"frame index {i}"})
@@ -494,7 +496,9 @@ def _draw(f: h5py.File, out: str | Path, count: int = 4, progress: Progress | No
             half = spectrum(img, "power")
             tiles = [frame_image(img, max_side=TILE), spectrum_levels(half, width=img.shape[1], max_side=TILE)]
         gap = np.full((tiles[0].shape[0], 4), 255, np.uint8)
-        rows.append(np.hstack([t if j == 0 else np.hstack([gap, t]) for j, t in enumerate(tiles)]))
+        row = np.hstack([t if j == 0 else np.hstack([gap, t]) for j, t in enumerate(tiles)])
+        # which frame this is: its id, above the row
+        rows.append(np.vstack([label_strip(f"id {int(ids[int(i)])}", row.shape[1]), row]))
     width = max(r.shape[1] for r in rows)
     sheet = []
     for r in rows:

@@ -13,11 +13,15 @@ import os
 import socket
 import string
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from framepipe.config import Config, Endpoint, run_id_now
-from framepipe.core.errors import FramepipeError
+from framepipe.core.errors import ConfigError, FramepipeError
+from framepipe.wire.security import Security
+
+#: the roles whose processes connect somewhere in ``framepipe run``: each needs its client key
+CLIENT_ROLES = ("ventilator", "sink", "worker", "recorder")
 
 
 def preflight(config: Config) -> list[str]:
@@ -27,6 +31,8 @@ def preflight(config: Config) -> list[str]:
         *_data_dir_problems(config),
         *_port_problems(config),
         *_recorder_file_problems(config),
+        *_key_problems(config),
+        *_camera_problems(config),
     ]
 
 
@@ -184,3 +190,31 @@ def _recorder_file_problems(config: Config) -> Iterator[str]:
             yield f"{key} with run.id {config.run.id!r} is {path}, which exists: {_KEPT}; choose another run.id"
         else:
             yield f"{key} has no {{run_id}} and {path} exists: {_KEPT}; add {{run_id}}"
+
+
+# ---------------------------------------------------------------- keys and camera files
+def _key_problems(config: Config) -> Iterator[str]:
+    """With CURVE on, every key file the local components load: a missing one is named,
+    before anything starts (not an "Invalid certificate" from each process after it did)."""
+    if not config.security.enabled:
+        return
+    seen: set[str] = set()
+    checks: list[Callable[[], object]] = [Security(config.security).server_keys, Security(config.security).allowed_keys]
+    checks += [Security(config.security, role).client_keys for role in CLIENT_ROLES]
+    for check in checks:
+        try:
+            check()
+        except ConfigError as e:
+            if str(e) not in seen:
+                seen.add(str(e))
+                yield str(e)
+
+
+def _camera_problems(config: Config) -> Iterator[str]:
+    """A replay or video file that is not there: the publisher would fail after the rest started."""
+    cam = config.camera
+    if cam.kind == "replay" or (cam.kind == "opencv" and cam.path):
+        if not cam.path:
+            yield "camera.path: a replay needs the HDF5 file to replay"
+        elif not os.path.isfile(cam.path):
+            yield f"camera.path: {cam.path} does not exist"

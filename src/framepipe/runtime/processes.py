@@ -305,6 +305,7 @@ class ChildSet:
         pause: Callable[[float], None] = time.sleep,
         restart_policy: RestartPolicy = RestartPolicy(),
         spawn: Spawn = _spawn_child,
+        drain_needed: Callable[[], bool] | None = None,
     ) -> None:
         self.procs: dict[str, ChildHandle] = {}
         self.codes: dict[str, int] = {}
@@ -319,6 +320,11 @@ class ChildSet:
         #: children that only serve the others (workers): stopped once all the others ended
         self.followers = followers
         self.clock = clock
+        #: asked once the sources ended after a stop: False means they took nothing, so there
+        #: is nothing to drain and the rest are stopped at once (None: always drain)
+        self.drain_needed = drain_needed
+        #: a SIGINT/SIGTERM reached wait_all (the operator stopped the run)
+        self.interrupted = False
         self._followers_stopped = False
         #: followers stopped because the run was over: their SIGTERM is not a failure
         self._released: set[str] = set()
@@ -470,6 +476,10 @@ class ChildSet:
                 return
             if self._sources_done is None:
                 self._sources_done = now
+                if self.drain_needed is not None and not self.drain_needed():
+                    log.info("the sources took no frame: nothing to drain, stopping the rest")
+                    self._term_all(now)
+                    return
             if now - self._sources_done > DRAIN_S:
                 log.warning("still running %g s after the sources stopped: %s", DRAIN_S, ", ".join(self.running()))
                 self._term_all(now)
@@ -501,6 +511,7 @@ class ChildSet:
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("%s: stopping all components", signal.Signals(signum).name)
+            self.interrupted = True
             self.request_stop()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -42,6 +42,8 @@ from framepipe.wire.subscription import Subscription
 
 #: how long the bye to the publisher may take
 BYE_TIMEOUT_S = 5.0
+#: ... when stopped by a signal with no acquisition open (nothing to report)
+BYE_WHEN_STOPPED_S = 1.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,6 +77,8 @@ class Recorder(Component):
         self.camera: dict[str, Any] = {}
         self.sync_attrs: dict[str, Any] = {}
         self.error: str | None = None
+        #: the acquisition was interrupted before its first frame: its empty file(s) removed
+        self.removed_empty = False
         # compression pipeline: frames received, their chunks being compressed by the pool
         # (made in run(): __init__ opens nothing)
         self._pool: ThreadPoolExecutor | None = None
@@ -222,7 +226,8 @@ class Recorder(Component):
         if self._threads:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"{self.name}-compress")
         self.ready(
-            f"writing {self.rec.path} compression={self.codec.kind} direct={self.rec.direct_chunks}",
+            f"writing {self.rec.path} compression={self.codec.kind} "
+            f"direct chunks {'on' if self.rec.direct_chunks else 'off'}",
             status_section=self.rec,
         )
         timeout = self._stream_urls()[2]
@@ -264,7 +269,9 @@ class Recorder(Component):
                 code = self._finish(code) or code
                 self._bye()
             elif self.sub.eos is None and self.said_hello:
-                self._bye()
+                # stopped between acquisitions: a live publisher answers in milliseconds, and
+                # one stopped with us must not hold our exit for the whole bye timeout
+                self._bye(BYE_WHEN_STOPPED_S if self.stopping else BYE_TIMEOUT_S)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         return code
@@ -306,6 +313,7 @@ class Recorder(Component):
         self.sub.sequence.start_at(start.seq or 0)
         self.files = []
         self.error = None
+        self.removed_empty = False
         counts = (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.FAILED, Count.GAPS)
         for key in (*counts, Count.COMPLETE):
             self.counters.pop(key, None)
@@ -375,15 +383,15 @@ class Recorder(Component):
         self.sub.acquisition = None
         return code or 1
 
-    def _bye(self) -> None:
+    def _bye(self, timeout_s: float = BYE_TIMEOUT_S) -> None:
         seq = self.sub.sequence
         self.sub.bye(
-            BYE_TIMEOUT_S,
+            timeout_s,
             written=self.counters[Count.WRITTEN],
             gaps=seq.gaps,
             missing=self.counters[Count.MISSING],
             failed=self.counters[Count.FAILED] or None,
-            complete=self.counters[Count.COMPLETE] == 1 if self.files else None,
+            complete=self.counters[Count.COMPLETE] == 1 if self.files or self.removed_empty else None,
             error=self.error,
             acquisition=self.acquisition.acquisition if self.acquisition is not None else None,
             expected=self.series.written_ids.expected,
@@ -509,6 +517,8 @@ class Recorder(Component):
             rejected=self.counters[Count.REJECTED],
             file_names=[os.path.basename(f.path) for f, _ in self.files],
         )
+        if self.series.written == 0 and self.error is None and (self.stopping or ledger.end_reason == "stopped"):
+            self._remove_empty(ledger.end_reason)
         if self.error is not None:
             # After a write error (full disk, say) a reopened file would fail to close again
             # and be left flagged "open for writing"; a file without ledger already reads as
@@ -538,6 +548,20 @@ class Recorder(Component):
             c["duplicates"],
             str(ledger.complete).lower(),
             ledger.end_reason,
+            extra={
+                "event": "files closed",
+                "fields": {
+                    "files": len(self.files),
+                    "written": c["written"],
+                    "received": c["received"],
+                    "missing": c["missing"],
+                    "dropped_upstream": ledger.dropped_upstream,
+                    "rejected": c["rejected"],
+                    "duplicates": c["duplicates"],
+                    "complete": ledger.complete,
+                    "end_reason": ledger.end_reason,
+                },
+            },
         )
         if not ledger.accounted and code == 0 and not self.config.run.serve and not self.stopping:
             # one acquisition: an incomplete file is a failed run (DESIGN: exit 1); stopped by
@@ -546,6 +570,23 @@ class Recorder(Component):
             # them, and this recorder, which wrote every result, is not restarted for them.
             code = 1
         return code
+
+    def _remove_empty(self, reason: str) -> None:
+        """An acquisition interrupted before its first frame leaves no file: a file exists
+        for every acquisition that wrote frames, and an empty one would only be clutter
+        (the files are opened at the start, so a part file can never take an existing name)."""
+        for frame_file, _ in self.files:
+            try:
+                os.remove(frame_file.path)
+            except OSError as e:
+                self.log.warning("%s: cannot remove the empty file: %s", frame_file.path, e.strerror or e)
+                return
+        if self.files:
+            acq = self.acquisition.acquisition if self.acquisition is not None else "?"
+            names = ", ".join(os.path.basename(f.path) for f, _ in self.files)
+            self.log.info("acquisition %s %s before its first frame: removed the empty %s", acq, reason, names)
+        self.files = []
+        self.removed_empty = True
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()

@@ -41,6 +41,7 @@ class Deployment:
         self.procs: list[Proc] = []
         ports = iter(free_ports(sum(len(v) for v in PORT_KEYS.values())))
         self.settings: dict[str, Any] = {
+            "run.name": "run",
             "run.data_dir": str(self.data),
             "run.finish_timeout_s": 30,
             # file names without a run id, so a test knows them (data/run_frames.h5)

@@ -183,7 +183,7 @@ class Broadcast:
                         exclude_none=True, exclude={"v", "kind", "name", "t_send_ns", "subscribers"}
                     )
                     self.owner.log.info(
-                        "%s said bye: %s", request.name, ", ".join(f"{k} {v}" for k, v in counts.items())
+                        "%s said bye: %s", request.name, bye_text(counts), extra={"fields": counts, "event": "bye"}
                     )
                     self.sync.reply(peer, Done())
                 else:
@@ -380,3 +380,27 @@ class Broadcast:
         if waiting:
             self.owner.log.warning("%s: no bye from %s within %g s", self.stream, ", ".join(waiting), timeout_s)
         return waiting
+
+
+def bye_text(counts: dict[str, Any]) -> str:
+    """A subscriber's bye in words: ``acquisition 1, written 40 of 40, missing 0, gaps 0,
+    complete, data/x.h5`` (a flag as its word, never ``True``/``None``)."""
+    parts: list[str] = []
+    if "acquisition" in counts:
+        parts.append(f"acquisition {counts['acquisition']}")
+    done = next((k for k in ("written", "received") if k in counts), None)
+    if done is not None:
+        of = f" of {counts['expected']}" if "expected" in counts else ""
+        parts.append(f"{done} {counts[done]}{of}")
+    for key, value in counts.items():
+        if key in ("acquisition", "expected", "path", "error", done) or value is None:
+            continue
+        if isinstance(value, bool):
+            parts.append(key if value else f"not {key}")
+        elif isinstance(value, (int, float, str)):
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    if counts.get("error"):
+        parts.append(f"error: {counts['error']}")
+    if counts.get("path"):
+        parts.append(str(counts["path"]))
+    return ", ".join(parts)

@@ -177,6 +177,9 @@ class Security:
 
     def _load(self, key: str, default_name: str, *, secret: bool) -> tuple[bytes, bytes | None]:
         path = self._path(key, default_name)
+        if not os.path.exists(path):
+            hint = f" (`framepipe keys generate {self.cfg.key_dir}`)" if self.cfg.key_dir else ""
+            raise ConfigError(f"CURVE key {path} is missing{hint}", key=f"security.{key}")
         try:
             public, secret_key = zmq.auth.load_certificate(path)
         except (OSError, ValueError) as e:
