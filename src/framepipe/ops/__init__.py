@@ -1,6 +1,7 @@
 """Operating a deployment: the command line (``cli``), the local launcher (``launcher``,
 ``framepipe run``) and its checks before it starts anything (``preflight``), the status
-client and table (``status``), the terminal dashboard (``dashboard``) and ``inspect``.
+client and table (``status``), the acquisition control client (``control``), the terminal
+dashboard (``dashboard``), ``inspect``, and the web server (``web``: API, control panel, metrics).
 
 May import: everything below it (components, runtime, wire, cameras, storage, processing,
 config, core) and ``framepipe.bench`` for ``framepipe bench``. Nothing imports it but

@@ -97,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-timeout", type=float, default=2.0, metavar="S", help="give up on a device after S s")
     p.add_argument("--json", action="store_true", help="print JSON")
     _bench_parser(sub)
-    p = sub.add_parser("view", help="live view in the browser: latest frame and its spectrum ([viewer] config)")
-    _common(p)
+    for name in ("view", "web"):
+        p = sub.add_parser(
+            name,
+            help="the browser control panel, live view, HTTP API (/api/v1) and /metrics ([viewer], [web] config)"
+            + ("" if name == "view" else "; the same as view"),
+        )
+        _common(p)
     p = sub.add_parser("inspect", help="summary of a recorded HDF5 file (frames, compression, missing ids)")
     p.add_argument("file", metavar="FILE", help="an HDF5 file written by a recorder")
     p.add_argument("--png", metavar="OUT", help="also write a contact sheet: frames beside their FFT power (log)")
@@ -329,8 +334,12 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
 
         name = args.name or (config.recorders[0].name if config.recorders else "recorder")
         return Recorder(config, name=name)
-    if args.command == "view":
-        from framepipe.subscribers.viewer.component import Viewer
-
-        return Viewer(config)
+    if args.command in ("view", "web"):
+        try:
+            from framepipe.ops.web.server import web_viewer
+        except ImportError as e:
+            raise ConfigError(
+                f"{args.command} needs the web extra ({e.name} is missing): pip install 'framepipe[web]'"
+            ) from e
+        return web_viewer(config)
     raise AssertionError(args.command)

@@ -386,15 +386,17 @@ class ChildSet:
             if spec.due_at is None or now < spec.due_at:
                 continue
             spec.due_at = None
+            # counted before the spawn: the new child reports this count (FRAMEPIPE_RESTARTS)
+            self.restarts[name] += 1
             try:
                 child = self.spawn(name, spec.argv, spec.output)
             except OSError as e:
+                self.restarts[name] -= 1
                 log.error("%s could not be restarted: %s", name, e)
                 self._fail(name, 1, stop_on_failure)
                 continue
             self.procs[name] = child
             spec.started_at = now
-            self.restarts[name] += 1
 
     def _fail(self, name: str, code: int, stop_on_failure: bool) -> None:
         self.codes[name] = code
