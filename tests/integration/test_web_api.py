@@ -321,6 +321,12 @@ def test_status_while_a_component_is_paused_or_killed(deployment: Deployment, ap
         assert m[("framepipe_acquisition_state", (("state", "down"),))] == 1.0
         assert m[("framepipe_up", (("component", "publisher"), ("role", "publisher")))] == 0.0
         assert api.post("/api/v1/acquisitions", json={"frames": 1}).status_code == 503
+        # the probe of one component (Kubernetes' readiness and liveness): this one is down
+        probe = d.run_cli("status", "--only", "publisher", "--timeout", "1")
+        assert probe.returncode == 1 and "down" in probe.stdout, probe.stdout + probe.stderr
+        assert d.run_cli("status", "--only", "sink", "--timeout", "1").returncode == 0
+        unknown = d.run_cli("status", "--only", "camera", "--timeout", "1")
+        assert unknown.returncode == 2 and "no status endpoint named 'camera'" in unknown.stderr
     finally:
         os.kill(publisher, signal.SIGCONT)
     assert api.get("/api/v1/deployment").json()["state"] == "idle"

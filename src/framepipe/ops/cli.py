@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers (then: down)")
     p.add_argument("--json", action="store_true", help="print the status dicts as JSON")
     p.add_argument("--stop", action="store_true", help="ask every component to stop instead")
+    p.add_argument(
+        "--only", metavar="NAME", help="ask one component (e.g. sink, recorder-frames): exit 0 if it answers (a probe)"
+    )
     p = sub.add_parser("keys", help="CURVE keys for a secure deployment")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     g = keys.add_parser(
@@ -267,7 +270,9 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         state = Control(config, timeout_s=args.timeout).command("stop")
         print(f"stop: the deployment was {state.state}")
         return 0
-    rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
+    rounds = watch(
+        config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1, only=args.only
+    )
     statuses: list[dict[str, object]] = []
     from framepipe.ops.dashboard import rich_available, watch_live
 
@@ -283,7 +288,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
                 print("\x1b[2J\x1b[H", end="")  # clear the terminal between refreshes
             from framepipe.ops.control import deployment_line
 
-            print(deployment_line(config, args.timeout))
+            if args.only is None:
+                print(deployment_line(config, args.timeout))
             print(render_table(statuses), flush=True)
     if not statuses:
         print("no status endpoints configured (set status_port in the config)", file=sys.stderr)
