@@ -349,3 +349,36 @@ def test_status_while_a_component_is_paused_or_killed(deployment: Deployment, ap
     assert r.status_code == 201, r.text
     done, _ = follow(api, r.json()["id"])
     assert done["complete"], json.dumps(done)[:2000]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+@pytest.mark.slow
+def test_api_round_trip_for_state_and_for_starting_an_acquisition(deployment: Deployment, api: httpx.Client) -> None:
+    """p50/p99 of GET /api/v1/deployment?files=false (the control endpoint's state and every
+    status endpoint, asked at once) and of POST /api/v1/acquisitions (1 frame, each followed
+    to its end before the next); printed, and bounded loosely (a shared CI machine)."""
+    d = deployment
+    serve(d, api)
+    state_ms = []
+    for _ in range(300):
+        t0 = time.perf_counter()
+        r = api.get("/api/v1/deployment", params={"files": False})
+        state_ms.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 200 and r.json()["state"] == "idle"
+    start_ms = []
+    for k in range(30):
+        t0 = time.perf_counter()
+        r = api.post("/api/v1/acquisitions", json={"frames": 1, "name": f"rt{k}"})
+        start_ms.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 201, r.text
+        follow(api, r.json()["id"])
+    (s50, s99), (a50, a99) = percentiles(state_ms), percentiles(start_ms)
+    print(
+        f"\nAPI round trip: state p50 {s50:.1f} ms p99 {s99:.1f} ms (n={len(state_ms)}); "
+        f"start an acquisition p50 {a50:.1f} ms p99 {a99:.1f} ms (n={len(start_ms)})"
+    )
+    assert s50 < 100 and a50 < 500, (state_ms, start_ms)

@@ -107,6 +107,7 @@ def test_the_control_panel_starts_follows_stops_and_snaps(deployment: Deployment
             browser.wait_for("document.getElementById('deploy-state').textContent === 'down'", "down", 20)
             assert "no answer" in text(browser, "#acq-state")
             assert browser.evaluate("document.getElementById('start').disabled")
+            assert browser.evaluate("document.querySelectorAll('#history tbody tr').length") == 2, "kept"
             browser.screenshot(shots / "web-5-down.png")
         finally:
             os.kill(publisher, signal.SIGCONT)

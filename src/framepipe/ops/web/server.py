@@ -45,6 +45,9 @@ class WebFront:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # inherited by every accepted connection: a response's body is not held back (Nagle)
+        # until the client acknowledges its headers, which a delayed ACK makes 40 ms
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind(self.address)
             sock.listen(128)
