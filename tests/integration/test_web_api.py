@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -382,3 +384,28 @@ def test_api_round_trip_for_state_and_for_starting_an_acquisition(deployment: De
         f"start an acquisition p50 {a50:.1f} ms p99 {a99:.1f} ms (n={len(start_ms)})"
     )
     assert s50 < 100 and a50 < 500, (state_ms, start_ms)
+
+
+def test_with_curve_the_web_server_acquires_as_an_operator_and_watches_as_a_viewer(
+    deployment: Deployment, api: httpx.Client, tmp_path: Path
+) -> None:
+    """Every socket encrypted and authenticated: the web server's control requests use the
+    operator's key (only operators acquire), its preview subscriptions the viewer's."""
+    d = deployment
+    keys = tmp_path / "keys"
+    out = subprocess.run(
+        [sys.executable, "-m", "framepipe", "keys", "generate", str(keys)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    d.procs[-1].signal(signal.SIGTERM)  # the plaintext web server of the fixture
+    assert d.procs[-1].wait(30) == 0
+    d.settings["security.key_dir"] = str(keys)
+    d.write_config()
+    start_web(d, name="web-curve")
+    serve(d, api)
+    r = api.post("/api/v1/acquisitions", json={"frames": 20, "name": "curve"})
+    assert r.status_code == 201, r.text
+    done, _ = follow(api, r.json()["id"])
+    assert done["complete"] and all(f["complete"] for f in done["files"]), done
+    assert {c["state"] for c in api.get("/api/v1/components").json()} <= {"running", "seen"}
+    assert api.get("/api/v1/view").json()["streams"]["frames"]["received"] > 0, "the viewer's key is admitted"
