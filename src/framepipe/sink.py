@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from framepipe.config import Config
-from framepipe.core.accounting import POOL_GRACE_S, ResultAccounting, WorkerLiveness
+from framepipe.core.accounting import FAILED_FRAMES, POOL_GRACE_S, ResultAccounting, WorkerLiveness
 from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
 from framepipe.core.series import UPSTREAM_LOST
@@ -52,6 +52,7 @@ from framepipe.wire.protocol import (
     encode_forward,
     from_ranges,
 )
+from framepipe.wire.security import Security
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.sync import exchange
 
@@ -78,8 +79,9 @@ class Sink(Component):
         #: the end of stream asked for this acquisition: what the camera produced, and
         #: whether the deployment stays up after it
         self._eos: EndOfStreamRequest | None = None
-        #: the results' shape and dtype in this acquisition (the first result declares it)
-        self._schema: tuple[list[int], str] | None = None
+        #: the results' outputs (name, dtype, shape) in this acquisition: the first result
+        #: declares them, every other must match
+        self._schema: list[tuple[str, str, tuple[int, ...]]] | None = None
         self._stream_ended = False
         self.liveness = WorkerLiveness(
             timeout_s=config.sink.worker_timeout_s,
@@ -105,6 +107,10 @@ class Sink(Component):
 
     def setup(self) -> None:
         cfg = self.config.sink
+        if self.config.ventilator.source == "publisher" and self.config.security.enabled:
+            # a client too: it reports each acquisition to the publisher with its own key, so
+            # a missing key stops it here, not as "sink: no report" in every acquisition
+            Security(self.config.security, self.role).client_keys()
         self.pull = self.socket(zmq.PULL, rcvhwm=max(self.config.workers.hwm_frames * 4, 8))
         self.bind(self.pull, cfg.bind_url(cfg.results_in_port), "results-in")
         self.stream = Broadcast(
@@ -255,6 +261,9 @@ class Sink(Component):
         if done["missing"]:
             reason = reason if reason != "complete" else "incomplete"
             self.log.error("missing frame ids: %s", acc.missing().ranges()[:LOGGED_RANGES])
+        if done["failed"]:
+            reason = reason if reason != "complete" else FAILED_FRAMES
+            self._log_failed()
         self.stream.finish(
             STOP_BYE_S if self.stopping else self.config.run.finish_timeout_s,
             reason=reason,
@@ -294,7 +303,8 @@ class Sink(Component):
                 received=done["received"],
                 missing=done["missing"],
                 expected=self.accounting.ledger.expected or 0,
-                complete=done["missing"] == 0 and reason != UPSTREAM_LOST,
+                failed=done["failed"],
+                complete=done["missing"] == 0 and done["failed"] == 0 and reason != UPSTREAM_LOST,
                 subscribers=subscribers,
             )
         except Exception as e:  # the publisher may be gone: its summary says "no report"
@@ -312,13 +322,16 @@ class Sink(Component):
         done = acc.done()
         reason = acc.end_reason(self.stopping)
         self.log.info(
-            "results: %d received, %d missing, %d duplicate(s) dropped",
+            "results: %d received (%d failed), %d missing, %d duplicate(s) dropped",
             done["received"],
+            done["failed"],
             done["missing"],
             done["duplicates"],
         )
         if done["missing"]:
             self.log.error("missing frame ids: %s", acc.missing().ranges()[:LOGGED_RANGES])
+        if done["failed"] and not self._stream_ended:
+            self._log_failed()
         if done["acknowledged_elsewhere"]:
             self.log.warning(
                 "%d frame(s) were received by an earlier sink (restarted mid-run): %s",
@@ -338,7 +351,17 @@ class Sink(Component):
         self.control.send_multipart(encode_control(Stop(reason=reason), topic=TOPIC_STOP))
         if not acc.ended:
             return 0 if self.stopping else 1
+        # failed frames are accounted for (the ledgers list them, `framepipe run` exits 1 for
+        # them): exiting 1 here would have a supervisor restart a sink that did its job
         return 0 if not done["missing"] else 1
+
+    def _log_failed(self) -> None:
+        acc = self.accounting
+        self.log.error(
+            "failed frame ids (the processor raised): %s; first: %s",
+            acc.failed.ranges()[:LOGGED_RANGES],
+            acc.first_failure,
+        )
 
     # ---------------------------------------------------------------- results
     def _drain_results(self) -> bool:
@@ -371,12 +394,13 @@ class Sink(Component):
                 worker,
                 t_sink_ns=now_ns,
                 t_acq_ns=msg.header["t_acq_ns"],
-                nbytes=msg.array.nbytes if msg.array is not None else 0,
+                nbytes=sum(a.nbytes for a in msg.arrays),
+                failed=msg.failed,
             ):
                 continue  # a duplicate: acknowledged again, not forwarded
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
             header.pop("token", None)  # the work stream's secret stays off the results stream
-            if not self.stream.publish(encode_forward(header, msg.payload), fid):
+            if not self.stream.publish(encode_forward(header, *msg.payloads), fid):
                 # stopped while a lossless results subscriber stayed full: received, not forwarded
                 self.counters[Count.UNPUBLISHED] += 1
                 self.warn.warning("unpublished", "stopping: result %d not forwarded (results subscriber full)", fid)
@@ -392,12 +416,17 @@ class Sink(Component):
         if self.token is not None and msg.header.get("token") != self.token:
             self.reject(ProtocolError("result without this acquisition's token", kind="forged"), "results-in")
             return False
-        schema = (list(msg.header["shape"]), str(msg.header["dtype"]))
+        if msg.failed is not None:
+            return True  # no outputs: the processor failed on it, the ledger lists it
+        schema = msg.schema()
         if self._schema is None:
             self._schema = schema
         elif schema != self._schema:
             self.reject(
-                ProtocolError(f"result {schema} differs from this acquisition's {self._schema}", kind="bad_shape"),
+                ProtocolError(
+                    f"result outputs {_describe(schema)} differ from this acquisition's {_describe(self._schema)}",
+                    kind="bad_shape",
+                ),
                 "results-in",
             )
             return False
@@ -439,3 +468,7 @@ class Sink(Component):
             queue=Queue(),
             workers={name: round(now - seen, 1) for name, seen in dict(self.workers).items()},
         )
+
+
+def _describe(schema: list[tuple[str, str, tuple[int, ...]]]) -> str:
+    return ", ".join(f"{name} {dtype}{list(shape)}" for name, dtype, shape in schema)

@@ -161,7 +161,9 @@ class Ventilator(Component):
             self._begin(self.source.acquisition)  # joined one under way (a restart)
         code = 0
         while True:
-            code = self._loop(None) or code
+            # standing: an acquisition's outcome is in its summary, not in this process's exit
+            # code (a non-zero exit at shutdown would have the supervisor start it again)
+            code = self._loop(None) if self.config.run.serve else (self._loop(None) or code)
             eos = self.source_eos
             if self._upstream_lost and self.config.run.serve and not self.stopping:
                 self._upstream_lost = False  # wait for the publisher to come back
@@ -312,7 +314,14 @@ class Ventilator(Component):
             if msg is None:
                 if self.source.upstream_restarted:
                     self.log.warning("the publisher restarted: saying hello again")
+                    lost = self.acquisition is not None
+                    if lost:
+                        assert self.acquisition is not None
+                        self.log.error("acquisition %d ends as %s", self.acquisition.acquisition, UPSTREAM_LOST)
+                        self._upstream_lost, self.source_eos = True, None
+                        self.source.acquisition = None
                     self.source.hello(self.config.publisher.sync_timeout_s)
+                    return lost
                 return False
             if isinstance(msg.control, AcquisitionStart):
                 if self.window.in_flight or self.window.queue:

@@ -1,4 +1,11 @@
-"""FFT workers: PULL frames from the ventilator, PUSH spectra to the sink.
+"""Workers: PULL frames from the ventilator, run the configured processor (or chain) on each,
+PUSH its outputs to the sink (docs/processors.md).
+
+The processor is loaded and its parameters checked when the worker is made (an error is
+exit 2 before any socket); it is set up with the first frame's shape and dtype (again if an
+acquisition's frames differ), and a failed setup stops the worker, exit 2. A frame the
+processor raises on, or whose outputs differ from the declared ones, is sent as a failed
+result (the exception's one line): the sink lists it as failed, the worker goes on.
 
 A worker connects (it owns no port), so workers on any machine can come and go. It
 sends a heartbeat to the sink every ``heartbeat_s`` so a dead or hung worker is noticed
@@ -11,17 +18,19 @@ from __future__ import annotations
 import os
 import socket as pysocket
 import time
+from typing import Any
 
 import zmq
 
 from framepipe.config import Config
 from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError
-from framepipe.processing.fft import spectrum
+from framepipe.processing.chain import Chain, FrameFailure
+from framepipe.processing.interface import FrameInfo
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts
 from framepipe.wire.messages import Heartbeat, Stop
-from framepipe.wire.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
+from framepipe.wire.protocol import TOPIC_STOP, decode, encode_control, encode_result, result_header
 from framepipe.wire.sockets import POLL_MS
 
 #: how long a worker's own pings to the ventilator may go unanswered (ms): effectively
@@ -29,20 +38,26 @@ from framepipe.wire.sockets import POLL_MS
 WORKER_PATIENCE_MS = 3_600_000
 
 
-def worker_name(index: int | None = None) -> str:
+def worker_name(index: int | None = None, host: str | None = None) -> str:
     """host-pid, unique across a LAN deployment; index for pools (-n)."""
-    base = f"worker-{pysocket.gethostname()}-{os.getpid()}"
+    base = f"worker-{host or pysocket.gethostname()}-{os.getpid()}"
     return base if index is None else f"{base}-{index}"
 
 
 class Worker(Component):
-    """PULL frames → FFT → PUSH results."""
+    """PULL frames → processor → PUSH results."""
 
     role = "worker"
 
     def __init__(self, config: Config, name: str | None = None):
         super().__init__(config, name or worker_name())
         self._sink_stop = False  # the sink said stop (a signal sets self.stopping instead)
+        cfg = config.workers
+        # ConfigError/ProcessorError (exit 2) here, before any socket is made
+        self.chain = Chain.build(cfg.processor, cfg.params, default_result=cfg.result)
+        fft = next((step for step in self.chain.steps if step.spec == "fft"), None)
+        #: the FFT representation, for the viewer (results of another processor have none)
+        self.representation: str | None = getattr(fft.params, "result", None) if fft is not None else None
 
     def setup(self) -> None:
         cfg = self.config.workers
@@ -69,7 +84,7 @@ class Worker(Component):
     def run(self) -> int:
         cfg = self.config.workers
         self.open()
-        self.ready(f"result={cfg.result}")
+        self.ready(f"processor={self.chain.describe()}")
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -85,7 +100,9 @@ class Worker(Component):
                 break
             if events.get(self.pull):
                 self._process_one()
-        self.log.info("processed %d frame(s)", self.counters[Count.PROCESSED])
+        self.log.info("processed %d frame(s), %d failed", self.counters[Count.PROCESSED], self.counters[Count.FAILED])
+        for problem in self.chain.teardown():
+            self.log.error("%s", problem)
         return 0
 
     def _heartbeat(self) -> None:
@@ -121,25 +138,40 @@ class Worker(Component):
             self.reject(ProtocolError(f"unexpected {msg.kind} on tasks", kind="bad_kind"), "tasks")
             return
         t0 = time.time_ns()
-        result = spectrum(msg.array, self.config.workers.result)
         h = msg.header
-        header = data_header(
-            "result",
-            result,
-            frame_id=msg.frame_id,
-            seq=msg.seq,
-            t_acq_ns=h["t_acq_ns"],
-            t_start_ns=t0,
-            t_done_ns=time.time_ns(),
-            worker=self.name,
-            representation=self.config.workers.result,
-            attempt=h.get("attempt", 0),
-            frame_shape=h["shape"],
-            frame_dtype=h["dtype"],
+        fields: dict[str, Any] = {
+            "t_start_ns": t0,
+            "worker": self.name,
+            "attempt": h.get("attempt", 0),
+            "frame_shape": h["shape"],
+            "frame_dtype": h["dtype"],
             # the sink takes a result only for a task of its acquisition, by its token
             **{k: h[k] for k in ("acquisition", "token") if k in h},
-        )
-        out = encode_data(header, result)
+        }
+        if self.representation is not None:
+            fields["representation"] = self.representation
+        info = FrameInfo.of(msg.array)
+        if info != self.chain.frame_info:
+            # ProcessorError (exit 2) out of run(): the worker stops, its frames go to others
+            self.log.info("processor %s: set up for frames %s %s", self.chain.describe(), info.dtype, info.shape)
+            self.chain.setup(info)
+        try:
+            arrays = self.chain.run(msg.array)
+            ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
+            header = result_header(self.chain.schema, **ids, **fields)
+        except FrameFailure as e:
+            arrays = []
+            self.counters[Count.FAILED] += 1
+            self.warn.warning("failed", "frame %d failed: %s", msg.frame_id, e)
+            ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
+            header = result_header([], **ids, failed=str(e), **fields)
+        try:
+            out = encode_result(header, arrays)
+        except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker
+            self.counters[Count.FAILED] += 1
+            self.log.error("frame %d: result not sendable: %s", msg.frame_id, e)
+            header = result_header([], **ids, failed=f"result not sendable: {e}", **fields)
+            out = encode_result(header, [])
         # The sink may be full, or gone: keep listening for its stop (and for signals)
         # while waiting, rather than blocking on a send nobody will take. A result
         # abandoned here is not lost: the ventilator re-dispatches unacknowledged frames.

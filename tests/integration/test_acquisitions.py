@@ -21,10 +21,13 @@ import pytest
 
 from framepipe.cameras import synthetic_frame
 from framepipe.testing.deployment import Deployment, Proc
+from framepipe.testing.files import open_any, rows
 
 pytestmark = pytest.mark.integration
 
 PATH = "{data_dir}/{run}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
+#: with the run id: a restarted publisher's acquisition 1 is another file
+PATH_WITH_RUN_ID = "{data_dir}/{run}_{run_id}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
 
 
 @pytest.fixture
@@ -134,7 +137,7 @@ def test_stop_mid_acquisition_drains_and_files_say_stopped(deployment: Deploymen
     assert started.returncode == 0 and started.stdout.strip() == "1", started.stderr
     # frames are flowing once the file has some (flush_frames = 1)
     frames_file, results_file = files(d, 1, "endless")
-    run.wait_until(lambda: (frames_file.exists() and _rows(frames_file) >= 20) or None, "frames in the file", 60)
+    run.wait_until(lambda: (frames_file.exists() and rows(frames_file) >= 20) or None, "frames in the file", 60)
     snap = d.run_cli("snap", "--npy", str(d.dir / "live.npy"), "--png", str(d.dir / "live.png"))
     assert snap.returncode == 0, snap.stderr
     assert np.load(d.dir / "live.npy").shape == (48, 64)
@@ -144,6 +147,8 @@ def test_stop_mid_acquisition_drains_and_files_say_stopped(deployment: Deploymen
     out = d.run_cli("stop")
     assert out.returncode == 0, out.stderr
     run.wait_for("acquisition 1 'endless' accounted for", 60)
+    waited = d.run_cli("wait", "1")  # the summary of an acquisition started with --no-wait
+    assert waited.returncode == 0 and "acquisition 1 'endless': stopped" in waited.stdout, waited.stdout
     ids, _, ledger = frames_in(frames_file)
     rids, _, rledger = frames_in(results_file)
     published = int(run.wait_for("end of stream (stopped) after", 5).split("after ")[1].split()[0])
@@ -161,14 +166,6 @@ def test_stop_mid_acquisition_drains_and_files_say_stopped(deployment: Deploymen
     )
     d.run_cli("shutdown")
     assert run.wait(60) == 0, run.log()
-
-
-def _rows(path: Path) -> int:
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return len(f["entry/data/frame_id"])
-    except (OSError, KeyError):
-        return 0
 
 
 def test_refused_requests_change_nothing(deployment: Deployment) -> None:
@@ -224,7 +221,7 @@ def test_a_worker_killed_mid_acquisition_is_replaced_and_every_frame_is_there_on
     d.write_config()
     run = d.start("run", "run", "--no-tui")
     frames_file = d.data / "lab_0001_lab_frames.h5"
-    run.wait_until(lambda: (frames_file.exists() and _rows(frames_file) >= 200) or None, "frames flowing", 60)
+    run.wait_until(lambda: (frames_file.exists() and rows(frames_file) >= 200) or None, "frames flowing", 60)
     assert _kill_child(run, "worker-0")
     assert run.wait(120) == 0, run.log()[-3000:]
     assert "worker-0 exited with code -9" in run.log() and "restarts: worker-0=1" in run.log()
@@ -235,7 +232,11 @@ def _kill_child(run: Proc, name: str) -> bool:
     """SIGKILL the child of ``run`` whose command line names component ``name``."""
     import os
 
-    marker = {"recorder-frames": ["record", "--name", "recorder-frames"], "worker-0": ["worker", "--index", "0"]}[name]
+    marker = {
+        "recorder-frames": ["record", "--name", "recorder-frames"],
+        "worker-0": ["worker", "--index", "0"],
+        "publisher": ["publisher"],
+    }[name]
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -251,3 +252,68 @@ def _kill_child(run: Proc, name: str) -> bool:
                 os.kill(int(pid), signal.SIGKILL)
                 return True
     return False
+
+
+def test_a_recorder_killed_mid_acquisition_rejoins_in_a_part_file_and_the_parts_add_up(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    d.settings["camera.fps"] = 100
+    d.write_config()
+    run = serve(d)
+    started = acquire(d, "--frames", "600", "--name", "cut", "--no-wait")
+    assert started.returncode == 0, started.stderr
+    first, _ = files(d, 1, "cut")
+    run.wait_until(lambda: rows(first) >= 100 or None, "frames in the first part", 60)
+    assert _kill_child(run, "recorder-frames")
+    run.wait_for("acquisition 1 'cut' accounted for", 120)
+    part2 = first.with_name(first.stem + "-part2.h5")
+    assert part2.exists(), "the restarted recorder rejoined the acquisition in a part file"
+    with open_any(first) as f:
+        held = set(f["entry/data/frame_id"][:].tolist())
+    ids, _, ledger = frames_in(part2)
+    held |= set(ids.tolist())
+    with h5py.File(part2, "r") as f:
+        missing = sorted(f["entry/ledger/missing_ids"][:].tolist())
+    truly_missing = sorted(set(range(600)) - held)
+    assert missing == truly_missing, "the ledger adds up both parts, against what the camera produced"
+    assert bool(ledger["complete"]) == (not truly_missing)
+    d.run_cli("shutdown")
+    assert run.wait(60) == 0
+    assert "restarts: recorder-frames=1" in run.log()
+
+
+def test_a_killed_publisher_ends_its_acquisition_as_upstream_lost_and_the_next_one_is_complete(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    d.settings.update({"camera.fps": 100, "limits.upstream_timeout_s": 3})
+    for rec in d.settings["recorders"]:
+        rec["path"] = PATH_WITH_RUN_ID
+    d.write_config()
+    run = serve(d)
+    assert acquire(d, "--frames", "0", "--name", "cut", "--no-wait").returncode == 0
+    (cut,) = _wait_glob(d, "*_0001_cut_frames.h5")
+    run.wait_until(lambda: rows(cut) >= 50 or None, "frames flowing", 60)
+    assert _kill_child(run, "publisher")
+    run.wait_for("publisher exited with code -9", 30)
+    # the recorders notice within limits.upstream_timeout_s and close the file, not complete
+    run.wait_until(lambda: "ends as upstream lost" in run.log() or None, "upstream lost", 60)
+    run.wait_until(lambda: acquire_ready(d), "the new publisher has its subscribers", 60)
+    out = acquire(d, "--frames", "30", "--name", "after")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (after,) = _wait_glob(d, "*_0001_after_frames.h5")
+    ids, _, ledger = frames_in(after)
+    assert sorted(ids.tolist()) == list(range(30)) and ledger["complete"]
+    _, _, lost = frames_in(cut)
+    assert not lost["complete"] and lost["end_reason"] == "upstream lost"
+    assert after.name.split("_0001_")[0] != cut.name.split("_0001_")[0], "a new publisher, a new run id"
+    d.run_cli("shutdown")
+    assert run.wait(60) == 0
+
+
+def _wait_glob(d: Deployment, pattern: str) -> list[Path]:
+    def found() -> list[Path] | None:
+        return sorted(d.data.glob(pattern)) or None
+
+    return Proc.wait_until(d.procs[0], found, pattern, 30)

@@ -41,6 +41,12 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     assert kernels >= {(1024, "uint8"), (1024, "uint16"), (2048, "uint8"), (2048, "uint16")}
     assert all(k["fps"] > 0 for k in results["kernel"])
 
+    processors = {k["processor"] for k in results["processors"]["kernels"]}
+    assert {"fft", "flatfield", "phase_shift"} <= processors and all(
+        k["fps"] > 0 for k in results["processors"]["kernels"]
+    )
+    assert 0 <= results["processors"]["overhead"]["overhead_ms"] < 0.05  # the plugin call's target
+
     frames = results["plan"]["pipeline_frames"]
     assert [r["workers"] for r in results["pipeline"]] == list(range(1, cores + 2))
     for run in results["pipeline"]:
@@ -75,6 +81,6 @@ def test_bad_bench_option_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "framepipe bench: error: --only: unknown measurement warp-drive; "
-        "choose from kernel, pipeline, naive, transport, recorder, latency"
+        "choose from kernel, processors, pipeline, naive, transport, recorder, latency"
     ]
     assert not (tmp_path / "bench-out").exists()  # nothing started, nothing written

@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 from framepipe.testing.deployment import Deployment
+from framepipe.testing.files import rows
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +44,6 @@ def read(path: Path) -> tuple[list[int], dict[str, Any]]:
         ledger = dict(f["entry/ledger"].attrs)
         ledger["missing_ids"] = f["entry/ledger/missing_ids"][:] if "missing_ids" in f["entry/ledger"] else []
     return ids, ledger
-
-
-def rows(path: Path) -> int:
-    try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return len(f["entry/data/frame_id"])
-    except (OSError, KeyError):
-        return 0
 
 
 def published_by(log: str) -> int:
@@ -87,22 +80,23 @@ def test_forged_results_are_rejected_and_the_real_ones_stored(deployment: Deploy
     d = deployment
     d.settings.update({"camera.count": 400, "camera.fps": 100.0})
     d.write_config()
-    procs = {p.name: p for p in d.start_pipeline(workers=1)}
+    procs = {p.name: p for p in d.start_pipeline(workers=1, sink_summary=d.dir / "sink.json")}
     procs["sink"].wait_for("gathering results", 60)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)
     push.connect(f"tcp://127.0.0.1:{d.settings['sink.results_in_port']}")
     fake = np.full((64, 33), 7.0, np.float32)
-    for fid in range(200, 300):
+    # ids of real frames (their real results must not be dropped as duplicates), and one
+    # huge id (no structure may grow with an id's value)
+    for fid in [*range(200, 300), 2**62]:
         header = {
             "v": 1,
             "kind": "result",
             "frame_id": fid,
             "seq": fid,
             "t_acq_ns": 1,
-            "shape": [64, 33],
-            "dtype": "float32",
+            "outputs": [{"name": "spectrum", "dtype": "float32", "shape": [64, 33]}],
             "worker": "forger",
             "acquisition": 1,
         }
@@ -117,6 +111,8 @@ def test_forged_results_are_rejected_and_the_real_ones_stored(deployment: Deploy
         stored = f["entry/data/frames"][:]
     assert stored.shape[1:] != fake.shape or not np.any(np.all(stored == 7.0, axis=(1, 2))), "a forged result stored"
     assert "result without this acquisition's token" in procs["sink"].log()
+    summary = json.loads((d.dir / "sink.json").read_text())
+    assert summary["rejected_by_kind"]["forged"] == 101, summary["rejected_by_kind"]
 
 
 def test_a_dead_publisher_ends_the_acquisition_as_upstream_lost(deployment: Deployment) -> None:

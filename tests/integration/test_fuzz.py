@@ -49,8 +49,7 @@ def _valid_result_header(rng: random.Random) -> dict[str, Any]:
         "frame_id": rng.randrange(100),
         "seq": 0,
         "t_acq_ns": 1,
-        "shape": [4, 3],
-        "dtype": "float32",
+        "outputs": [{"name": "spectrum", "dtype": "float32", "shape": [4, 3]}],
         "worker": "fuzz",
     }
 
@@ -91,13 +90,14 @@ def bad_messages(rng: random.Random, *, sync: bool) -> Iterator[list[bytes]]:
             h = _valid_result_header(rng)
             payload = bytes(48)
             if r == 8:
-                h.pop(rng.choice(["frame_id", "seq", "t_acq_ns", "shape", "dtype"]))
+                h.pop(rng.choice(["frame_id", "seq", "t_acq_ns", "outputs"]))
             elif r == 9:
                 h[rng.choice(["frame_id", "seq", "t_acq_ns"])] = rng.choice([-1, 1 << 64, "7", 1.5, True, [1]])
             elif r == 10:
-                h["dtype"] = rng.choice(["object", "float64", "<U4", "int64", "O"])
+                h["outputs"][0]["dtype"] = rng.choice(["object", "float16", "<U4", "int8", "O", 7])
             elif r == 11:
-                h["shape"] = rng.choice([[], [0, 3], [-4, 3], [1, 1, 1, 1], [1 << 20, 1 << 20], ["4", 3], [True, 3]])
+                shapes = [[0, 3], [-4, 3], [1, 1, 1, 1], [1 << 20, 1 << 20], ["4", 3], [True, 3], "4x3", None]
+                h["outputs"][0]["shape"] = rng.choice(shapes)
             elif r == 12:
                 payload = bytes(rng.choice([0, 47, 49, 4096]))  # length ≠ shape × itemsize
             elif r == 13:
@@ -300,14 +300,20 @@ def test_one_message_cannot_crash_or_exhaust_a_process(deployment: Deployment) -
     }
     sync_bad = hostile_headers("hello", name="fuzz")
     status_bad = hostile_headers("status", cmd="status")
-    result_bad = hostile_headers("result", frame_id=1, seq=0, t_acq_ns=1, shape=[4, 3], dtype="float32")
+    spectrum = [{"name": "spectrum", "dtype": "float32", "shape": [4, 3]}]
+    result_bad = hostile_headers("result", frame_id=1, seq=0, t_acq_ns=1, outputs=spectrum)
     over = bytes(1_000_001)  # one byte over limits.max_message_mb
     try:
         watcher.wait_distinct(10, timeout=60)
         # too large: the sender is cut off before the message is buffered
         assert _disconnects(url["frames-sync"], zmq.DEALER, [b"", over]), "frames-sync took 1 MB + 1"
         assert _disconnects(url["results-sync"], zmq.DEALER, [b"", over]), "results-sync took 1 MB + 1"
-        big = _j({**_valid_result_header(random.Random(0)), "shape": [250, 1001]})
+        big = _j(
+            {
+                **_valid_result_header(random.Random(0)),
+                "outputs": [{"name": "s", "dtype": "float32", "shape": [250, 1001]}],
+            }
+        )
         assert _disconnects(url["results-in"], zmq.PUSH, [big, over]), "results-in took 1 MB + 1"
         for name in ("publisher-status", "sink-status"):  # a request is one header: 64 KiB
             assert _disconnects(url[name], zmq.DEALER, [b"", bytes(70_000)]), f"{name} took 70 KB"

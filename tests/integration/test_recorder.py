@@ -68,7 +68,7 @@ def test_layout_and_pixel_exact_frames(deployment: Deployment, feeder: StreamFee
         assert entry.attrs["NX_class"] == "NXentry"
         for key in ("start_time", "end_time", "framepipe_version", "host", "run_id"):
             assert entry.attrs[key], key
-        assert json.loads(entry.attrs["config"])["recorders"][0]["compression"] == compression
+        assert json.loads(entry.attrs["config"])["recorder"]["compression"] == compression
         data = f["entry/data"]
         assert data.attrs["NX_class"] == "NXdata" and data.attrs["signal"] == "frames"
         frames = data["frames"]
@@ -127,7 +127,7 @@ def test_ledger_lists_exactly_the_dropped_ids(deployment: Deployment, feeder: St
             feeder.published.pop()
             feeder.send(30, frame(30))
     feeder.finish()
-    assert rec.wait(60) == 0, rec.log()
+    assert rec.wait(60) == 1, rec.log()  # its file lacks frames: exit 1
 
     with h5py.File(deployment.data / "run_frames.h5", "r") as f:
         ids = f["entry/data/frame_id"][:].tolist()
@@ -154,7 +154,8 @@ def test_ledger_lists_exactly_the_dropped_ids(deployment: Deployment, feeder: St
         env=child_env(),
         cwd=deployment.dir,
     )
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 1, shown.stderr  # readable, but incomplete
+    assert shown.stderr == "", shown.stderr
     assert re.search(r"missing ids\s+4: 3, 17-18, 44\n", shown.stdout), shown.stdout
     assert re.search(r"complete\s+false\n", shown.stdout), shown.stdout
     assert (deployment.dir / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -194,14 +195,20 @@ def test_rotation_loses_and_duplicates_nothing(
     assert seen == list(range(n)), "every frame exactly once across the series, in order"
 
 
-def test_existing_file_is_never_overwritten(deployment: Deployment) -> None:
+def test_existing_file_is_never_overwritten(deployment: Deployment, feeder: StreamFeeder) -> None:
     deployment.data.mkdir(parents=True)
     existing = deployment.data / "run_frames.h5"
     existing.write_bytes(b"precious")
-    out = deployment.run_cli("record", "--name", "recorder-frames")
-    assert out.returncode != 0
-    assert "file exists" in out.stderr and "never overwrites" in out.stderr
+    rec = start_recorder(deployment)
+    feeder.wait_for_subscribers()
+    for k in range(5):
+        feeder.send(k, frame(k))
+    feeder.finish()
+    assert rec.wait(60) == 0, rec.log()
     assert existing.read_bytes() == b"precious"
+    assert "exists: writing run_frames-part2.h5 (never overwriting)" in rec.log()
+    with h5py.File(deployment.data / "run_frames-part2.h5", "r") as f:
+        assert f["entry/data/frame_id"][:].tolist() == list(range(5))
 
 
 SWMR_READER = r"""
@@ -307,7 +314,7 @@ def test_kill_9_keeps_every_flushed_frame(deployment: Deployment, feeder: Stream
         timeout=60,
         env=child_env(),
     )
-    assert shown.returncode == 0 and "NOT FINISHED" in shown.stdout and re.search(r"complete\s+false", shown.stdout)
+    assert shown.returncode == 1 and "NOT FINISHED" in shown.stdout and re.search(r"complete\s+false", shown.stdout)
     # ... and the replay camera plays it back, every complete row, exactly
     with ReplayCamera(CameraConfig(kind="replay", path=str(path), count=0)) as replay:
         played = list(iter(lambda: replay.grab(5.0), None))

@@ -85,12 +85,13 @@ def test_framepipe_run_twice_keeps_both_and_never_overwrites(tmp_path: Path) -> 
     # a second run gets its own run id, so its own files
     second = run("--set", "run.id=second")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert (tmp_path / "data" / "local_second_frames.h5").is_file()
-    # the same run id again: refused before anything starts, and the earlier file is untouched
+    assert (tmp_path / "data" / "local_second_0001_local_frames.h5").is_file()
+    # the same run id again: nothing is overwritten, the run writes part files beside them
+    kept = (tmp_path / "data" / "local_second_0001_local_frames.h5").read_bytes()
     third = run("--set", "run.id=second")
-    assert third.returncode == 2, third.stdout + third.stderr
-    assert "which exists: it would not be overwritten; choose another run.id" in third.stderr
-    assert third.stdout == ""
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert (tmp_path / "data" / "local_second_0001_local_frames-part2.h5").is_file()
+    assert (tmp_path / "data" / "local_second_0001_local_frames.h5").read_bytes() == kept
     assert first_file.read_bytes() == before
 
 

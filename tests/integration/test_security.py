@@ -57,6 +57,35 @@ def test_keys_generate_layout_and_never_overwrites(tmp_path: Path, keys: Path) -
     assert "never overwrites" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
+def test_a_sink_without_its_own_key_refuses_to_start(deployment: Deployment, tmp_path: Path) -> None:
+    """The sink reports each acquisition to the publisher as a client: without its key it
+    would run and every acquisition would end "sink: no report"; it says so at start."""
+    keys = tmp_path / "no-sink-key"
+    assert generate(keys, "recorder", "worker", "ventilator", "publisher").returncode == 0
+    secure(deployment, keys)
+    sink = deployment.start("sink", "sink")
+    assert sink.wait(30) == 2
+    assert "sink.key_secret" in sink.log() and "Traceback" not in sink.log(), sink.log()
+
+
+def test_acquire_with_a_key_the_control_endpoint_refuses_says_so_at_once(deployment: Deployment, keys: Path) -> None:
+    """Another role's key, or no key where CURVE is on: the handshake is refused, and the
+    operator reads that in one line at once (not "no answer" after the whole timeout)."""
+    secure(deployment, keys, **{"run.serve": True})
+    publisher = deployment.start("publisher", "publisher")
+    publisher.wait_for("ready:", 30)
+    as_worker = deployment.run_cli(
+        "acquire", "--frames", "5", env={"FRAMEPIPE_SECURITY__CLIENT_SECRET_KEY": str(keys / "worker.key_secret")}
+    )
+    assert as_worker.returncode == 1, as_worker.stderr
+    assert "refused this client's key" in as_worker.stderr and "worker.key_secret" in as_worker.stderr
+    assert len(as_worker.stderr.strip().splitlines()) == 1
+    publisher.wait_for("(role worker, key worker) on acquisition-control", 10)
+    plain = deployment.run_cli("acquire", "--frames", "5", "--set", "security.key_dir=")
+    assert plain.returncode == 1 and "CURVE is on there" in plain.stderr, plain.stderr
+    assert not any(deployment.data.glob("*.h5"))
+
+
 def test_authorised_run_completes_with_every_frame(deployment: Deployment, keys: Path) -> None:
     n = 200
     secure(deployment, keys, **{"camera.count": n, "camera.height": 48, "camera.width": 64})

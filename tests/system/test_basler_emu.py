@@ -6,11 +6,17 @@ GenICam node map, grab engine and error paths as a real Basler camera.
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import h5py
 import numpy as np
 import pytest
+import zmq
 
 from framepipe.testing.deployment import Deployment
+from framepipe.wire.protocol import decode
 
 pytest.importorskip("pypylon", reason="the basler extra (pypylon) is not installed")
 
@@ -18,6 +24,8 @@ pytestmark = pytest.mark.system
 
 EMU = {"PYLON_CAMEMU": "1"}
 N = 12
+#: one file per acquisition and stream
+ACQ_PATH = "{data_dir}/{run}_{acquisition:04d}_{acquisition_name}_{stream}.h5"
 
 
 def _basler(deployment: Deployment, **camera: object) -> None:
@@ -184,3 +192,90 @@ def test_emulated_camera_is_one_process_at_a_time(deployment: Deployment) -> Non
             os.close(fd)
     assert done.returncode == 2, done.stderr
     assert f"emulated camera serial=0815-0000 is in use by process {os.getpid()}" in done.stderr, done.stderr
+
+
+def test_standing_deployment_records_each_acquisitions_exposure(deployment: Deployment) -> None:
+    """Per-acquisition exposure on one standing deployment: the publisher closes the camera
+    and reopens it with each acquisition's settings; a setting the camera refuses is refused
+    to the operator with its range, and the deployment stays idle for the next one."""
+    d = deployment
+    _basler(d, width=128, height=96)
+    d.settings.update(
+        {
+            "run.name": "lab",
+            "camera.count": 0,
+            "publisher.subscribers": ["ventilator", "recorder-frames"],
+            "recorders": [
+                {"name": f"recorder-{stream}", "stream": stream, "path": ACQ_PATH} for stream in ("frames", "results")
+            ],
+        }
+    )
+    d.write_config()
+    run = d.start("run", "run", "--serve", "--no-tui", env=EMU)
+    run.wait_until(lambda: _acquire_ready(d), "every component connected", 120)
+    # a passive watcher of the frames preview: it sees each start message, with the camera's
+    # metadata as read back from the camera after the acquisition's settings were applied
+    ctx = zmq.Context()
+    preview = ctx.socket(zmq.SUB)
+    preview.setsockopt(zmq.LINGER, 0)
+    preview.setsockopt(zmq.SUBSCRIBE, b"")
+    preview.connect(f"tcp://127.0.0.1:{d.settings['publisher.preview_port']}")
+    try:
+        for acq, (name, exposure) in enumerate([("short", 2000.0), ("long", 5000.0)], start=1):
+            out = d.run_cli("acquire", "--frames", "6", "--name", name, "--set", f"camera.exposure_us={exposure:g}")
+            assert out.returncode == 0, out.stdout + out.stderr
+            start = _start_message(preview, acq)
+            assert start["camera"]["exposure_us"] == pytest.approx(exposure), "the camera's own ExposureTimeAbs"
+            with h5py.File(d.data / f"lab_{acq:04d}_{name}_frames.h5", "r") as f:
+                assert f["entry/data/frame_id"][:].tolist() == list(range(6))
+                assert f["entry/data/frames"].shape == (6, 96, 128)
+                cam = dict(f["entry/instrument/camera"].attrs)
+                asked = json.loads(f["entry"].attrs["config"])["camera"]
+            # the file's camera attributes are the camera's metadata overlaid by the acquisition's
+            # settings: exposure_us there is the setting (the read-back is checked above)
+            assert asked["exposure_us"] == pytest.approx(exposure)
+            assert cam["exposure_us"] == pytest.approx(exposure), cam
+            assert cam["device_class"] == "BaslerCamEmu" and cam["serial"] == "0815-0000"
+    finally:
+        ctx.destroy(linger=0)
+
+    # the emulator's ExposureTimeAbs range is 100 … 3e6 µs: 1e9 passes the config, the camera refuses it
+    refused = d.run_cli("acquire", "--frames", "6", "--name", "toolong", "--set", "camera.exposure_us=1e9")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "camera.exposure_us = 1e+09 µs refused" in lines[0], lines[0]
+    assert "ExposureTimeAbs accepts 100 … 3e+06 µs" in lines[0], lines[0]
+    assert not list(d.data.glob("*toolong*")), "a refused acquisition created a file"
+
+    # still idle: the next acquisition reopens the camera and takes the next id
+    out = d.run_cli("acquire", "--frames", "4", "--name", "after")
+    assert out.returncode == 0, out.stdout + out.stderr
+    with h5py.File(d.data / "lab_0003_after_frames.h5", "r") as f:
+        assert f["entry/data/frame_id"][:].tolist() == list(range(4))
+        # no exposure asked, none applied: the file has the camera's own (the emulator's default)
+        assert f["entry/instrument/camera"].attrs["exposure_us"] == pytest.approx(10000.0)
+        assert bool(f["entry/ledger"].attrs["complete"])
+
+    assert d.run_cli("shutdown").returncode == 0
+    assert run.wait(60) == 0, run.log()[-3000:]
+    assert "restarting" not in run.log(), "no process restarted"
+
+
+def _acquire_ready(d: Deployment) -> bool | None:
+    """Every component is connected: a request the config refuses names its setting (a
+    missing component is refused first)."""
+    out = d.run_cli("acquire", "--frames", "0", "--no-wait", "--set", "camera.fps=-1", timeout=20)
+    return True if "camera.fps" in out.stderr else None
+
+
+def _start_message(preview: zmq.Socket[bytes], acquisition: int, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Acquisition ``acquisition``'s start message, read off the preview (frames skipped)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        if not preview.poll(int(left * 1000) + 1):
+            break
+        message = decode(preview.recv_multipart(), max_payload_bytes=1 << 24)
+        if message.kind == "start" and message.header["acquisition"] == acquisition:
+            return message.header
+    raise AssertionError(f"no start message for acquisition {acquisition} on the preview within {timeout_s:g} s")

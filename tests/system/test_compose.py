@@ -4,6 +4,8 @@ No Docker engine runs here, so this validates what can be validated without one:
 ``docker-compose config`` accepts the file, there is one service per component, every
 service's command is a framepipe command on a config that exists, its environment is a
 valid override of that config, and the ports it exposes are the ports the config gives it.
+The deployment is a standing one: every service restarts (``unless-stopped``), runs with
+``run.serve`` on, and the publisher's control port is published for ``framepipe acquire``.
 """
 
 from __future__ import annotations
@@ -118,7 +120,10 @@ def test_services_agree_with_the_config(compose: dict[str, Any]) -> None:
             assert section.host == name, f"{name}.host must be its service name"
             assert section.bind == "*", "inside a container, bind its interfaces (the compose network)"
             assert _ports(service.get("expose")) == wanted, f"{name}: expose ≠ the config's ports {sorted(wanted)}"
-            assert _published_on_loopback(service) == {section.status_port}
+            published = {section.status_port}
+            if name == "publisher":  # `framepipe acquire / stop / snap` from the host
+                published.add(section.control_port)
+            assert _published_on_loopback(service) == published
         elif subcommand == "record":
             rec = config.recorder(command[command.index("--name") + 1])
             assert rec.name == name and rec.host == name
@@ -135,3 +140,12 @@ def test_dockerfile_builds_the_cli_with_the_configs() -> None:
     assert 'ENTRYPOINT ["framepipe"]' in text
     assert "COPY configs /etc/framepipe" in text
     assert 'pip install ".[' in text or "pip install ." in text
+
+
+def test_the_deployment_is_standing_and_restarted(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service.get("restart") == "unless-stopped", f"{name}: a dead container is not restarted"
+        config, _ = _config_of(service)
+        assert config.run.serve, f"{name}: not standing (FRAMEPIPE_RUN__SERVE); it would exit after one acquisition"
+    publisher, _ = _config_of(compose["services"]["publisher"])
+    assert publisher.publisher.control_port in _published_on_loopback(compose["services"]["publisher"])

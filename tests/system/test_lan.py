@@ -5,7 +5,8 @@
     ns A 10.77.0.1  publisher, ventilator, recorder-frames ─┐
     ns B 10.77.0.2  worker                                  ├─ veth ─ br0 (in its own ns "sw")
     ns C 10.77.0.3  worker                                  │
-    ns D 10.77.0.4  sink, recorder-results                 ─┘
+    ns D 10.77.0.4  sink, recorder-results                 ─┤
+    ns E 10.77.0.5  the operator's console (acquire, shutdown) ─┘
 
 Everything lives in namespaces this test creates (the bridge too, so the host's own
 network is never touched) and they are deleted in ``finally``. The components are the
@@ -30,11 +31,12 @@ import numpy as np
 import pytest
 
 from framepipe.testing.deployment import Proc, child_env
+from framepipe.testing.files import rows
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
-HOSTS = {"A": "10.77.0.1", "B": "10.77.0.2", "C": "10.77.0.3", "D": "10.77.0.4"}
+HOSTS = {"A": "10.77.0.1", "B": "10.77.0.2", "C": "10.77.0.3", "D": "10.77.0.4", "E": "10.77.0.5"}
 # the example addresses of configs/lan.toml, and the namespace each one becomes
 EXAMPLE = {"192.168.50.11": "A", "192.168.50.14": "D"}
 H, W = 48, 64
@@ -122,7 +124,10 @@ PLACEMENT = {
     + [f"{role}.key_secret" for role in ("publisher", "ventilator", "recorder", "operator")],
     "B": ["server.key", "hostB.key_secret"],
     "C": ["server.key", "hostC.key_secret"],
-    "D": ["server.key", "server.key_secret", "allowed_clients", "recorder.key_secret"],
+    # the sink is also a client: it reports each acquisition to the publisher's frames-sync
+    "D": ["server.key", "server.key_secret", "allowed_clients", "recorder.key_secret", "sink.key_secret"],
+    # a machine that only drives the deployment: the servers' public key and the operator's key
+    "E": ["server.key", "operator.key_secret"],
 }
 #: worker hosts use their own key (FRAMEPIPE_SECURITY__CLIENT_SECRET_KEY); the others their role's default
 OWN_KEY = {"B": "hostB.key_secret", "C": "hostC.key_secret"}
@@ -134,7 +139,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("lan-keys")
     made = base / "generated"
     argv = [sys.executable, "-m", "framepipe", "keys", "generate", str(made)]
-    for client in ("publisher", "ventilator", "recorder", "operator", "worker:hostB", "worker:hostC"):
+    for client in ("publisher", "ventilator", "sink", "recorder", "operator", "worker:hostB", "worker:hostC"):
         argv += ["--client", client]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=child_env())
     assert result.returncode == 0, result.stderr
@@ -165,15 +170,20 @@ def lan(tmp_path: Path) -> Iterator[Lan]:
 class Run:
     """One deployment of the test copy of configs/lan.toml on the namespace hosts."""
 
-    def __init__(self, lan: Lan, keys: Path, n: int, **settings: Any):
+    def __init__(self, lan: Lan, keys: Path, n: int, label: str = "", **settings: Any):
         self.lan = lan
         self.n = n
-        self.data = lan.tmp / "data"
+        #: prefixes this deployment's data directory, config and logs (two in one test)
+        self.label = label
+        self.data = lan.tmp / f"{label}data"
         text = (REPO / "configs" / "lan.toml").read_text()
         for example, host in EXAMPLE.items():
             text = text.replace(example, HOSTS[host])
-        self.config = lan.tmp / "lan.toml"
+        self.config = lan.tmp / f"{label}lan.toml"
         self.config.write_text(text)
+        # the same file with CURVE off: what a client without keys would run
+        self.plain_config = lan.tmp / f"{label}lan-plain.toml"
+        self.plain_config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("key_dir")))
         self.keys = keys
         self.sets = {
             "run.data_dir": str(self.data),
@@ -196,19 +206,52 @@ class Run:
         own = OWN_KEY.get(host)
         return {"FRAMEPIPE_SECURITY__CLIENT_SECRET_KEY": str(self.keys / host / own)} if own else {}
 
+    def operator_argv(self, host: str, *args: str) -> list[str]:
+        """An operator's command on ``host``: the config and that host's keys; ``--set camera.*``
+        would be the acquisition's camera settings, so the deployment's are left out."""
+        out = [*args, "--config", str(self.config), "--set", f"security.key_dir={self.keys / host}"]
+        for key, value in self.sets.items():
+            if not key.startswith("camera."):
+                out += ["--set", f"{key}={value}"]
+        return out
+
     def start(self, host: str, name: str, *args: str) -> Proc:
-        proc = self.lan.start(host, name, self.argv(host, *args), self.env(host))
+        proc = self.lan.start(host, f"{self.label}{name}", self.argv(host, *args), self.env(host))
         self.procs[name] = proc
         return proc
 
-    def start_all(self) -> None:
-        self.start("D", "sink", "sink", "--summary-json", str(self.lan.tmp / "sink.json")).wait_for("ready:", 60)
+    @property
+    def summary_path(self) -> Path:
+        return self.lan.tmp / f"{self.label}sink.json"
+
+    def start_all(self) -> Proc:
+        self.start("D", "sink", "sink", "--summary-json", str(self.summary_path)).wait_for("ready:", 60)
         self.start("D", "recorder-results", "record", "--name", "recorder-results")
         self.start("B", "workerB", "worker", "--index", "0")
         self.start("C", "workerC", "worker", "--index", "0")
         self.start("A", "recorder-frames", "record", "--name", "recorder-frames")
         self.start("A", "ventilator", "ventilator", "--summary-json", str(self.lan.tmp / "ventilator.json"))
-        self.start("A", "publisher", "publisher").wait_for("all subscribers here", 90)
+        # JSON log lines: their timestamps are exact (the text format has whole seconds)
+        publisher = self.start("A", "publisher", "publisher", "--log-json")
+        if self.sets.get("run.serve") != "true":
+            publisher.wait_for("all subscribers here", 90)
+        return publisher
+
+    def acquire_ready(self, host: str) -> bool | None:
+        """True once the publisher would start an acquisition asked from ``host``: an invalid
+        setting is refused by name only when no component is missing (checked first)."""
+        argv = self.operator_argv(host, "acquire", "--frames", "0", "--no-wait", "--set", "camera.fps=-1")
+        out = self.lan.exec(host, sys.executable, "-m", "framepipe", *argv, env=self.env(host))
+        return True if "camera.fps" in out.stderr else None
+
+    def log_time(self, name: str, message: str) -> float:
+        """When (time.time(), s) component ``name`` logged a line starting with ``message``."""
+        for line in self.procs[name].log().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record["msg"].startswith(message):
+                    return float(record["t"])
+        raise AssertionError(f"{name} never logged {message!r}")
 
     def status(self, host: str = "A") -> list[dict[str, Any]]:
         result = self.lan.exec(
@@ -222,25 +265,39 @@ class Run:
         assert result.stdout.strip(), result.stderr
         return list(json.loads(result.stdout.strip().splitlines()[-1]))
 
-    def wait_ok(self, *names: str, timeout: float = 180) -> None:
+    def wait_ok(self, *names: str, timeout: float = 180, refusing: tuple[str, ...] = ()) -> None:
+        """Each exits 0, and none but ``refusing`` (where a test knocked) refused a key."""
         for name in names or self.procs:
             proc = self.procs[name]
             assert proc.wait(timeout) == 0, f"{name} failed:\n{proc.log()[-4000:]}"
-            assert "auth: refused" not in proc.log()
+            assert name in refusing or "auth: refused" not in proc.log(), name
 
-    def check_files(self) -> None:
+    def files(self, acquisition: int = 1, name: str = "lan") -> dict[str, Path]:
+        """The frames and results files of one acquisition, as configs/lan.toml names them
+        (``lan_<run id>_<acquisition>_<name>_<stream>.h5``): exactly one of each."""
+        out: dict[str, Path] = {}
+        for stream in ("frames", "results"):
+            found = sorted(self.data.glob(f"lan_*_{acquisition:04d}_{name}_{stream}.h5"))
+            assert len(found) == 1, f"{stream} file of acquisition {acquisition} '{name}': {found}"
+            out[stream] = found[0]
+        return out
+
+    def check_files(self, n: int | None = None, acquisition: int = 1, name: str = "lan") -> None:
         """Both files hold every frame exactly once, say complete, and the frames are right."""
         from framepipe.cameras import synthetic_frame
 
-        for stream in ("frames", "results"):
-            with h5py.File(self.data / f"lan_{stream}.h5", "r") as f:
+        n = self.n if n is None else n
+        for stream, path in self.files(acquisition, name).items():
+            with h5py.File(path, "r") as f:
                 ids = f["entry/data/frame_id"][:]
-                assert sorted(ids.tolist()) == list(range(self.n)), f"{stream}: not every frame exactly once"
+                assert sorted(ids.tolist()) == list(range(n)), f"{path.name}: not every frame exactly once"
                 assert bool(f["entry/ledger"].attrs["complete"])
                 assert int(f["entry/ledger"].attrs["missing"]) == 0
+                assert int(f["entry"].attrs["acquisition"]) == acquisition
+                assert f["entry"].attrs["acquisition_name"] == name
                 assert int(f["entry"].attrs["sync_rtt_ns"]) > 0 and "sync_clock_offset_ns" in f["entry"].attrs
                 data = f["entry/data/frames"]
-                for row in range(0, self.n, 37):
+                for row in range(0, n, 37 if stream == "results" else 1):
                     frame = synthetic_frame(int(ids[row]), H, W, "uint16", seed=3)
                     if stream == "frames":
                         np.testing.assert_array_equal(data[row], frame)
@@ -249,7 +306,7 @@ class Run:
                         np.testing.assert_allclose(data[row], ref, rtol=1e-4, atol=ref.max() * 1e-6)
 
     def sink_summary(self) -> dict[str, Any]:
-        return dict(json.loads((self.lan.tmp / "sink.json").read_text()))
+        return dict(json.loads(self.summary_path.read_text()))
 
     def wait_received(self, count: int, timeout: float = 90) -> list[dict[str, Any]]:
         """Poll the sink's status endpoint until it holds ``count`` results (bounded)."""
@@ -271,12 +328,12 @@ def test_four_hosts_every_frame_exactly_once_with_curve(lan: Lan, keys: Path) ->
         assert by_name[name]["state"] == "running", by_name[name]
         assert by_name[name]["url"].startswith(f"tcp://{HOSTS[addr]}:")
     assert by_name["recorder-results"]["state"] == "running"
-    # host B's key is a worker's: it may read status, not stop the run
+    # host B's key is a worker's: it may read status, not stop the run (the publisher's control
+    # endpoint, operator keys only, refuses it at the handshake)
     stop = lan.exec("B", sys.executable, "-m", "framepipe", *run.argv("B", "status", "--stop"), env=run.env("B"))
-    assert stop.returncode == 1 and stop.stdout.count("control refused from key hostB (role worker)") == 5, (
-        stop.stdout + stop.stderr
-    )
-    run.wait_ok()
+    assert stop.returncode == 1 and "refused this client's key" in stop.stderr, stop.stdout + stop.stderr
+    run.procs["publisher"].wait_for("(role worker, key hostB) on acquisition-control", 10)
+    run.wait_ok(refusing=("publisher",))
     run.check_files()
     per_worker = run.sink_summary()["per_worker"]
     assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
@@ -338,3 +395,117 @@ def test_shaped_link_every_frame(lan: Lan, keys: Path) -> None:
     overlimits = int(stats.split("overlimits")[1].split()[0])
     assert overlimits > 0, f"the shaper never held a packet back:\n{stats}"
     print(f"\nhost A link (tbf 4mbit): {' '.join(stats.split())}")
+
+
+#: the operator's console (ns E): it holds the servers' public key and the operator's key only
+OPERATOR = "E"
+
+
+def _first_row(data: Path, acquisition: int, name: str, timeout: float = 60) -> float:
+    """time.monotonic() when the acquisition's frames file first shows a row (polled, bounded)."""
+    deadline = time.monotonic() + timeout
+    pattern = f"lan_*_{acquisition:04d}_{name}_frames.h5"
+    while time.monotonic() < deadline:
+        if any(rows(path) >= 1 for path in data.glob(pattern)):
+            return time.monotonic()
+        time.sleep(0.005)  # sleep-ok: the poll period of an outside reader, bounded by the deadline
+    raise AssertionError(f"no frame of acquisition {acquisition} '{name}' in {data} within {timeout:g} s")
+
+
+def _first_recv_ns(path: Path) -> int:
+    """When the first frame reached the recorder (its t_recv_ns column, recorder host clock)."""
+    with h5py.File(path, "r") as f:
+        return int(f["entry/data/t_recv_ns"][:].min())
+
+
+def _pids(statuses: list[dict[str, Any]]) -> dict[str, int]:
+    """Each status endpoint's own PID: publisher, ventilator, sink, both recorders (the
+    workers have none: the sink reports them)."""
+    return {s["name"]: s["pid"] for s in statuses if s.get("pid")}
+
+
+@pytest.mark.timeout(900)
+def test_two_acquisitions_over_curve_without_restarting_any_process(lan: Lan, keys: Path) -> None:
+    """A standing deployment over CURVE: two acquisitions from the operator's console, each
+    one command; keys without the operator's role get nothing; shutdown ends every process."""
+    # today's figure first: a one-shot deployment, from launching its processes to the first frame
+    once = Run(lan, keys, 120, label="oneshot-", **{"camera.fps": 60.0})
+    launched, launched_ns = time.monotonic(), time.time_ns()
+    once.start_all()
+    once_row_s = _first_row(once.data, 1, "lan") - launched
+    once.wait_ok()
+    once.check_files()
+    once_recv_s = (_first_recv_ns(once.files()["frames"]) - launched_ns) / 1e9
+
+    run = Run(lan, keys, 0, **{"camera.fps": 60.0, "run.serve": "true"})
+    publisher = run.start_all()
+    publisher.wait_until(lambda: run.acquire_ready(OPERATOR), "every component connected", 120)
+    pids = {name: proc.pid for name, proc in run.procs.items()}
+    served = _pids(run.status(OPERATOR))
+    assert len(served) == 5, served
+
+    timings = []
+    commands = []
+    for acq, (name, frames) in enumerate((("first", 120), ("second", 250)), start=1):
+        started = len(lan.procs)
+        before = set(run.data.glob("*.h5"))
+        launched, launched_ns = time.monotonic(), time.time_ns()
+        argv = run.operator_argv(OPERATOR, "acquire", "--frames", str(frames), "--name", name)
+        acquire = lan.start(OPERATOR, f"acquire-{name}", argv, {})
+        row_s = _first_row(run.data, acq, name) - launched
+        assert acquire.wait(180) == 0, acquire.log()
+        assert "every frame accounted for" in acquire.log(), acquire.log()
+        # the operator typed one command, on one machine, and nothing else was started
+        commands.append([p.argv[3] for p in lan.procs[started:]])
+        assert set(run.data.glob("*.h5")) - before == set(run.files(acq, name).values()), "one file per stream"
+        run.check_files(frames, acq, name)
+        first_ns = _first_recv_ns(run.files(acq, name)["frames"])
+        starts = run.log_time("publisher", f"acquisition {acq} '{name}' starts")
+        timings.append((name, frames, row_s, (first_ns - launched_ns) / 1e9, first_ns / 1e9 - starts))
+        assert all(proc.poll() is None for proc in run.procs.values()), "a component exited between acquisitions"
+
+    # the same processes served both: no restart, on any host
+    assert {name: proc.pid for name, proc in run.procs.items()} == pids
+    assert _pids(run.status(OPERATOR)) == served
+
+    # no keys at all (plaintext) and a valid key of another role (host B's worker key): no acquisition
+    files = sorted(run.data.glob("*.h5"))
+    plain = lan.start(
+        OPERATOR,
+        "acquire-plaintext",
+        ["acquire", "--frames", "5", "--name", "plain", "--config", str(run.plain_config)],
+        {},
+    )
+    as_worker = lan.start("B", "acquire-worker-key", run.operator_argv("B", "acquire", "--frames", "5"), run.env("B"))
+    # both are refused at the handshake, and say so at once (the acquire's own timeout is 35 s)
+    assert as_worker.wait(20) == 1, as_worker.log()
+    assert "refused this client's key" in as_worker.log() and "hostB.key_secret" in as_worker.log()
+    assert plain.wait(20) == 1, plain.log()
+    assert "CURVE is on there" in plain.log(), plain.log()
+    publisher.wait_for("(role worker, key hostB) on acquisition-control", 10)
+    assert "auth: refused key" in publisher.log()
+    assert sorted(run.data.glob("*.h5")) == files, "a refused client started an acquisition"
+    assert "acquisition 3" not in publisher.log()
+
+    shutdown = lan.exec(OPERATOR, sys.executable, "-m", "framepipe", *run.operator_argv(OPERATOR, "shutdown"))
+    assert shutdown.returncode == 0, shutdown.stdout + shutdown.stderr
+    run.wait_ok(timeout=120, refusing=("publisher",))  # the refused client above knocked there only
+
+    hosts = {ns: host for host, ns in lan.ns.items()}
+    second = commands[1]
+    print(
+        f"\noperator commands for the second acquisition: {len(second)} on {len({*second})} machine(s) "
+        f"({', '.join(hosts[ns] for ns in second)}: framepipe acquire); a one-shot deployment: "
+        f"{len(once.procs)} processes started on 4 machines"
+    )
+    for name, frames, row_s, recv_s, from_start_s in timings:
+        print(
+            f"acquisition '{name}' ({frames} frames), idle deployment: acquire launched → frames file ≥1 row "
+            f"{row_s:.2f} s, → first frame received {recv_s:.2f} s; publisher 'starts' log → first frame "
+            f"received {from_start_s * 1000:.0f} ms"
+        )
+    print(
+        f"one-shot run today: first process launched → frames file ≥1 row {once_row_s:.2f} s, "
+        f"→ first frame received {once_recv_s:.2f} s"
+    )
+    assert len(second) == 1 and second == [lan.ns[OPERATOR]]

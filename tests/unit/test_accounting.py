@@ -84,13 +84,13 @@ def test_end_of_stream_before_all_results_waits_and_lists_what_is_missing() -> N
     acc.end_of_stream(range(5), unacknowledged=[1, 3, 4])
     assert not acc.may_finish()
     assert list(acc.missing()) == [1, 3, 4]
-    assert acc.done() == {"received": 2, "missing": 3, "duplicates": 0, "acknowledged_elsewhere": 0}
+    assert acc.done() == {"received": 2, "missing": 3, "duplicates": 0, "acknowledged_elsewhere": 0, "failed": 0}
     clock.now += FINISH_S - 0.001
     assert not acc.may_finish(), "still within the finish timeout"
     # results after the end of stream are results like any other
     assert feed(acc, 1, 3, 4) == [True, True, True]
     assert acc.may_finish()
-    assert acc.done() == {"received": 5, "missing": 0, "duplicates": 0, "acknowledged_elsewhere": 0}
+    assert acc.done() == {"received": 5, "missing": 0, "duplicates": 0, "acknowledged_elsewhere": 0, "failed": 0}
     assert acc.end_reason(stopping=False) == "complete"
     assert acc.accepted_ids() == [0, 1, 2, 3, 4]
 
@@ -275,7 +275,7 @@ def test_the_sink_summary_keeps_its_keys() -> None:
     assert set(summary) == {
         *("component", "role", "host", "pid", "uptime_s", "state", "bound", "rejected_by_kind", "rejected_by_socket"),
         *("received", "duplicates", "bytes", "first_ns", "last_ns"),
-        *("expected", "missing", "missing_ids", "acknowledged_elsewhere", "per_worker"),
+        *("expected", "missing", "missing_ids", "acknowledged_elsewhere", "per_worker", "failed", "failed_ids"),
         *("workers_lost", "workers_alive", "latency_ms"),
     }
     assert (summary["received"], summary["duplicates"], summary["missing_ids"]) == (1, 1, [1])

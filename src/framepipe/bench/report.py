@@ -45,6 +45,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": "transport ≥ 0.8 of raw pyzmq", "value": results["transport"]["ratio"], "goal": 0.8})
     if results.get("recorder"):
         rows.append({"target": "recorder ≥ 0.8 of raw h5py", "value": results["recorder"]["ratio"], "goal": 0.8})
+    procs = results.get("processors")
+    if procs:
+        rows.append(
+            {
+                "target": "plugin call ≤ 0.05 ms/frame",
+                "value": procs["overhead"]["overhead_ms"],
+                "goal": procs["overhead"]["target_ms"],
+                "below": True,
+            }
+        )
     lat = results.get("latency")
     if lat:
         rows.append(
@@ -66,6 +76,23 @@ def table(results: dict[str, Any]) -> str:
     ]
     for k in results.get("kernel", []):
         lines.append(f"  {k['size']}×{k['size']} {k['dtype']:<7} {k['fps']:>8.1f} frames/s  {k['ms_per_frame']:.2f} ms")
+    procs = results.get("processors")
+    if procs:
+        pipe = max((r["fps"] for r in results.get("pipeline", [])), default=None)
+        lines += ["", "processors (one core, as a worker runs them; the pipeline's best rate beside them)"]
+        cores = results["machine"]["cores"]
+        for k in procs["kernels"]:
+            ceiling = cores * k["fps"]  # every core running this processor
+            verdict = "" if pipe is None else ("  → the processor limits" if ceiling < pipe else "  → framepipe limits")
+            lines.append(
+                f"  {k['processor']:<18}{k['fps']:>9.1f} frames/s {k['ms_per_frame']:>8.3f} ms"
+                f"   × {cores} cores {ceiling:>8.1f}   pipeline (fft) {_fmt(pipe)} frames/s{verdict}"
+            )
+        o = procs["overhead"]
+        lines.append(
+            f"  plugin call ({o['processor']}, {o['frame']}): {o['overhead_ms'] * 1000:.1f} µs/frame over the bare "
+            f"process() ({o['direct_ms'] * 1000:.1f} µs); target < {o['target_ms'] * 1000:.0f} µs"
+        )
     if results.get("pipeline"):
         lines += ["", "pipeline (publisher → ventilator → W workers → sink, real processes)"]
         lines.append(

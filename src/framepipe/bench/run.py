@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe import __version__
-from framepipe.bench import MEASUREMENTS, kernel, latency, naive, pipeline, recorder, report, transport
+from framepipe.bench import MEASUREMENTS, kernel, latency, naive, pipeline, processors, recorder, report, transport
 
 
 @dataclasses.dataclass
@@ -142,6 +142,9 @@ def run(opts: Options) -> dict[str, Any]:
         _say(f"kernel: {sizes} × {dtypes}, {plan.kernel_s:g} s each")
         results["kernel"] = kernel.measure(sizes, dtypes, opts.result, plan.kernel_s)
         kernel_fps = next(k["fps"] for k in results["kernel"] if k["size"] == opts.size and k["dtype"] == opts.dtype)
+    if "processors" in opts.only:
+        _say(f"processors: each built-in on {opts.size}×{opts.size} {opts.dtype}, and the plugin call's overhead")
+        results["processors"] = processors.measure(opts.size, opts.dtype, plan.kernel_s)
     if "pipeline" in opts.only:
         assert kernel_fps is not None
         counts = list(range(1, (opts.max_workers or cores + 1) + 1))

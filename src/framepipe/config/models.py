@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -215,12 +215,17 @@ class VentilatorConfig(Endpoint):
 
 
 class WorkersConfig(Section):
-    """The FFT worker pool."""
+    """The worker pool and what it computes (docs/processors.md)."""
 
     count: int = Field(2, gt=0, le=256)
     """Worker processes started by ``framepipe run`` or ``framepipe worker``."""
+    processor: str | Annotated[list[str], Field(min_length=1, max_length=16)] = "fft"
+    """The processor: a built-in name (fft, roi, flatfield, phase_shift), ``package.module:Class``,
+    or an entry point of ``framepipe.processors``; a list is a chain, run in order."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The processor's parameters (a chain: one table per step, by its name), checked by its own model."""
     result: Literal["power", "magnitude", "log_power", "complex"] = "power"
-    """What a worker sends back: |F|² (float32), |F|, log1p(|F|²), or the complex64 half-spectrum."""
+    """The ``fft`` processor's default output: |F|² (float32), |F|, log1p(|F|²), or the complex64 half-spectrum."""
     heartbeat_s: float = Field(1.0, gt=0)
     """Interval between heartbeats to the sink."""
     hwm_frames: int = Field(2, gt=0)
@@ -444,6 +449,16 @@ class RunConfig(Section):
     (``camera.count`` frames, named after the run), then every component exits."""
     history: int = Field(16, ge=1, le=64)
     """Finished acquisitions whose summaries the publisher keeps for ``framepipe status``."""
+    host_label: str = ""
+    """How this machine is named in status, worker names and files; empty: its hostname.
+    Set it per machine (``FRAMEPIPE_RUN__HOST_LABEL``, or ``--set`` in its unit) where
+    hostnames say nothing (containers, network namespaces)."""
+
+    def host(self) -> str:
+        """This machine's name in a deployment: ``host_label``, else the hostname."""
+        import socket
+
+        return self.host_label or socket.gethostname()
 
 
 class Config(Section):

@@ -34,6 +34,10 @@ POOL_GRACE_S = 2.0
 LATENCY_SAMPLES = 100_000
 #: missing ids listed in a summary (the count is always exact)
 SUMMARY_IDS = 1000
+#: the end reason of an acquisition whose every frame was accounted for, some as failed
+FAILED_FRAMES = "failed frames"
+#: worker names tracked at once: heartbeats from more (a flood of made-up names) are ignored
+MAX_WORKERS = 4096
 
 
 def ack_batch_size(window: int) -> int:
@@ -73,15 +77,28 @@ class ResultAccounting:
         self._acked_by_ventilator = IdRanges()
         self._deadline = 0.0
         self._latency_ns: list[int] = []
+        #: frames the processor failed on: accounted for (not missing), listed apart
+        self.failed = IdRanges()
+        #: the first failure's text, for the log and the summary
+        self.first_failure: str | None = None
 
     # ---------------------------------------------------------------- results
     def result(
-        self, frame_id: int, worker: str, *, t_sink_ns: int, t_acq_ns: int | None = None, nbytes: int = 0
+        self,
+        frame_id: int,
+        worker: str,
+        *,
+        t_sink_ns: int,
+        t_acq_ns: int | None = None,
+        nbytes: int = 0,
+        failed: str | None = None,
     ) -> bool:
         """Account for a result; True when it is new (to be forwarded), False for a duplicate.
 
         Both are acknowledged: the ack of the first copy may have been lost (acks ride on
-        PUB), and an unacknowledged frame would be re-dispatched again and again.
+        PUB), and an unacknowledged frame would be re-dispatched again and again. A result
+        that says the processor ``failed`` on the frame is received (not missing) and listed
+        among :attr:`failed`: re-running a deterministic processor would fail again.
         """
         self._acks.add(frame_id)
         self._acks_held += 1
@@ -92,6 +109,11 @@ class ResultAccounting:
             self.counters[Count.FIRST_NS] = t_sink_ns
         self.counters[Count.LAST_NS] = t_sink_ns
         self.counters[Count.RECEIVED] += 1
+        if failed is not None:
+            self.failed.add(frame_id)
+            self.counters[Count.FAILED] += 1
+            if self.first_failure is None:
+                self.first_failure = failed
         self.counters[Count.BYTES] += nbytes
         self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
         if t_acq_ns is not None and len(self._latency_ns) < LATENCY_SAMPLES:
@@ -170,13 +192,14 @@ class ResultAccounting:
             Count.MISSING: len(missing),
             Count.DUPLICATES: self.ledger.duplicates,
             Count.ACKNOWLEDGED_ELSEWHERE: len(elsewhere),
+            Count.FAILED: len(self.failed),
         }
 
     def end_reason(self, stopping: bool) -> str:
         """Why the results stream ends: ``complete`` only when the end of stream came and
-        nothing it listed is missing."""
+        nothing it listed is missing or failed."""
         if self.ended and not self.missing():
-            return "complete"
+            return "complete" if not self.failed else FAILED_FRAMES
         return "stopped" if stopping else "incomplete"
 
     # ---------------------------------------------------------------- summary
@@ -188,6 +211,8 @@ class ResultAccounting:
             Count.MISSING: len(missing),
             Count.MISSING_IDS: list(itertools.islice(missing, SUMMARY_IDS)),
             Count.ACKNOWLEDGED_ELSEWHERE: len(elsewhere),
+            Count.FAILED: len(self.failed),
+            Count.FAILED_IDS: list(itertools.islice(self.failed, SUMMARY_IDS)),
             Count.PER_WORKER: dict(self.per_worker),
         }
 
@@ -230,6 +255,8 @@ class WorkerLiveness:
     def heard_from(self, name: str) -> bool:
         """A result or heartbeat from ``name``; True when it joined (new, or back after lost)."""
         now = self.clock()
+        if name not in self.alive and len(self.alive) >= MAX_WORKERS:
+            return False  # bounded: a flood of made-up names must not grow the table
         if not self.alive and not self.lost:
             self._first_at = now
         joined = name not in self.alive
@@ -246,6 +273,7 @@ class WorkerLiveness:
             if now - seen > self.timeout_s:
                 del self.alive[name]
                 self.lost.append(name)
+                del self.lost[:-MAX_WORKERS]
                 gone.append((name, now - seen))
                 self._announce_due = 0.0
         return gone

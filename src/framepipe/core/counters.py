@@ -48,6 +48,9 @@ class Count(enum.StrEnum):
     WORKER_DISCONNECTS = "worker_disconnects"
     # worker
     PROCESSED = "processed"
+    FAILED = "failed"
+    """Frames the processor failed on: a worker's, the sink's and the results recorder's count."""
+    FAILED_IDS = "failed_ids"
     BUSY_NS = "busy_ns"
     # sink
     RECEIVED = "received"

@@ -7,6 +7,7 @@ The tree is small on purpose; the CLI turns any of these into one readable line:
     ├── ProtocolError      a message on the wire that fails validation
     ├── CameraError        a camera that cannot be opened, configured or read
     ├── RecorderError      an HDF5 file that cannot be created or written
+    ├── ProcessorError     a processor that cannot be loaded or set up (exit code 2)
     └── SyncError          a REQ/REP start or end synchronisation that timed out
 
 Library errors (zmq, h5py, OS) are caught at the boundary of a component and re-raised
@@ -55,3 +56,9 @@ class RecorderError(FramepipeError):
 
 class SyncError(FramepipeError):
     """A start/end synchronisation that did not complete in time."""
+
+
+class ProcessorError(FramepipeError):
+    """A processor that cannot be found, imported or set up: the worker does not start."""
+
+    exit_code = 2

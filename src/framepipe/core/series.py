@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from framepipe.core.ledger import FrameLedger, SequenceTracker
+from framepipe.core.ledger import FrameLedger, IdRanges, SequenceTracker
 
 T = TypeVar("T")
 
@@ -70,6 +70,9 @@ class SeriesLedger:
     """What the series says at its end; :meth:`attrs` is the ``/entry/ledger`` of one file."""
 
     complete: bool
+    #: every frame the stream carried is written or listed as failed: complete but for
+    #: the processor's failures (the recorder did its part)
+    accounted: bool
     end_of_stream: bool
     end_reason: str
     error: str
@@ -77,6 +80,9 @@ class SeriesLedger:
     received: int
     written: int
     missing_ids: list[int]
+    #: results: frames the processor failed on (in the stream, with no outputs to write)
+    failed_ids: list[int]
+    first_failure: str
     dropped_upstream: int
     rejected: int
     duplicates: int
@@ -102,6 +108,8 @@ class SeriesLedger:
             "files": self.file_names,
             "missing_ids": self.missing_ids,
         }
+        if self.failed_ids or self.first_failure:
+            ledger.update(failed=len(self.failed_ids), failed_ids=self.failed_ids, first_failure=self.first_failure)
         if self.camera_lost is not None:
             ledger["camera_lost"] = self.camera_lost
         share = self.files[index]
@@ -153,6 +161,9 @@ class RecordingSeries(Generic[T]):
         self.files: list[FileShare] = []
         self.received = 0
         self.duplicates = 0
+        #: results the processor failed on (listed apart from the missing ones)
+        self.failed_ids = IdRanges()
+        self.first_failure = ""
         self._pending: collections.deque[tuple[int, T]] = collections.deque()
         self._pending_ids: set[int] = set()
         self._open = False
@@ -160,6 +171,9 @@ class RecordingSeries(Generic[T]):
         self._flushed_at = clock()
         self._eos: EndNotice | None = None
         self._source_known = False
+        #: frame ids an earlier part of this acquisition holds (a recorder that restarted
+        #: mid-acquisition): not missing, though not in this part
+        self.earlier_parts = IdRanges()
 
     # ------------------------------------------------------------------ arrivals
     def arrive(self, frame_id: int, item: T) -> bool:
@@ -177,6 +191,16 @@ class RecordingSeries(Generic[T]):
             return False
         self._pending.append((frame_id, item))
         self._pending_ids.add(frame_id)
+        return True
+
+    def failed(self, frame_id: int, reason: str) -> bool:
+        """A result saying the processor failed on ``frame_id``; False for a duplicate."""
+        self.received += 1
+        if frame_id in self.failed_ids or frame_id in self.written_ids or frame_id in self._pending_ids:
+            self.duplicates += 1
+            return False
+        self.failed_ids.add(frame_id)
+        self.first_failure = self.first_failure or reason
         return True
 
     @property
@@ -294,11 +318,16 @@ class RecordingSeries(Generic[T]):
         ended (a camera error, a stop) is ``end_reason``'s business, not complete's.
         """
         eos = self._eos
-        missing = self.written_ids.missing()
+        failed = self.failed_ids
+        missing = [i for i in self.written_ids.missing() if i not in failed]
+        if len(self.earlier_parts):
+            missing = [i for i in missing if i not in self.earlier_parts]
         reason = eos.reason if eos is not None else None
+        accounted = eos is not None and self._source_known and not missing and error is None
         return SeriesLedger(
             # complete only against the source's own list of what it produced
-            complete=eos is not None and self._source_known and not missing and error is None,
+            complete=accounted and not failed,
+            accounted=accounted,
             end_of_stream=eos is not None,
             end_reason=reason if reason is not None else ("stopped" if error is None else "error"),
             error=error or "",
@@ -306,6 +335,8 @@ class RecordingSeries(Generic[T]):
             received=self.received,
             written=self.written,
             missing_ids=missing,
+            failed_ids=list(failed),
+            first_failure=self.first_failure,
             dropped_upstream=self.sequence.gaps,
             rejected=rejected,
             duplicates=self.duplicates,

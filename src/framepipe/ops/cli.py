@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, required=True, metavar="N", help="frames to take (0 = until `framepipe stop`)")
     p.add_argument("--name", help="the acquisition's name (in its file names); default: the run name")
     p.add_argument("--no-wait", action="store_true", help="print the acquisition id and return")
+    p = sub.add_parser("wait", help="wait for an acquisition to be accounted for, print its summary")
+    _common(p)
+    p.add_argument("id", type=int, nargs="?", help="the acquisition (default: the current or last one)")
     p = sub.add_parser("stop", help="end the current acquisition: the camera stops, what it took is recorded")
     _common(p)
     p = sub.add_parser("shutdown", help="end a standing deployment: every component exits, files closed")
@@ -107,10 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
             + ("" if name == "view" else "; the same as view"),
         )
         _common(p)
+    p = sub.add_parser("processors", help="the processors installed (built-ins, entry points), with their parameters")
+    _common(p)  # accepted like every command's; the listing needs no config
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("process", help="run a processor over a recorded frames file, offline (docs/processors.md)")
+    _common(p)
+    p.add_argument("file", metavar="FILE", help="a frames file written by a recorder")
+    p.add_argument(
+        "--processor", "-p", action="append", metavar="X", help="overrides workers.processor (repeat it: a chain)"
+    )
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="the results file to write (never overwritten)")
     p = sub.add_parser("inspect", help="summary of a recorded HDF5 file (frames, compression, missing ids)")
     p.add_argument("file", metavar="FILE", help="an HDF5 file written by a recorder")
     p.add_argument("--png", metavar="OUT", help="also write a contact sheet: frames beside their FFT power (log)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--verify", action="store_true", help="read every chunk and name each corrupt one (default: headers only)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up on a file that gives no answer for S s, as a damaged one can (default 20)",
+    )
     p.set_defaults(log_level="warning", log_json=False)
     return parser
 
@@ -201,16 +224,47 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":  # a file, no deployment config
         from framepipe.ops.inspect import main as inspect_main
 
-        return inspect_main(args.file, args.png, args.json)
+        return inspect_main(args.file, args.png, args.json, verify=args.verify, timeout_s=args.timeout)
     if args.command == "acquire":
         return _acquire(args)
+    if args.command == "processors":
+        from framepipe.ops.processors import print_processors
+
+        print_processors(args.json)
+        return 0
+    if args.command == "process" and args.processor:
+        processor = args.processor[0] if len(args.processor) == 1 else args.processor
+        args.overrides = [f"workers.processor={json.dumps(processor)}", *args.overrides]
     config, path = _load(args)
+    if args.command == "process":
+        from framepipe.ops.offline import process_file
+
+        return process_file(config, args.file, args.out)
+    if args.command == "worker":
+        from framepipe.processing.chain import Chain
+
+        # parameters checked before any process starts (exit 2, one line naming the key)
+        workers = config.workers
+        Chain.build(workers.processor, workers.params, default_result=workers.result, source=path)
     if args.command in ("stop", "shutdown"):
         from framepipe.ops.control import Control
 
         state = Control(config).command(args.command)
         print(f"{args.command}: the deployment was {state.state}")
         return 0
+    if args.command == "wait":
+        from framepipe.ops.control import Control, render_summary
+
+        control = Control(config)
+        wanted = args.id
+        if wanted is None:
+            state = control.state()
+            wanted = state.acquisition["id"] if state.acquisition else (state.history or [{}])[-1].get("id")
+            if wanted is None:
+                raise ConfigError("wait: no acquisition in this deployment yet")
+        summary = control.wait(int(wanted), timeout_s=config.run.finish_timeout_s + 86400)
+        print(render_summary(summary))
+        return 0 if summary["complete"] else 1
     if args.command == "snap":
         from framepipe.ops.control import snap
 
@@ -334,7 +388,7 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
     if args.command == "worker":
         from framepipe.workers import Worker, worker_name
 
-        return Worker(config, name=worker_name(args.index))
+        return Worker(config, name=worker_name(args.index, config.run.host()))
     if args.command == "record":
         from framepipe.subscribers.recorder import Recorder
 

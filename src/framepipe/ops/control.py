@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.config import Config
 from framepipe.core.errors import FramepipeError, ProtocolError
@@ -28,6 +29,8 @@ from framepipe.wire.security import make_context
 ANSWER_S = 5.0
 #: between two progress lines of ``acquire`` (and state polls)
 PROGRESS_S = 0.5
+#: handshake events that mean the control endpoint will never answer this client
+HANDSHAKE_REFUSED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
 class ControlError(FramepipeError):
@@ -64,11 +67,11 @@ class Control:
         try:
             sock = ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            # a handshake the endpoint refuses never answers: the monitor says so at once
+            monitor = sock.get_monitor_socket(HANDSHAKE_REFUSED)
             sock.connect(self.url)
             sock.send_multipart(encode_control(kind, name=self.name, t_send_ns=time.time_ns(), **fields))
-            wait = self.timeout_s if timeout_s is None else timeout_s
-            if not sock.poll(int(wait * 1000)):
-                raise ControlError(f"no answer from the publisher's control endpoint {self.url} within {wait:g} s")
+            self._await_answer(sock, monitor, self.timeout_s if timeout_s is None else timeout_s)
             parts = sock.recv_multipart(copy=False)
         finally:
             if self.context is None:
@@ -83,6 +86,35 @@ class Control:
         if isinstance(reply.control, ErrorReply):
             raise ControlRefused(reply.control.reason)
         return reply
+
+    def _await_answer(self, sock: zmq.Socket[Any], monitor: zmq.Socket[Any], wait_s: float) -> None:
+        """Until the reply is there: ControlRefused as soon as the handshake is refused (a key
+        the endpoint does not admit, no keys where CURVE is on), ControlError after ``wait_s``."""
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(max(1, int(left * 1000))))
+            if sock in ready:
+                return
+            if monitor in ready:
+                event = recv_monitor_message(monitor)["event"]
+                if event & HANDSHAKE_REFUSED:
+                    raise ControlRefused(self._handshake_refused(event))
+        raise ControlError(f"no answer from the publisher's control endpoint {self.url} within {wait_s:g} s")
+
+    def _handshake_refused(self, event: int) -> str:
+        security = self.config.security
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            key = security.client_secret_key or f"{security.key_dir}/operator.key_secret"
+            return (
+                f"{self.url} refused this client's key ({key}): the control endpoint admits operator keys only "
+                "(its log names the key and its role)"
+            )
+        if not security.enabled:
+            return f"{self.url} refused the handshake: CURVE is on there and this config has no keys (security.key_dir)"
+        return f"{self.url} refused the handshake (a protocol mismatch: not the same framepipe security?)"
 
     def state(self) -> AcquisitionState:
         return self._state(self._ask("command", action="state"))

@@ -52,11 +52,14 @@ def run_pipeline(
     from framepipe.ops.dashboard import RunMonitor, read_summary
 
     Path(config.run.data_dir).mkdir(parents=True, exist_ok=True)
-    if not config.run.id:
-        # one id for every component: both recorders name their files after the same run
+    serve = serve or config.run.serve
+    if not config.run.id and not serve:
+        # one id for every component: both recorders name their files after the same run.
+        # (Standing: the publisher's start messages carry its id to every file, and a
+        # restarted publisher gets a new one, so its acquisition ids never name a file twice.)
         config = config.model_copy(update={"run": config.run.model_copy(update={"id": run_id_now()})})
         overrides = [*overrides, f"run.id={config.run.id}"]
-    if serve or config.run.serve:
+    if serve:
         serve = True
         config = config.model_copy(update={"run": config.run.model_copy(update={"serve": True})})
         overrides = [*overrides, "run.serve=true"]
@@ -192,5 +195,8 @@ def print_summary(
     )
     if failed:
         print("  exit codes: " + ", ".join(f"{n}={c}" for n, c in failed.items()))
+    if sink_c.get(Count.FAILED):
+        # accounted for, yet without results: the processor raised (docs/processors.md)
+        print(f"  {sink_c[Count.FAILED]} frame(s) failed in the processor: failed_ids in the results file")
     print("  every frame accounted for" if ok else "  NOT every frame accounted for")
     return ok

@@ -17,11 +17,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from framepipe.config import Config, Endpoint, run_id_now
+from framepipe.core.errors import FramepipeError
 
 
 def preflight(config: Config) -> list[str]:
     """The problems that would stop this run on this machine, one line each; empty when fine."""
-    return [*_data_dir_problems(config), *_port_problems(config), *_recorder_file_problems(config)]
+    return [
+        *_processor_problems(config),
+        *_data_dir_problems(config),
+        *_port_problems(config),
+        *_recorder_file_problems(config),
+    ]
+
+
+def _processor_problems(config: Config) -> Iterator[str]:
+    """The workers' processor exists and its parameters pass its own model (each worker
+    checks again at its start; here nothing has started yet)."""
+    from framepipe.processing.chain import Chain
+
+    cfg = config.workers
+    try:
+        Chain.build(cfg.processor, cfg.params, default_result=cfg.result)
+    except FramepipeError as e:
+        yield str(e)
 
 
 def refused(config: Config) -> bool:

@@ -1,11 +1,13 @@
-"""The worker's kernel: a real 2-D FFT in float32, reduced to the configured representation.
+"""The FFT family, the built-in processor (``fft``): a real 2-D FFT in float32, reduced to
+the configured representation.
 
 ``rfft2`` of a real image holds all the information of ``fft2`` in half the spectrum
 (Hermitian symmetry), and float32 halves the memory traffic of float64: together about
 9× faster than ``numpy.fft.fft2`` on complex128 for the same information (measured by
 ``framepipe bench``, see docs/performance.md).
 
-Representations (``workers.result``), all of shape (H, W//2 + 1):
+Representations (parameter ``result``, default ``workers.result``), all of shape
+(H, W//2 + 1), sent as the output ``spectrum``:
 - ``power``: |F|², float32 (the default: what spectra are usually plotted as)
 - ``magnitude``: |F|, float32
 - ``log_power``: log1p(|F|²), float32 (ready to display)
@@ -20,8 +22,15 @@ was 0.4 ms slower per 1024×1024 frame than this.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Literal
+
 import numpy as np
 import scipy.fft
+from pydantic import BaseModel, ConfigDict, Field
+
+from framepipe.core.outputs import Output
+from framepipe.processing.interface import FrameInfo, Processor
 
 REPRESENTATIONS = ("power", "magnitude", "log_power", "complex")
 
@@ -53,3 +62,28 @@ def spectrum(frame: np.ndarray, result: str = "power") -> np.ndarray:
     if result == "log_power":
         np.log1p(out, out=out)
     return out
+
+
+class FFTParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    result: Literal["power", "magnitude", "log_power", "complex"] = Field(
+        "power", description="|F|² (float32), |F|, log1p(|F|²), or the complex64 half-spectrum"
+    )
+
+
+class FFT(Processor):
+    """The 2-D spectrum of the frame (colour: of its luminance), one output ``spectrum``."""
+
+    Params = FFTParams
+
+    def setup(self, params: FFTParams, frame_info: FrameInfo) -> list[Output]:
+        shape = frame_info.shape
+        if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)):
+            raise ValueError(f"frames of shape {shape}: expected (H, W) or (H, W, 3)")
+        self.result = params.result
+        dtype = "complex64" if params.result == "complex" else "float32"
+        return [Output("spectrum", dtype, (shape[0], shape[1] // 2 + 1))]
+
+    def process(self, frame: np.ndarray) -> Mapping[str, Any]:
+        return {"spectrum": spectrum(frame, self.result)}

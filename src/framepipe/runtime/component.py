@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import socket as pysocket
 import threading
 import time
 from collections.abc import Iterable
@@ -288,7 +287,7 @@ class Component:
         return {
             "component": self.name,
             "role": self.role,
-            "host": pysocket.gethostname(),
+            "host": self.config.run.host(),
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "state": self.state,

@@ -84,7 +84,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child before exec
+    """Linux sends this process SIGTERM when ``parent`` dies (PR_SET_PDEATHSIG): no orphans.
+    Exits at once if ``parent`` is already gone."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -139,7 +141,7 @@ class Child:
             env=env,
             cwd=cwd,
             process_group=0,
-            preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
+            preexec_fn=(lambda: die_with_parent(parent)) if sys.platform == "linux" else None,
         )
 
     @property
@@ -344,6 +346,9 @@ class ChildSet:
         spec = self._restartable.get(name)
         if spec is None or code == 0 or self._stop_at is not None or name in self._released:
             return False
+        if code == 2:  # a usage or config error (a processor's failed setup): it would fail again
+            log.error("%s exited with 2 (a configuration error): not restarted", name)
+            return False
         policy, now = self.restart_policy, self.clock()
         while spec.restarted_at and now - spec.restarted_at[0] >= policy.window_s:
             spec.restarted_at.popleft()
@@ -386,12 +391,10 @@ class ChildSet:
             if spec.due_at is None or now < spec.due_at:
                 continue
             spec.due_at = None
-            # counted before the spawn: the new child reports this count (FRAMEPIPE_RESTARTS)
-            self.restarts[name] += 1
+            self.restarts[name] += 1  # before the start: the new incarnation reports its count
             try:
                 child = self.spawn(name, spec.argv, spec.output)
             except OSError as e:
-                self.restarts[name] -= 1
                 log.error("%s could not be restarted: %s", name, e)
                 self._fail(name, 1, stop_on_failure)
                 continue

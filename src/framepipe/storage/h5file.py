@@ -11,10 +11,14 @@
         t_recv_ns             (N,) int64  arrival at the recorder (recorder host clock, ns)
         hw_frame_counter      (N,) int64  optional: the camera's own per-frame fields, when its
         hw_timestamp          (N,) int64  metadata lists them in ``frame_fields`` (-1: not sent)
+        <output>              results files: one dataset per declared output of the processor
+                              (N, *shape) for an array, (N,) column for a scalar; the first
+                              output, when an array, is the signal: ``frames`` is that dataset
       /instrument             NXinstrument
         /camera               NXcollection  attrs: the camera's metadata
-      /ledger                 NXcollection  attrs: complete, received, written, missing, ...
+      /ledger                 NXcollection  attrs: complete, received, written, missing, failed, ...
         missing_ids           (M,) int64    written when the recording ends (finalize)
+        failed_ids            (F,) int64    results files: frames the processor failed on
 
 Crash safety and SWMR: every dataset exists before ``swmr_mode`` is switched on (with the
 first frame, whose shape and dtype fix the frames dataset). Each append extends
@@ -39,6 +43,7 @@ import h5py
 import numpy as np
 
 from framepipe.core.errors import RecorderError
+from framepipe.core.outputs import Output
 from framepipe.storage.compression import Chunk, Codec
 
 #: rows per chunk of the per-frame columns (4 KiB of int64: rewriting it per frame is cheap)
@@ -102,6 +107,9 @@ class FrameFile:
         self._colbuf = {name: np.zeros(COLUMN_CHUNK, np.int64) for name in COLUMNS}
         #: the camera's per-frame fields with a column in this file (set_camera)
         self.frame_fields: list[str] = []
+        #: results files: the declared outputs (set_outputs); the first, if an array, is ``frames``
+        self.outputs: list[Output] | None = None
+        self._output_arrays: dict[str, h5py.Dataset] = {}
 
     @property
     def is_open(self) -> bool:
@@ -137,11 +145,54 @@ class FrameFile:
             self.abort()
             raise RecorderError(f"{self.path}: cannot write the layout: {describe(e)}") from e
 
-    def _add_column(self, data: h5py.Group, name: str) -> None:
+    def _add_column(self, data: h5py.Group, name: str, dtype: str = "i8") -> None:
         self._columns[name] = data.create_dataset(
-            name, shape=(0,), maxshape=(None,), dtype="i8", chunks=(COLUMN_CHUNK,)
+            name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(COLUMN_CHUNK,)
         )
-        self._colbuf[name] = np.zeros(COLUMN_CHUNK, np.int64)
+        self._colbuf[name] = np.zeros(COLUMN_CHUNK, dtype)
+
+    @property
+    def signal(self) -> Output | None:
+        """Results files: the output stored as ``frames`` (the first, when it is an array)."""
+        if self.outputs and not self.outputs[0].scalar:
+            return self.outputs[0]
+        return None
+
+    def set_outputs(self, outputs: list[Output]) -> None:
+        """A results file: one dataset per declared output, all created now, before the first
+        frame (SWMR allows no new dataset later): scalars as columns, arrays as (N, *shape)
+        stacks; the first output, when an array, is ``frames`` (the signal, as the frames of
+        a FFT results file always were) and its own name links to it."""
+        assert self._h5 is not None
+        if self._frames is not None or self.outputs is not None:
+            raise RecorderError(f"{self.path}: the outputs must be declared once, before the first frame")
+        data = self._h5["entry/data"]
+        self.outputs = list(outputs)
+        signal = self.signal
+        try:
+            for out in self.outputs:
+                if out is signal:
+                    continue
+                if out.scalar:
+                    self._add_column(data, out.name, out.dtype)
+                else:
+                    self._output_arrays[out.name] = data.create_dataset(
+                        out.name,
+                        shape=(0, *out.shape),
+                        maxshape=(None, *out.shape),
+                        dtype=out.dtype,
+                        chunks=(1, *out.shape),
+                        **self.codec.dataset_options(),
+                    )
+            data.attrs["outputs"] = json.dumps([o.to_wire() for o in self.outputs])
+            if signal is not None:
+                self._start(signal.shape, np.dtype(signal.dtype), link=signal.name)
+            else:
+                data.attrs["signal"] = self.outputs[0].name
+                if self.swmr:
+                    self._h5.swmr_mode = True
+        except OSError as e:
+            raise RecorderError(f"{self.path}: cannot create the output datasets: {describe(e)}") from e
 
     def set_camera(self, meta: dict[str, Any]) -> None:
         """The camera's metadata as attributes, and a column for each per-frame field it lists
@@ -158,9 +209,10 @@ class FrameFile:
                 self._add_column(self._h5["entry/data"], name)
                 self.frame_fields.append(name)
 
-    def _start(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    def _start(self, shape: tuple[int, ...], dtype: np.dtype[Any], link: str | None = None) -> None:
         assert self._h5 is not None
-        self._frames = self._h5["entry/data"].create_dataset(
+        data = self._h5["entry/data"]
+        self._frames = data.create_dataset(
             "frames",
             shape=(0, *shape),
             maxshape=(None, *shape),
@@ -168,6 +220,8 @@ class FrameFile:
             chunks=(1, *shape),
             **self.codec.dataset_options(),
         )
+        if link is not None:
+            data[link] = self._frames  # a hard link: the same dataset under the output's name
         if self.swmr:
             # every dataset exists now: from here on readers may open the file with swmr=True
             self._h5.swmr_mode = True
@@ -183,41 +237,46 @@ class FrameFile:
 
     def append(
         self,
-        array: np.ndarray,
+        array: np.ndarray | None,
         *,
         frame_id: int,
         t_acq_ns: int,
         t_recv_ns: int,
         chunk: Chunk | None = None,
         fields: dict[str, Any] | None = None,
+        outputs: list[np.ndarray] | None = None,
     ) -> None:
         """Append one frame; ``chunk`` is its stored form if already compressed (by ``self.codec``);
-        ``fields``: the frame's header, for the camera's per-frame fields (:data:`FRAME_FIELDS`)."""
+        ``fields``: the frame's header, for the camera's per-frame fields (:data:`FRAME_FIELDS`).
+
+        A results file (:meth:`set_outputs`) takes a result's ``outputs`` in declared order;
+        ``array`` is then the signal's (the first output) or None when it has no signal."""
         assert self._h5 is not None
+        if self.outputs is not None:
+            if outputs is None or len(outputs) != len(self.outputs):
+                raise RecorderError(f"{self.path}: result {frame_id} lacks the file's {len(self.outputs)} outputs")
+            array = outputs[0] if self.signal is not None else None
         try:
-            if self._frames is None:
-                self._start(array.shape, array.dtype)
-            assert self._frames is not None
-            if self._frames.shape[1:] != array.shape or self._frames.dtype != array.dtype:
-                raise RecorderError(
-                    f"{self.path}: frame {frame_id} is {array.dtype}{array.shape}, "
-                    f"the file holds {self._frames.dtype}{self._frames.shape[1:]}"
-                )
             n = self.n
-            self._frames.id.set_extent((n + 1, *array.shape))
-            if self.direct:
-                if chunk is None:
-                    chunk = self.codec.compress(array)
-                self._frames.id.write_direct_chunk((n,) + (0,) * array.ndim, chunk)
-                self.stored_bytes += memoryview(chunk).nbytes
-            else:
-                self._frames[n] = array
-                self.stored_bytes += array.nbytes  # refined from the file at close
-            self.raw_bytes += array.nbytes
+            if array is not None:
+                self._append_signal(array, frame_id, chunk)
+            extra: dict[str, Any] = {}
+            for out, output in zip(self.outputs or [], outputs or [], strict=False):
+                if out is self.signal:
+                    continue
+                if output.dtype.name != out.dtype or output.shape != out.shape:
+                    raise RecorderError(f"{self.path}: result {frame_id}: {out.name!r} is not {out.describe()}")
+                if out.scalar:
+                    extra[out.name] = output
+                else:
+                    dset = self._output_arrays[out.name]
+                    dset.id.set_extent((n + 1, *out.shape))
+                    dset[n] = output
+                    self.raw_bytes += output.nbytes
             # the columns: extend together with frames and rewrite their current chunk, so the
             # datasets never disagree on length in what reaches the disk
             row, start = n % COLUMN_CHUNK, n - n % COLUMN_CHUNK
-            values: dict[str, int] = {"frame_id": frame_id, "t_acq_ns": t_acq_ns, "t_recv_ns": t_recv_ns}
+            values: dict[str, Any] = {"frame_id": frame_id, "t_acq_ns": t_acq_ns, "t_recv_ns": t_recv_ns, **extra}
             for name in self.frame_fields:
                 value = (fields or {}).get(name)
                 if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
@@ -240,9 +299,31 @@ class FrameFile:
             self._rollback()
             raise RecorderError(f"{self.path}: write failed at frame {frame_id}: {describe(e)}") from e
 
+    def _append_signal(self, array: np.ndarray, frame_id: int, chunk: Chunk | None) -> None:
+        """The frame (or a result's signal) into ``frames``, as a compressed chunk."""
+        if self._frames is None:
+            self._start(array.shape, array.dtype)
+        assert self._frames is not None
+        if self._frames.shape[1:] != array.shape or self._frames.dtype != array.dtype:
+            raise RecorderError(
+                f"{self.path}: frame {frame_id} is {array.dtype}{array.shape}, "
+                f"the file holds {self._frames.dtype}{self._frames.shape[1:]}"
+            )
+        n = self.n
+        self._frames.id.set_extent((n + 1, *array.shape))
+        if self.direct:
+            if chunk is None:
+                chunk = self.codec.compress(array)
+            self._frames.id.write_direct_chunk((n,) + (0,) * array.ndim, chunk)
+            self.stored_bytes += memoryview(chunk).nbytes
+        else:
+            self._frames[n] = array
+            self.stored_bytes += array.nbytes  # refined from the file at close
+        self.raw_bytes += array.nbytes
+
     def _rollback(self) -> None:
         """After a failed append, shrink every dataset back to the frames fully written."""
-        for dset in (self._frames, *self._columns.values()):
+        for dset in (self._frames, *self._columns.values(), *self._output_arrays.values()):
             if dset is not None and dset.shape[0] != self.n:
                 try:
                     dset.id.set_extent((self.n, *dset.shape[1:]))
@@ -295,10 +376,11 @@ class FrameFile:
 def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, Any]) -> None:
     """Write ``end_time`` and the ledger into a closed file (reopened without SWMR).
 
-    ``ledger["missing_ids"]`` becomes a dataset; every other entry an attribute.
+    ``ledger["missing_ids"]`` (and ``failed_ids``) become datasets; every other entry an attribute.
     """
     ledger = dict(ledger)
     missing = np.asarray(ledger.pop("missing_ids", []), dtype="i8")
+    failed = ledger.pop("failed_ids", None)
     try:
         with h5py.File(path, "r+", libver=LIBVER) as h5:
             h5["entry"].attrs["end_time"] = end_time
@@ -309,6 +391,10 @@ def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, A
             if "missing_ids" in grp:
                 del grp["missing_ids"]
             grp.create_dataset("missing_ids", data=missing)
+            if failed is not None:
+                if "failed_ids" in grp:
+                    del grp["failed_ids"]
+                grp.create_dataset("failed_ids", data=np.asarray(failed, dtype="i8"))
     except OSError as e:
         raise RecorderError(f"{path}: cannot write the ledger: {describe(e)}") from e
 
@@ -324,6 +410,10 @@ def attr_value(value: Any) -> Any:
     return value
 
 
+#: words of a plain open's error that an SWMR open can get past: a writer running, or killed
+SWMR_OPENS = ("open for write", "unable to lock")
+
+
 def open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, bool]:
     """Open a recording read-only; also one still marked open for writing.
 
@@ -331,10 +421,15 @@ def open_for_reading(path: str | os.PathLike[str]) -> tuple[h5py.File, bool]:
     and plain ``"r"`` refuses it; recorders write in SWMR mode, so it opens with
     ``swmr=True`` (the rows every column has are complete). Returns the file and whether
     it was closed cleanly. Raises the plain open's OSError if neither way works.
+
+    Only that flag (or a writer's lock) is worth the SWMR retry: on a truncated or corrupt
+    file an SWMR open retries its metadata reads for minutes before it fails.
     """
     try:
         return h5py.File(path, "r"), True
     except OSError as plain:
+        if not any(sign in str(plain) for sign in SWMR_OPENS):
+            raise
         try:
             return h5py.File(path, "r", swmr=True), False
         except OSError:

@@ -34,7 +34,7 @@ from framepipe.core.series import UPSTREAM_LOST, RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
 from framepipe.storage.compression import Codec
-from framepipe.storage.h5file import FrameFile, finalize, now_iso
+from framepipe.storage.h5file import FrameFile, finalize, now_iso, open_for_reading
 from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message, from_ranges
 from framepipe.wire.sockets import POLL_MS
@@ -141,7 +141,9 @@ class Recorder(Component):
                 acquisition=acq.acquisition,
                 acquisition_name=acq.name,
                 frames_requested=acq.frames,
-                config=json.dumps({"camera": acq.settings}),
+                # the camera's settings as the acquisition applied them (its start message),
+                # never this recorder's copy of the camera config; and this recorder's own section
+                config=json.dumps({"camera": acq.settings, "recorder": self.rec.model_dump()}),
             )
         frame_file = FrameFile(
             self._free_path(index),
@@ -237,10 +239,16 @@ class Recorder(Component):
                 if self.series.flush_due():
                     self._flush()
                 if self._upstream_silent():
-                    code = self._abandon() or code
+                    abandoned = self._abandon()
                     if not self.config.run.serve:
+                        code = abandoned or code
                         break
                 if self.sub.upstream_restarted:
+                    if self.acquisition is not None:  # its publisher died: that acquisition is over
+                        abandoned = self._abandon()
+                        if not self.config.run.serve:
+                            code = abandoned or code
+                            break
                     self.log.warning("%s: the %s stream restarted: saying hello again", self.name, self.rec.stream)
                     self._hello(timeout)
         except RecorderError as e:
@@ -296,10 +304,35 @@ class Recorder(Component):
         self.sub.sequence.start_at(start.seq or 0)
         self.files = []
         self.error = None
-        for key in (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.GAPS, Count.COMPLETE):
+        counts = (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.FAILED, Count.GAPS)
+        for key in (*counts, Count.COMPLETE):
             self.counters.pop(key, None)
+        self._count_earlier_parts(start)
         self._open_next()
         self.log.info("acquisition %d '%s': writing %s", start.acquisition, start.name, self.files[0][0].path)
+
+    def _count_earlier_parts(self, start: AcquisitionStart) -> None:
+        """A recorder that restarted mid-acquisition: the frames its predecessor wrote into the
+        acquisition's earlier part files count as held (its ledger adds up every part)."""
+        base = self.path(0)
+        stem, ext = os.path.splitext(base)
+        candidates = [base] + [f"{stem}-part{n}{ext}" for n in range(2, 1000)]
+        for path in candidates:
+            if not os.path.exists(path):
+                break
+            try:
+                f, _ = open_for_reading(path)
+                with f:
+                    entry = f["entry"].attrs
+                    if entry.get("acquisition") != start.acquisition or entry.get("run_id") != start.run_id:
+                        continue  # another deployment's file of the same name
+                    ids = f["entry/data/frame_id"][:]
+            except Exception as e:  # unreadable: its frames are not counted, the ledger says missing
+                self.log.warning("%s: earlier part not readable (%s): its frames count as missing", path, e)
+                continue
+            for frame_id in ids.tolist():
+                self.series.earlier_parts.add(int(frame_id))
+            self.log.info("%s: an earlier part of this acquisition, %d frame(s)", os.path.basename(path), len(ids))
 
     def _end_acquisition(self, eos: EndOfStream) -> int:
         """The acquisition's end of stream: the ledger into its files, the bye with counts."""
@@ -325,10 +358,11 @@ class Recorder(Component):
         ledger, ``complete=false``, ``end_reason`` upstream lost; then wait for the next."""
         assert self.acquisition is not None
         silent = time.monotonic() - self.sub.last_heard
+        why = "its publisher restarted" if self.sub.upstream_restarted else f"no message for {silent:.0f} s"
         self.log.error(
-            "no message on the %s stream for %.0f s: acquisition %d ends as %s",
+            "%s stream: %s: acquisition %d ends as %s",
             self.rec.stream,
-            silent,
+            why,
             self.acquisition.acquisition,
             UPSTREAM_LOST,
         )
@@ -346,6 +380,7 @@ class Recorder(Component):
             written=self.counters[Count.WRITTEN],
             gaps=seq.gaps,
             missing=self.counters[Count.MISSING],
+            failed=self.counters[Count.FAILED] or None,
             complete=self.counters[Count.COMPLETE] == 1 if self.files else None,
             error=self.error,
             acquisition=self.acquisition.acquisition if self.acquisition is not None else None,
@@ -377,9 +412,16 @@ class Recorder(Component):
                 self.series.end_of_stream(eos.reason, eos.camera_lost, frame_ids)
                 self.log.info("end of stream (%s)", eos.reason)
                 return eos
-            assert msg.array is not None
             if self.acquisition is None or msg.header.get("acquisition") not in (None, self.acquisition.acquisition):
                 self.counters[Count.STALE] += 1  # between acquisitions: not part of any file
+                continue
+            if msg.failed is not None:
+                # the processor failed on it: listed in the ledger as failed, nothing to write
+                if self.series.failed(msg.frame_id, msg.failed):
+                    self.counters[Count.FAILED] += 1
+                else:
+                    self.counters[Count.DUPLICATES] = self.series.duplicates
+                self.counters[Count.RECEIVED] = self.series.received
                 continue
             received = Received(msg, time.time_ns())
             accepted = self.series.arrive(msg.frame_id, received)
@@ -389,7 +431,7 @@ class Recorder(Component):
                 continue
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
-            if self._pool is not None:
+            if self._pool is not None and msg.array is not None and (not msg.outputs or not msg.outputs[0].scalar):
                 received.job = self._pool.submit(self.codec.compress, msg.array)
             self._write_pending()
         return None
@@ -398,7 +440,6 @@ class Recorder(Component):
         """Write the pending frames the series lets go (all of them with ``drain``), oldest first."""
         while (received := self.series.next_write(Received.compressed, drain=drain)) is not None:
             job, msg = received.job, received.msg
-            assert msg.array is not None
             t0 = time.time_ns()
             try:
                 chunk = job.result() if job is not None else None
@@ -407,6 +448,8 @@ class Recorder(Component):
             if self.series.needs_file:
                 self._open_next()
             assert self.file is not None
+            if msg.outputs:
+                self._check_outputs(msg)
             self.file.append(
                 msg.array,
                 frame_id=msg.frame_id,
@@ -414,6 +457,7 @@ class Recorder(Component):
                 t_recv_ns=received.t_recv_ns,
                 chunk=chunk,
                 fields=msg.header,
+                outputs=msg.arrays if msg.outputs else None,
             )
             self.counters[Count.WRITE_NS] += time.time_ns() - t0
             step = self.series.wrote(msg.frame_id, stored_bytes=self.file.stored_bytes)
@@ -425,12 +469,22 @@ class Recorder(Component):
                 # CLOCK_PROCESS_CPUTIME_ID costs up to milliseconds per call on this VM.
                 self.counters[Count.CPU_FIRST_NS] = time.process_time_ns()
             self.counters[Count.WRITTEN] = self.series.written
-            self.counters[Count.BYTES] += msg.array.nbytes
+            arrays = msg.arrays if msg.outputs else [msg.array] if msg.array is not None else []
+            self.counters[Count.BYTES] += sum(a.nbytes for a in arrays)
             self.counters[Count.LAST_NS] = now
             if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
             elif step is Step.FLUSH:
                 self._flush()
+
+    def _check_outputs(self, msg: Message) -> None:
+        """A result's outputs: the first one of the file declares its datasets (before its
+        first row), every other must have the same (the sink already refuses others)."""
+        assert self.file is not None
+        if self.file.outputs is None:
+            self.file.set_outputs(msg.outputs)
+        elif self.file.outputs != msg.outputs:
+            raise RecorderError(f"{self.file.path}: result {msg.frame_id} has other outputs than the file")
 
     def _finish(self, code: int) -> int:
         """Close the open file and write the ledger into every file of the acquisition."""
@@ -470,20 +524,25 @@ class Recorder(Component):
         self.counters[Count.ACQUISITIONS] += 1
         c = self.counters
         self.log.info(
-            "closed %d file(s): written %d, received %d, missing %d, dropped upstream %d, rejected %d, "
+            "closed %d file(s): written %d, received %d, missing %d, failed %d, dropped upstream %d, rejected %d, "
             "duplicates %d, complete=%s (%s)",
             len(self.files),
             c["written"],
             c["received"],
             c["missing"],
+            len(ledger.failed_ids),
             ledger.dropped_upstream,
             c["rejected"],
             c["duplicates"],
             str(ledger.complete).lower(),
             ledger.end_reason,
         )
-        if not ledger.complete and code == 0 and not self.config.run.serve:
-            code = 1  # one acquisition: an incomplete file is a failed run (DESIGN: exit 1)
+        if not ledger.accounted and code == 0 and not self.config.run.serve and not self.stopping:
+            # one acquisition: an incomplete file is a failed run (DESIGN: exit 1); stopped by
+            # a signal, the operator asked for the end it got (the ledger says `stopped`).
+            # Frames the processor failed on are listed, not lost: `framepipe run` exits 1 for
+            # them, and this recorder, which wrote every result, is not restarted for them.
+            code = 1
         return code
 
     def summary(self) -> dict[str, Any]:

@@ -82,10 +82,11 @@ class Deployment:
         workers: int = 1,
         recorders: tuple[str, ...] = ("recorder-frames", "recorder-results"),
         publisher: bool = True,
+        sink_summary: Path | None = None,
     ) -> list[Proc]:
         """The whole pipeline from the current config: sink first (binders before the
         components that connect to them), then workers, recorders, ventilator, publisher."""
-        sink = self.start("sink", "sink")
+        sink = self.start("sink", "sink", *(["--summary-json", str(sink_summary)] if sink_summary else []))
         sink.wait_for("ready:")
         procs = [sink]
         procs += [self.start(f"worker-{i}", "worker", "--index", str(i)) for i in range(workers)]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from framepipe.wire.messages import Bye, Done, Hello, Welcome
+from framepipe.wire.messages import AcquisitionStart, Bye, Done, Hello, Welcome
 from framepipe.wire.protocol import data_header, decode, encode_control, encode_data, to_ranges
 
 
@@ -32,6 +32,24 @@ class StreamFeeder:
         self.subscriptions = 0
         self.hellos: list[str] = []
         self.byes: list[Bye] = []
+        #: the acquisition's start went out (before the first frame, as the publisher does)
+        self.started = False
+        self.acquisition = 1
+
+    def start(self, name: str = "run", frames: int = 0) -> None:
+        """The acquisition's start message (the first send does it if the test did not)."""
+        start = AcquisitionStart(
+            acquisition=self.acquisition,
+            name=name,
+            run="run",
+            run_id="feeder",
+            frames=frames,
+            settings={"kind": "test-feeder"},
+            camera=self.camera,
+            seq=self.seq,
+        )
+        self.pub.send_multipart(encode_control(start))
+        self.started = True
 
     def _service(self, timeout_ms: int) -> None:
         poller = zmq.Poller()
@@ -61,7 +79,11 @@ class StreamFeeder:
             self._service(100)
 
     def send(self, frame_id: int, array: np.ndarray) -> None:
-        header = data_header("frame", array, frame_id=frame_id, seq=self.seq, t_acq_ns=time.time_ns())
+        if not self.started:
+            self.start()
+        header = data_header(
+            "frame", array, frame_id=frame_id, seq=self.seq, t_acq_ns=time.time_ns(), acquisition=self.acquisition
+        )
         self.pub.send_multipart(encode_data(header, array), copy=False)
         self.seq += 1
         self.published.append(frame_id)
@@ -69,6 +91,8 @@ class StreamFeeder:
 
     def drop(self, frame_id: int) -> None:
         """Frame ``frame_id`` is published but lost on the way (a PUB drop): the sequence moves on."""
+        if not self.started:
+            self.start()
         self.seq += 1
         self.published.append(frame_id)
 
@@ -77,9 +101,11 @@ class StreamFeeder:
 
     def finish(self, n_byes: int = 1, timeout: float = 60.0) -> None:
         """End of stream, repeated until ``n_byes`` subscribers said bye."""
+        if not self.started:
+            self.start()
         eos = encode_control(
             "eos", stream="frames", reason="complete", seq_last=self.seq - 1, count=self.seq,
-            frame_ids=to_ranges(self.published),
+            frame_ids=to_ranges(self.published), acquisition=self.acquisition,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while len(self.byes) < n_byes:

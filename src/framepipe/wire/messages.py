@@ -155,6 +155,8 @@ class Bye(Request):
     gaps: Count | None = None
     written: Count | None = None
     missing: Count | None = None
+    #: frames the processor failed on (accounted for, not missing; never complete)
+    failed: Count | None = None
     complete: bool | None = None
     error: Text | None = None
     #: the acquisition these counts are for (standing deployments: one bye per acquisition)
@@ -322,6 +324,8 @@ class Done(Reply):
     missing: Count | None = None
     duplicates: Count | None = None
     acknowledged_elsewhere: Count | None = None
+    #: frames the processor failed on (received as failures: not missing, not results)
+    failed: Count | None = None
 
 
 class AcquisitionState(Reply):

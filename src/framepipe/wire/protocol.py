@@ -1,8 +1,16 @@
 """The wire format: the only module that knows how messages look on a socket.
 
-A data message is two ZeroMQ frames::
+A frame is two ZeroMQ frames::
 
     [ header: UTF-8 JSON object ][ payload: the raw C-contiguous array buffer ]
+
+A result is the header, listing the processor's outputs (``outputs``: name, dtype, shape;
+``[]`` for a scalar), then one payload per output, in that order::
+
+    [ header ][ output 0 ][ output 1 ] ...
+
+A frame that failed in the processor is a result with ``outputs: []``, no payload, and
+``failed``: the exception's one line.
 
 A control message (end of stream, acknowledgements, stop, heartbeats, sync) is one
 frame, the header alone. On the sink's control stream a topic frame comes first so
@@ -32,12 +40,17 @@ from pydantic import ValidationError
 
 from framepipe.core.errors import ProtocolError
 from framepipe.core.ledger import IdRanges
+from framepipe.core.outputs import MAX_OUTPUTS, RESULT_DTYPES, Output
 from framepipe.wire.messages import CONTROL, Control, ControlModel, control_message, first_error
 from framepipe.wire.messages import CONTROL_KINDS as CONTROL_KINDS
 from framepipe.wire.messages import VERSION as VERSION
 
-#: dtypes accepted on the wire, for frames and results
+#: dtypes accepted on the wire for frames (and for results of the FFT family)
 WIRE_DTYPES = frozenset({"uint8", "uint16", "float32", "complex64"})
+#: dtypes accepted for a result's outputs
+RESULT_WIRE_DTYPES = RESULT_DTYPES
+#: longest ``failed`` text a result may carry
+MAX_FAILED_TEXT = 1000
 
 #: data messages carry a payload; control messages do not
 DATA_KINDS = frozenset({"frame", "result"})
@@ -72,9 +85,9 @@ _DATA_FIELDS: dict[str, type | tuple[type, ...]] = {
     "frame_id": int,
     "seq": int,
     "t_acq_ns": int,
-    "shape": list,
-    "dtype": str,
 }
+#: and a frame's (a result lists its outputs instead)
+_FRAME_FIELDS: dict[str, type | tuple[type, ...]] = {"shape": list, "dtype": str}
 
 
 @dataclasses.dataclass(slots=True)
@@ -90,6 +103,21 @@ class Message:
     payload: Any = None
     #: a control message as its model (wire.messages); None for data kinds
     control: Control | None = None
+    #: a result's declared outputs and their arrays (read-only views), in order
+    outputs: list[Output] = dataclasses.field(default_factory=list)
+    arrays: list[np.ndarray] = dataclasses.field(default_factory=list)
+    #: a result's received payload frames, one per output, to forward without a copy
+    payloads: tuple[Any, ...] = ()
+
+    @property
+    def failed(self) -> str | None:
+        """A result of a frame the processor failed on: why, in one line (else None)."""
+        value = self.header.get("failed") if self.kind == "result" else None
+        return value if isinstance(value, str) else None
+
+    def schema(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """A result's outputs as comparable tuples (name, dtype, shape)."""
+        return [(o.name, o.dtype, o.shape) for o in self.outputs]
 
     @property
     def frame_id(self) -> int:
@@ -135,6 +163,44 @@ def encode_data(header: dict[str, Any], array: np.ndarray) -> list[Any]:
     if list(array.shape) != header["shape"] or array.dtype.name != header["dtype"]:
         raise ValueError("header does not describe the array")
     return [_dumps(header), memoryview(array).cast("B")]  # type: ignore[arg-type]
+
+
+def result_header(
+    outputs: Sequence[Output], *, frame_id: int, seq: int, t_acq_ns: int, failed: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """The header of a result with ``outputs`` (none, and ``failed``, for a failed frame)."""
+    header = {
+        "v": VERSION,
+        "kind": "result",
+        "frame_id": int(frame_id),
+        "seq": int(seq),
+        "t_acq_ns": int(t_acq_ns),
+        "outputs": [o.to_wire() for o in outputs],
+        **fields,
+    }
+    if failed is not None:
+        if outputs:
+            raise ValueError("a failed result carries no output")
+        header["failed"] = failed[:MAX_FAILED_TEXT]
+    return header
+
+
+def encode_result(header: dict[str, Any], arrays: Sequence[np.ndarray]) -> list[Any]:
+    """Frames of a result: the header and one buffer per output (no copies); each array
+    must match its declared output (checked here: a sender's bug never reaches the sink)."""
+    declared = header["outputs"]
+    if len(declared) != len(arrays):
+        raise ValueError(f"{len(arrays)} arrays for {len(declared)} declared outputs")
+    if not declared and not isinstance(header.get("failed"), str):
+        raise ValueError("a result without outputs must say why it failed")
+    parts: list[Any] = [_dumps(header)]
+    for out, array in zip(declared, arrays, strict=True):
+        if array.dtype.name != out["dtype"] or list(array.shape) != out["shape"]:
+            raise ValueError(f"output {out['name']!r} does not match its declaration")
+        if not array.flags.c_contiguous:
+            raise ValueError("array must be C-contiguous to be sent without a copy")
+        parts.append(memoryview(array.reshape(-1) if array.ndim == 0 else array).cast("B"))  # type: ignore[arg-type]
+    return parts
 
 
 def encode_control(message: ControlModel | str, topic: bytes | None = None, **fields: Any) -> list[bytes]:
@@ -254,8 +320,8 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
         if len(parts) < 2:
             raise ProtocolError("missing topic or header", kind="bad_framing")
         parts = parts[1:]
-    if not 1 <= len(parts) <= 2:
-        raise ProtocolError(f"expected 1 or 2 frames, got {len(parts)}", kind="bad_framing")
+    if not 1 <= len(parts) <= 1 + MAX_OUTPUTS:
+        raise ProtocolError(f"expected 1 to {1 + MAX_OUTPUTS} frames, got {len(parts)}", kind="bad_framing")
     raw = _buffer_of(parts[0])
     if raw.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {raw.nbytes} bytes is too large", kind="oversized")
@@ -272,16 +338,13 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
     if kind not in DATA_KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}", kind="bad_kind")
     for field, typ in _DATA_FIELDS.items():
-        value = header.get(field)
-        if value is None:
-            raise ProtocolError(f"missing field {field!r}", kind="missing_field")
-        if not isinstance(value, typ) or isinstance(value, bool):
-            raise ProtocolError(f"field {field!r} has the wrong type", kind="bad_field")
-        # ids, sequence numbers and timestamps end up in int64 columns and in id ranges
-        if isinstance(value, int) and not 0 <= value < 1 << 63:
-            raise ProtocolError(f"field {field!r} is out of range", kind="bad_field")
+        _check_field(header, field, typ)
+    if kind == "result":
+        return _decode_result(header, parts, max_payload_bytes)
+    for field, typ in _FRAME_FIELDS.items():
+        _check_field(header, field, typ)
     if len(parts) != 2:
-        raise ProtocolError(f"{kind} message without payload", kind="bad_framing")
+        raise ProtocolError(f"{kind} message must be a header and one payload", kind="bad_framing")
     dtype_name = header["dtype"]
     if dtype_name not in WIRE_DTYPES:
         raise ProtocolError(f"dtype {dtype_name!r} is not allowed", kind="bad_dtype")
@@ -291,23 +354,87 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
     ):
         raise ProtocolError(f"absurd shape {shape!r}", kind="bad_shape")
     dtype = np.dtype(dtype_name)
+    array, payload = _array(parts[1], dtype, shape, max_payload_bytes)
+    return Message(kind=kind, header=header, array=array, payload=payload)
+
+
+def _check_field(header: dict[str, Any], field: str, typ: type | tuple[type, ...]) -> None:
+    value = header.get(field)
+    if value is None:
+        raise ProtocolError(f"missing field {field!r}", kind="missing_field")
+    if not isinstance(value, typ) or isinstance(value, bool):
+        raise ProtocolError(f"field {field!r} has the wrong type", kind="bad_field")
+    # ids, sequence numbers and timestamps end up in int64 columns and in id ranges
+    if isinstance(value, int) and not 0 <= value < 1 << 63:
+        raise ProtocolError(f"field {field!r} is out of range", kind="bad_field")
+
+
+def _array(payload: Any, dtype: np.dtype[Any], shape: list[int], max_payload_bytes: int) -> tuple[np.ndarray, Any]:
+    """The payload as a read-only array of ``shape``: its length must be shape × itemsize."""
     expected = math.prod(shape) * dtype.itemsize
     if expected > max_payload_bytes:
         raise ProtocolError(f"payload of {expected} bytes exceeds the limit of {max_payload_bytes}", kind="oversized")
-    payload = parts[1]
     buf = _buffer_of(payload)
     if buf.nbytes != expected:
         raise ProtocolError(
             f"payload is {buf.nbytes} bytes, shape {shape} × {dtype.itemsize} needs {expected}", kind="bad_length"
         )
-    array = np.frombuffer(buf, dtype=dtype).reshape(shape)
-    return Message(kind=kind, header=header, array=array, payload=payload)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape), payload
 
 
-def encode_forward(header: dict[str, Any], payload: Any) -> list[Any]:
-    """Frames to re-send a received data message with an edited header; the payload
-    (a received zmq.Frame or buffer, already validated) is passed on without a copy."""
-    return [_dumps(header), payload]
+def _decode_result(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes: int) -> Message:
+    """A result: its declared outputs (each a valid :class:`Output`, dtype allowed), one
+    payload per output of exactly its size, all of them together within the size limit."""
+    declared = header.get("outputs")
+    if not isinstance(declared, list):
+        raise ProtocolError("missing field 'outputs'", kind="missing_field")
+    if len(declared) > MAX_OUTPUTS:
+        raise ProtocolError(f"{len(declared)} outputs, at most {MAX_OUTPUTS}", kind="oversized")
+    if len(parts) != 1 + len(declared):
+        got = len(parts) - 1
+        raise ProtocolError(f"{len(declared)} outputs need as many payloads, got {got}", kind="bad_framing")
+    failed = header.get("failed")
+    if not declared:
+        if not isinstance(failed, str) or len(failed) > MAX_FAILED_TEXT:
+            raise ProtocolError("a result without outputs needs 'failed', a short text", kind="bad_field")
+        return Message(kind="result", header=header)
+    if failed is not None:
+        raise ProtocolError("a result with outputs cannot be 'failed'", kind="bad_field")
+    outputs: list[Output] = []
+    names: set[str] = set()
+    total = 0
+    for item in declared:
+        try:
+            out = Output.from_wire(item)
+        except ValueError as e:
+            reason = "bad_dtype" if "dtype" in str(e) else "bad_shape" if "shape" in str(e) else "bad_field"
+            raise ProtocolError(f"result output: {e}", kind=reason) from None
+        if out.name in names:
+            raise ProtocolError(f"output {out.name!r} listed twice", kind="bad_field")
+        names.add(out.name)
+        total += out.nbytes
+        if total > max_payload_bytes:
+            raise ProtocolError(f"outputs of {total} bytes exceed the limit of {max_payload_bytes}", kind="oversized")
+        outputs.append(out)
+    arrays = [
+        _array(part, np.dtype(out.dtype), list(out.shape), max_payload_bytes)[0]
+        for out, part in zip(outputs, parts[1:], strict=True)
+    ]
+    return Message(
+        kind="result",
+        header=header,
+        array=arrays[0],
+        payload=parts[1],
+        outputs=outputs,
+        arrays=arrays,
+        payloads=tuple(parts[1:]),
+    )
+
+
+def encode_forward(header: dict[str, Any], *payloads: Any) -> list[Any]:
+    """Frames to re-send a received data message with an edited header; the payloads
+    (received zmq.Frames or buffers, already validated) are passed on without a copy."""
+    return [_dumps(header), *payloads]
 
 
 def to_ranges(ids: Sequence[int]) -> list[list[int]]:

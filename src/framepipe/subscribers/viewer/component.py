@@ -234,6 +234,10 @@ class Viewer(Component):
                     )
                 watch.end_of_run()
                 continue
+            if watch.stream == "results" and ("representation" not in msg.header or msg.array is None):
+                # a failed frame, or another processor's outputs: not a spectrum to show
+                self.counters[Count.UNSHOWABLE] += 1
+                continue
             if watch.data_since_eos == 0:
                 watch.joined_at_seq = msg.seq
                 watch.missed_before_joining += msg.seq
