@@ -280,3 +280,33 @@ def test_followers_are_not_released_while_another_child_waits_to_restart() -> No
     assert spawner.started["sink"] == pytest.approx([0.0, 1.5])
     assert [s for _, s in worker.signals] == [TERM]
     assert worker.signals[0][0] == pytest.approx(3.5), "once the restarted sink ended, not while it was down"
+
+
+def test_signals_only_restarts_a_crash_and_leaves_a_verdict_alone() -> None:
+    """One acquisition: a child killed by a signal is started again; one exiting 1 (its file
+    is incomplete) has given its verdict and is not."""
+    clock = FakeClock()
+    spawned: list[str] = []
+
+    class Handle:
+        def __init__(self, code: int | None) -> None:
+            self.code = code
+
+        def poll(self) -> int | None:
+            return self.code
+
+        def wait_briefly(self, timeout: float) -> int | None:
+            return self.code
+
+        def signal(self, sig: int) -> None:
+            pass
+
+    def spawn(name: str, argv: list[str], output: object) -> Handle:
+        spawned.append(name)
+        return Handle(None)
+
+    children = ChildSet(clock=clock, pause=clock.advance, spawn=spawn, restart_policy=RestartPolicy(signals_only=True))
+    children.start("crashed", ["x"], restart=True)
+    children.start("verdict", ["y"], restart=True)
+    assert children._restart_later("crashed", -9) is True
+    assert children._restart_later("verdict", 1) is False

@@ -29,7 +29,15 @@ from typing import Any
 
 from framepipe.config import Config, run_id_now
 from framepipe.core.counters import Count
-from framepipe.runtime.processes import Child, ChildHandle, ChildSet, child_env, component_args, framepipe_argv
+from framepipe.runtime.processes import (
+    Child,
+    ChildHandle,
+    ChildSet,
+    RestartPolicy,
+    child_env,
+    component_args,
+    framepipe_argv,
+)
 from framepipe.runtime.status import ComponentStatus, Role
 
 log = logging.getLogger("framepipe.run")
@@ -75,6 +83,8 @@ def run_pipeline(
             stop_first=(source,),
             followers=tuple(f"worker-{i}" for i in range(config.workers.count)),
             spawn=spawn,
+            # one acquisition: replace what crashed; an exit with a code is that component's verdict
+            restart_policy=RestartPolicy(signals_only=not serve),
         )
         monitor = RunMonitor(
             tmp,

@@ -254,6 +254,11 @@ class RestartPolicy:
     backoff_s: float = 0.5
     max_backoff_s: float = 8.0
     stable_s: float = 30.0
+    #: restart only a child killed by a signal (a crash, SIGKILL, the OOM killer), not one
+    #: that exited with a code of its own: in a one-acquisition run, a component exiting 1
+    #: has said its verdict (an incomplete file) and a new one would wait for a stream
+    #: that is over
+    signals_only: bool = False
 
     def window_text(self) -> str:
         return "per minute" if self.window_s == 60.0 else f"per {self.window_s:g} s"
@@ -348,6 +353,8 @@ class ChildSet:
             return False
         if code == 2:  # a usage or config error (a processor's failed setup): it would fail again
             log.error("%s exited with 2 (a configuration error): not restarted", name)
+            return False
+        if self.restart_policy.signals_only and code > 0:
             return False
         policy, now = self.restart_policy, self.clock()
         while spec.restarted_at and now - spec.restarted_at[0] >= policy.window_s:
