@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /opt/framepipe
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[opencv]"
+RUN pip install ".[opencv,web]"   # web: `framepipe web` (API, control panel, /metrics)
 
 # the example deployments; docker-compose.yml also mounts ./configs here, read-only
 COPY configs /etc/framepipe

@@ -56,12 +56,25 @@ def chromium(*args: str, user_data: Path, timeout: float = 90.0) -> subprocess.C
     )
 
 
+#: the control panel's column of tables on the right of the page (its width and margins, page.html)
+ASIDE_PX = 330 + 16 + 16
+
+
 def screenshot(url: str, path: Path, tmp: Path) -> np.ndarray:
+    """The page as RGB, with only the live view's two images and their captions kept: the
+    control panel around them (buttons, state, tables) is painted over with the background."""
     out = chromium(f"--screenshot={path}", url, user_data=tmp / f"profile-{path.stem}")
     assert path.is_file(), f"chromium wrote no screenshot ({out.returncode}):\n{out.stderr[-3000:]}"
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None and img.shape[:2] == (WINDOW[1], WINDOW[0])
-    return img[..., ::-1].astype(np.int16)  # RGB
+    rgb = img[..., ::-1].astype(np.int16)
+    background = rgb[-1, 0].copy()
+    # a row through the images (each about 400 px wide), not through the buttons and progress bar
+    image_rows = np.nonzero((gray_mask(rgb) | colour_mask(rgb)).sum(axis=1) > 350)[0]
+    assert image_rows.size, "the frame is on the page"
+    rgb[: max(0, image_rows.min() - 40)] = background  # the title, controls and stats line
+    rgb[:, WINDOW[0] - ASIDE_PX :] = background  # the stages and acquisitions
+    return rgb
 
 
 def get_status(base: str, after: int | None = None) -> dict[str, Any]:
@@ -224,7 +237,7 @@ def test_colour_video_is_shown_in_colour(deployment: Deployment, tmp_path: Path)
     blue = (left[:, 2] > 150) & (left[:, 0] < 80) & (left[:, 1] < 80)
     area = left.shape[0]
     assert red.sum() > 0.05 * area and blue.sum() > 0.05 * area, "the frame keeps its red and blue halves"
-    right = shot[:, WINDOW[0] // 2 :]
+    right = shot[:, WINDOW[0] // 2 : WINDOW[0] - ASIDE_PX]  # left of the control panel
     assert colour_mask(right).sum() > 0.15 * right.shape[0] * right.shape[1], "and its spectrum is shown"
 
 

@@ -22,6 +22,7 @@ from framepipe.config.models import (
     SinkConfig,
     VentilatorConfig,
     ViewerConfig,
+    WebConfig,
     WorkersConfig,
 )
 from framepipe.config.toml import dump_toml
@@ -38,6 +39,7 @@ __all__ = [
     "SinkConfig",
     "VentilatorConfig",
     "ViewerConfig",
+    "WebConfig",
     "WorkersConfig",
     "default_config_path",
     "dump_toml",

@@ -364,6 +364,26 @@ class ViewerConfig(Section):
         return _check_host(value)
 
 
+class WebConfig(Section):
+    """Who may use the HTTP API and control panel that ``framepipe view`` (alias ``framepipe
+    web``) serves on ``viewer.host:viewer.port``.
+
+    On loopback (the default) nothing is asked. Beyond loopback a token is required: without
+    ``token_file`` the server refuses to start. Every state change (start, stop) needs the
+    token, always once a token is set; reads need it too unless ``open_reads``.
+    """
+
+    token_file: str | None = None
+    """File holding the API token (one line, e.g. ``openssl rand -hex 32``). Clients send it as
+    ``Authorization: Bearer TOKEN``; the page asks for it once and keeps it in the browser."""
+    open_reads: bool = False
+    """Beyond loopback, let anyone who can reach the port read (state, statuses, images,
+    ``/metrics``) without the token; start and stop still need it."""
+    answer_timeout_s: float = Field(2.0, gt=0, le=30)
+    """How long a request waits for the deployment (control and status endpoints) before the
+    answer says ``down``: the page and scripts never hang on a paused or gone pipeline."""
+
+
 class LimitsConfig(Section):
     """Guards on what a process accepts from the network."""
 
@@ -460,6 +480,7 @@ class Config(Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     viewer: ViewerConfig = Field(default_factory=ViewerConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @model_validator(mode="after")
     def _ports_unique(self) -> Config:

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers (then: down)")
     p.add_argument("--json", action="store_true", help="print the status dicts as JSON")
     p.add_argument("--stop", action="store_true", help="ask every component to stop instead")
+    p.add_argument(
+        "--only", metavar="NAME", help="ask one component (e.g. sink, recorder-frames): exit 0 if it answers (a probe)"
+    )
     p = sub.add_parser("keys", help="CURVE keys for a secure deployment")
     keys = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     g = keys.add_parser(
@@ -114,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-timeout", type=float, default=2.0, metavar="S", help="give up on a device after S s")
     p.add_argument("--json", action="store_true", help="print JSON")
     _bench_parser(sub)
-    p = sub.add_parser("view", help="live view in the browser: latest frame and its spectrum ([viewer] config)")
-    _common(p)
+    for name in ("view", "web"):
+        p = sub.add_parser(
+            name,
+            help="the browser control panel, live view, HTTP API (/api/v1) and /metrics ([viewer], [web] config)"
+            + ("" if name == "view" else "; the same as view"),
+        )
+        _common(p)
     p = sub.add_parser("processors", help="the processors installed (built-ins, entry points), with their parameters")
     _common(p)  # accepted like every command's; the listing needs no config
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -384,7 +392,9 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         from framepipe.ops.launcher import with_status_ports
 
         config, _ = with_status_ports(config)
-    rounds = watch(config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1)
+    rounds = watch(
+        config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1, only=args.only
+    )
     statuses: list[dict[str, object]] = []
     from framepipe.ops.dashboard import rich_available, watch_live
 
@@ -400,7 +410,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
                 print("\x1b[2J\x1b[H", end="")  # clear the terminal between refreshes
             from framepipe.ops.control import deployment_line
 
-            print(deployment_line(config, args.timeout))
+            if args.only is None:
+                print(deployment_line(config, args.timeout))
             print(render_table(statuses), flush=True)
     if not statuses:
         print("no status endpoints configured (set status_port in the config)", file=sys.stderr)
@@ -453,8 +464,12 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
 
         name = args.name or (config.recorders[0].name if config.recorders else "recorder")
         return Recorder(config, name=name)
-    if args.command == "view":
-        from framepipe.subscribers.viewer.component import Viewer
-
-        return Viewer(config)
+    if args.command in ("view", "web"):
+        try:
+            from framepipe.ops.web.server import web_viewer
+        except ImportError as e:
+            raise ConfigError(
+                f"{args.command} needs the web extra ({e.name} is missing): pip install 'framepipe[web]'"
+            ) from e
+        return web_viewer(config)
     raise AssertionError(args.command)

@@ -52,6 +52,8 @@ class Control:
     config: Config
     name: str = "operator"
     timeout_s: float = ANSWER_S
+    #: a long-lived caller's context (the web server's), kept open; None: one per request
+    context: zmq.Context[Any] | None = None
 
     @property
     def url(self) -> str:
@@ -60,7 +62,8 @@ class Control:
 
     def _ask(self, kind: str, *, timeout_s: float | None = None, data: bool = False, **fields: Any) -> Any:
         """Send one request, return the decoded reply (a Message); raise on refusal/silence."""
-        ctx = make_context(self.config.security)
+        ctx = make_context(self.config.security) if self.context is None else self.context
+        sock = None
         try:
             sock = ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
@@ -71,7 +74,10 @@ class Control:
             self._await_answer(sock, monitor, self.timeout_s if timeout_s is None else timeout_s)
             parts = sock.recv_multipart(copy=False)
         finally:
-            ctx.destroy(linger=0)
+            if self.context is None:
+                ctx.destroy(linger=0)
+            elif sock is not None:
+                sock.close(linger=0)
         limit = int(self.config.limits.max_message_mb * 1e6) if data else 0
         try:
             reply = decode(parts, max_payload_bytes=limit)
@@ -113,15 +119,17 @@ class Control:
     def state(self) -> AcquisitionState:
         return self._state(self._ask("command", action="state"))
 
-    def acquire(self, frames: int, name: str | None = None, camera: dict[str, Any] | None = None) -> int:
-        """Start an acquisition; returns its id."""
+    def acquire(
+        self, frames: int, name: str | None = None, camera: dict[str, Any] | None = None, *, timeout_s: float = 30.0
+    ) -> int:
+        """Start an acquisition; returns its id (``timeout_s`` more for the camera to open)."""
         fields: dict[str, Any] = {"frames": frames}
         if name:
             fields["acquisition_name"] = name
         if camera:
             fields["camera"] = camera
         # the publisher opens the camera with these settings before answering
-        state = self._state(self._ask("acquire", timeout_s=self.timeout_s + 30, **fields))
+        state = self._state(self._ask("acquire", timeout_s=self.timeout_s + timeout_s, **fields))
         assert state.acquisition is not None
         return int(state.acquisition["id"])
 

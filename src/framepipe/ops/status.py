@@ -22,7 +22,7 @@ import zmq
 
 from framepipe.config import Config
 from framepipe.core.counters import Count
-from framepipe.core.errors import ProtocolError
+from framepipe.core.errors import ConfigError, ProtocolError
 from framepipe.runtime.status import MAX_REQUEST_BYTES, ComponentStatus, Observed, Role, State
 from framepipe.wire.messages import ErrorReply, StatusReply, StatusRequest
 from framepipe.wire.protocol import MAX_HEADER_BYTES, decode, encode_control
@@ -97,13 +97,20 @@ def query_deployment(
     timeout_s: float = 2.0,
     command: Literal["status", "stop"] = "status",
     ctx: zmq.Context[Any] | None = None,
+    only: str | None = None,
 ) -> list[dict[str, Any]]:
     """Ask every status endpoint at once; one reply per component, ``down`` if silent.
 
     The whole call takes at most about ``timeout_s``, however many components are down.
     Workers come from the sink's answer (role ``worker``, state ``seen``/``lost``).
+    ``only``: ask that one component (a probe of it, e.g. Kubernetes'), no workers.
     """
     eps = endpoints(config)
+    if only is not None:
+        eps = [ep for ep in eps if ep.name == only]
+        if not eps:
+            known = ", ".join(ep.name for ep in endpoints(config)) or "none"
+            raise ConfigError(f"--only: no status endpoint named {only!r} (configured: {known})")
     own = ctx is None
     context: zmq.Context[Any] = make_context(config.security) if ctx is None else ctx
     socks: dict[zmq.Socket[Any], StatusEndpoint] = {}
@@ -134,7 +141,7 @@ def query_deployment(
         if own:
             context.destroy(linger=0)  # also closes a socket whose connect failed
     out = [results.get(ep.name) or _down(ep, f"no answer within {timeout_s:g} s") for ep in eps]
-    for entry in list(out):
+    for entry in list(out) if only is None else ():
         if entry.role == Role.SINK and entry.state != Observed.DOWN:
             out.extend(_workers(entry))
     return [s.to_reply() for s in out]
@@ -195,7 +202,7 @@ def render_table(replies: Iterable[Mapping[str, Any]]) -> str:
 
 
 def watch(
-    config: Config, *, interval_s: float, timeout_s: float, count: int | None = None
+    config: Config, *, interval_s: float, timeout_s: float, count: int | None = None, only: str | None = None
 ) -> Iterator[list[dict[str, Any]]]:
     """Query repeatedly; yields each round (the CLI prints, a dashboard renders)."""
     ctx = make_context(config.security)
@@ -203,7 +210,7 @@ def watch(
         n = 0
         while count is None or n < count:
             started = time.monotonic()
-            yield query_deployment(config, timeout_s=timeout_s, ctx=ctx)
+            yield query_deployment(config, timeout_s=timeout_s, ctx=ctx, only=only)
             n += 1
             if count is None or n < count:
                 # pacing between refreshes for a human reader, not synchronisation

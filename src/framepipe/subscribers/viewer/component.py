@@ -1,9 +1,10 @@
 """The live view: the latest frame and its power spectrum in a browser, updated live.
 
 ``framepipe view`` subscribes to the frames preview (publisher) and/or the results
-preview (sink) and serves one page on ``viewer.host:viewer.port`` (loopback by default):
-this module watches the streams and renders views; :mod:`~framepipe.subscribers.viewer.http`
-serves them (with ``page.html``), :mod:`~framepipe.subscribers.viewer.images` draws them.
+preview (sink) and serves the control panel on ``viewer.host:viewer.port`` (loopback by
+default): this module watches the streams and renders views, a
+:class:`~framepipe.subscribers.viewer.views.Front` given by the process (the web server of
+:mod:`framepipe.ops.web`) serves them, :mod:`~framepipe.subscribers.viewer.images` draws them.
 
 Never slows the pipeline:
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -42,11 +44,10 @@ from framepipe.core.counters import Count
 from framepipe.core.errors import ConfigError
 from framepipe.core.ledger import SequenceTracker
 from framepipe.runtime.component import Component
-from framepipe.subscribers.viewer.http import PageSettings, View, ViewServer
 from framepipe.subscribers.viewer.images import encode_png, frame_image, frame_spectrum_image, spectrum_image
+from framepipe.subscribers.viewer.views import Front, View
 from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message
-from framepipe.wire.security import is_exposed
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.subscription import Subscription
 
@@ -122,8 +123,10 @@ class Viewer(Component):
 
     role = "viewer"
 
-    def __init__(self, config: Config, name: str | None = None):
+    def __init__(self, config: Config, name: str | None = None, front: Callable[[Viewer], Front] | None = None) -> None:
+        """``front``: makes what serves the views (None: watch only, nothing served)."""
         super().__init__(config, name or config.viewer.name)
+        self._make_front = front
         self.cfg = config.viewer
         self.watches: dict[str, StreamWatch] = {}
         self.recent_frames: collections.OrderedDict[int, Message] = collections.OrderedDict()
@@ -134,7 +137,7 @@ class Viewer(Component):
         self._shown_key: tuple[str, int] | None = None
         self._last_request = 0.0
         self._updates: collections.deque[float] = collections.deque(maxlen=64)
-        self._server: ViewServer | None = None
+        self._server: Front | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -181,11 +184,10 @@ class Viewer(Component):
         super().close()
 
     def _serve(self) -> None:
-        page = PageSettings(
-            title=f"framepipe · {self.config.run.name}", period_ms=max(16, int(1000 / self.cfg.max_updates_per_s))
-        )
+        if self._make_front is None:
+            return
         # kept before it starts: a long poll that arrives at once must see a server running
-        self._server = server = ViewServer(self, page, host=self.cfg.host, port=self.cfg.port, log=self.log)
+        self._server = server = self._make_front(self)
         try:
             server.start()
         except OSError as e:
@@ -196,14 +198,6 @@ class Viewer(Component):
             ) from e
         shown_host = self.cfg.host if self.cfg.host != "*" else "0.0.0.0"
         self.bound.append(f"http=http://{shown_host}:{self.cfg.port}/")
-        if is_exposed(f"tcp://{self.cfg.host}:{self.cfg.port}"):
-            # CURVE protects the streams, not this page: say so once, as for any exposed bind
-            self.log.warning(
-                "the live view is served on %s:%d without authentication: anyone who can reach it sees "
-                "the frames (keep viewer.host on loopback and use an ssh tunnel, docs/operators.md)",
-                self.cfg.host,
-                self.cfg.port,
-            )
 
     def _watched(self, now: float) -> bool:
         return not self.views or now - self._last_request < WATCHED_S
@@ -349,7 +343,7 @@ class Viewer(Component):
         with self._views_changed:
             while not self.views or next(reversed(self.views)) <= after:
                 now = time.monotonic()
-                if now >= deadline or self._server is None:
+                if now >= deadline or (self._server is None and self._make_front is not None):
                     return
                 self._last_request = now  # someone is watching: keep making views
                 self._views_changed.wait(min(1.0, deadline - now))
