@@ -20,6 +20,7 @@ from framepipe.core.errors import ProtocolError
 from framepipe.processing.fft import spectrum
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts
+from framepipe.wire.frames import FrameBuffers, frame_array
 from framepipe.wire.messages import Heartbeat, Stop
 from framepipe.wire.protocol import TOPIC_STOP, data_header, decode, encode_control, encode_data
 from framepipe.wire.sockets import POLL_MS
@@ -43,6 +44,7 @@ class Worker(Component):
     def __init__(self, config: Config, name: str | None = None):
         super().__init__(config, name or worker_name())
         self._sink_stop = False  # the sink said stop (a signal sets self.stopping instead)
+        self._frame_buffers = FrameBuffers()
 
     def setup(self) -> None:
         cfg = self.config.workers
@@ -117,11 +119,16 @@ class Worker(Component):
         except ProtocolError as e:
             self.reject(e, "tasks")
             return
-        if msg.kind != "frame" or msg.array is None:
+        if msg.kind != "frame":
             self.reject(ProtocolError(f"unexpected {msg.kind} on tasks", kind="bad_kind"), "tasks")
             return
+        try:
+            frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
+        except ProtocolError as e:
+            self.reject(e, "tasks")
+            return
         t0 = time.time_ns()
-        result = spectrum(msg.array, self.config.workers.result)
+        result = spectrum(frame, self.config.workers.result)
         h = msg.header
         header = data_header(
             "result",
@@ -163,5 +170,5 @@ class Worker(Component):
         if self.counters[Count.PROCESSED] == 1:
             self.counters[Count.FIRST_NS] = t0
         self.counters[Count.LAST_NS] = time.time_ns()
-        self.counters[Count.BYTES] += msg.array.nbytes
+        self.counters[Count.BYTES] += frame.nbytes
         self.counters[Count.BUSY_NS] += time.time_ns() - t0

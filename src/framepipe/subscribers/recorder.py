@@ -26,10 +26,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from framepipe import __version__
 from framepipe.config import Config, run_id_now
+from framepipe.core import bitshuffle
 from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError, RecorderError
+from framepipe.core.frame import descriptor
 from framepipe.core.series import UPSTREAM_LOST, RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
@@ -52,6 +56,8 @@ class Received:
     t_recv_ns: int
     #: its chunk being compressed by the pool; None: compressed when written
     job: Future[Any] | None = None
+    #: the chunk as received (compressed by the publisher, in the file's format): stored as is
+    chunk: Any = None
 
     def compressed(self) -> bool:
         return self.job is None or self.job.done()
@@ -80,6 +86,9 @@ class Recorder(Component):
         self._pool: ThreadPoolExecutor | None = None
         direct = self.rec.direct_chunks and self.codec.direct and self.codec.kind != "none"
         self._threads = self.rec.compress_threads if direct else 0
+        #: a frame that arrives bitshuffle-LZ4-compressed is stored as received when the file's
+        #: filter is the same (the publisher made byte for byte the chunk we would have made)
+        self._as_received = direct and self.codec.kind == bitshuffle.NAME
         self.series = self._new_series()
 
     def _new_series(self) -> RecordingSeries[Received]:
@@ -410,11 +419,21 @@ class Recorder(Component):
                 self.series.end_of_stream(eos.reason, eos.camera_lost, frame_ids)
                 self.log.info("end of stream (%s)", eos.reason)
                 return eos
-            assert msg.array is not None
+            assert msg.payload is not None  # a data message (its array may still be compressed)
             if self.acquisition is None or msg.header.get("acquisition") not in (None, self.acquisition.acquisition):
                 self.counters[Count.STALE] += 1  # between acquisitions: not part of any file
                 continue
             received = Received(msg, time.time_ns())
+            if msg.encoding is not None:
+                self.wire_encoding = msg.encoding
+                if self._as_received and msg.encoding == bitshuffle.NAME:
+                    received.chunk = msg.payload
+                else:
+                    try:  # another file format: decoded here, compressed as any frame is
+                        msg.decoded()  # decodes, once
+                    except ProtocolError as e:
+                        self.reject(e, self.rec.stream)
+                        continue
             accepted = self.series.arrive(msg.frame_id, received)
             self.counters[Count.RECEIVED] = self.series.received
             if not accepted:
@@ -422,8 +441,8 @@ class Recorder(Component):
                 continue
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
-            if self._pool is not None:
-                received.job = self._pool.submit(self.codec.compress, msg.array)
+            if self._pool is not None and received.chunk is None:
+                received.job = self._pool.submit(self.codec.compress, msg.decoded())
             self._write_pending()
         return None
 
@@ -431,17 +450,22 @@ class Recorder(Component):
         """Write the pending frames the series lets go (all of them with ``drain``), oldest first."""
         while (received := self.series.next_write(Received.compressed, drain=drain)) is not None:
             job, msg = received.job, received.msg
-            assert msg.array is not None
             t0 = time.time_ns()
             try:
-                chunk = job.result() if job is not None else None
+                chunk = job.result() if job is not None else received.chunk
             except Exception as e:  # a codec failure is a recorder failure, with the frame named
                 raise RecorderError(f"{self.codec.kind} compression failed at frame {msg.frame_id}: {e}") from e
             if self.series.needs_file:
                 self._open_next()
             assert self.file is not None
+            if received.chunk is not None:
+                # only the shape and dtype are needed: the chunk is stored as it came
+                array = descriptor(tuple(msg.header["shape"]), np.dtype(msg.header["dtype"]))
+                self.counters[Count.CHUNKS_AS_RECEIVED] += 1
+            else:
+                array = msg.decoded()
             self.file.append(
-                msg.array,
+                array,
                 frame_id=msg.frame_id,
                 t_acq_ns=msg.header["t_acq_ns"],
                 t_recv_ns=received.t_recv_ns,
@@ -458,7 +482,8 @@ class Recorder(Component):
                 # CLOCK_PROCESS_CPUTIME_ID costs up to milliseconds per call on this VM.
                 self.counters[Count.CPU_FIRST_NS] = time.process_time_ns()
             self.counters[Count.WRITTEN] = self.series.written
-            self.counters[Count.BYTES] += msg.array.nbytes
+            self.counters[Count.BYTES] += msg.nbytes
+            self.counters[Count.WIRE_BYTES] += msg.wire_bytes
             self.counters[Count.LAST_NS] = now
             if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
@@ -521,8 +546,14 @@ class Recorder(Component):
             code = 1
         return code
 
+    #: how the frames came: none, or the encoding of the last compressed one
+    wire_encoding = "none"
+
     def summary(self) -> dict[str, Any]:
         out = super().summary()
+        out[Count.WIRE_ENCODING] = self.wire_encoding
+        if self.counters[Count.WIRE_BYTES]:
+            out[Count.WIRE_RATIO] = round(self.counters[Count.BYTES] / self.counters[Count.WIRE_BYTES], 3)
         if self.files:
             out[Count.PATH] = self.files[-1][0].path.as_posix()
         try:
