@@ -141,7 +141,7 @@ def test_corrupt_lz4_data_is_rejected_when_decoded() -> None:
     array = _frames()[1]
     parts = _wire(array)
     corrupt = bytearray(parts[1])
-    corrupt[16:40] = b"\xff" * 24  # inside the first LZ4 block: the structure still adds up
+    corrupt[16:40] = bytes(24)  # inside the first LZ4 block: the structure still adds up
     msg = decode([parts[0], bytes(corrupt)], max_payload_bytes=LIMIT)
     with pytest.raises(ProtocolError) as e:
         _ = msg.array

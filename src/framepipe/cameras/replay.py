@@ -138,6 +138,8 @@ class ReplayCamera(Camera):
             "fps": self.cfg.fps,
             **original,
         }
+        if self._direct:
+            self._meta["stored_chunks_sent"] = True  # read_direct_chunk, sent compressed as stored
         if self._fields:
             self._meta["frame_fields"] = list(self._fields)
 
