@@ -90,6 +90,7 @@ class Publisher(Component):
         # the camera first: a camera that cannot open binds nothing
         cfg = self.config.publisher
         camera = self._camera or open_camera(self.config.camera)
+        camera.chunks_wanted = self.wire_encoding == "bitshuffle-lz4"
         camera.open()
         self.camera = camera
         try:
