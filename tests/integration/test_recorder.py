@@ -446,6 +446,8 @@ def test_compressed_stream_stored_as_received_or_recoded(
             np.testing.assert_array_equal(frames[row], compressible_or_noise(k))
         ledger = f["entry/ledger"]
         assert ledger["missing_ids"][:].tolist() == sorted(damaged) and ledger.attrs["rejected"] == len(damaged)
+        assert ledger.attrs["wire_encoding"] == "bitshuffle-lz4" and ledger.attrs["wire_ratio"] > 1.0
+        assert ledger.attrs["chunks_as_received"] == summary.get("chunks_as_received", 0)
         if compression == "bitshuffle-lz4":
             # the stored chunk is byte for byte the chunk HDF5's bitshuffle filter writes
             d = ref.create_dataset(
@@ -461,3 +463,14 @@ def test_compressed_stream_stored_as_received_or_recoded(
                 assert frames.id.read_direct_chunk((row, 0, 0)) == d.id.read_direct_chunk((row, 0, 0)), row
         else:
             assert str(hdf5plugin.BSHUF_ID) not in frames._filters
+    shown = subprocess.run(
+        [sys.executable, "-m", "framepipe", "inspect", str(deployment.data / "run_frames.h5")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    as_received = len(good) if compression == "bitshuffle-lz4" else 0
+    assert re.search(
+        rf"on the wire\s+bitshuffle-lz4  ratio [\d.]+  \({as_received} chunks stored as received\)", shown.stdout
+    ), shown.stdout

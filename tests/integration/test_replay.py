@@ -83,7 +83,9 @@ def test_replay_sends_the_stored_chunks_compressed(deployment: Deployment) -> No
     deployment.settings.update({"camera.kind": "replay", "camera.path": str(first), "camera.count": 0})
     deployment.settings.update({"camera.replay_pace": "fps", "camera.fps": 0.0})
     deployment.write_config()
-    rec = deployment.start("rec-chunks", "record", "--name", "recorder-frames", "--summary-json", str(deployment.dir / "rec.json"))
+    rec = deployment.start(
+        "rec-chunks", "record", "--name", "recorder-frames", "--summary-json", str(deployment.dir / "rec.json")
+    )
     rec.wait_for("ready:")
     pub = deployment.start("pub-chunks", "publisher")
     assert pub.wait(90) == 0, pub.log()[-3000:]
@@ -98,4 +100,3 @@ def test_replay_sends_the_stored_chunks_compressed(deployment: Deployment) -> No
         np.testing.assert_array_equal(fb[:], fa[:])
         assert bool(b["entry/ledger"].attrs["complete"])
         assert bool(b["entry/instrument/camera"].attrs["stored_chunks_sent"])
-

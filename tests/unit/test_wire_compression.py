@@ -44,9 +44,7 @@ def _wire(array: np.ndarray, encoding: str = "bitshuffle-lz4", **fields: object)
 def _hdf5plugin_chunk(array: np.ndarray, path: Path) -> bytes:
     """The chunk HDF5's own bitshuffle filter stores for ``array`` (one frame per chunk)."""
     with h5py.File(path, "w") as f:
-        d = f.create_dataset(
-            "frames", data=array[None], chunks=(1, *array.shape), **hdf5plugin.Bitshuffle(cname="lz4")
-        )
+        d = f.create_dataset("frames", data=array[None], chunks=(1, *array.shape), **hdf5plugin.Bitshuffle(cname="lz4"))
         _, chunk = d.id.read_direct_chunk((0,) * (array.ndim + 1))
     return bytes(chunk)
 

@@ -63,6 +63,25 @@ class Received:
         return self.job is None or self.job.done()
 
 
+@dataclasses.dataclass(slots=True)
+class WireTally:
+    """How one acquisition's frames travelled: bytes decoded and on the wire, and how many
+    compressed chunks were stored as received (written into the ledger, shown by inspect)."""
+
+    nbytes: int = 0
+    wire_bytes: int = 0
+    as_received: int = 0
+
+    def add(self, nbytes: int, wire_bytes: int, *, as_received: bool) -> None:
+        self.nbytes += nbytes
+        self.wire_bytes += wire_bytes
+        self.as_received += as_received
+
+    def attrs(self, encoding: str) -> dict[str, Any]:
+        ratio = round(self.nbytes / self.wire_bytes, 3) if self.wire_bytes else 1.0
+        return {"wire_encoding": encoding, "wire_ratio": ratio, "chunks_as_received": self.as_received}
+
+
 class Recorder(Component):
     """SUB to a stream → HDF5 file(s) with a frame ledger."""
 
@@ -90,6 +109,7 @@ class Recorder(Component):
         #: filter is the same (the publisher made byte for byte the chunk we would have made)
         self._as_received = direct and self.codec.kind == bitshuffle.NAME
         self.series = self._new_series()
+        self._wire = WireTally()
 
     def _new_series(self) -> RecordingSeries[Received]:
         return RecordingSeries(
@@ -315,6 +335,8 @@ class Recorder(Component):
         self.error = None
         for key in (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.GAPS, Count.COMPLETE):
             self.counters.pop(key, None)
+        self._wire = WireTally()
+        self.wire_encoding = "none"
         self._count_earlier_parts(start)
         self._open_next()
         self.log.info("acquisition %d '%s': writing %s", start.acquisition, start.name, self.files[0][0].path)
@@ -484,6 +506,7 @@ class Recorder(Component):
             self.counters[Count.WRITTEN] = self.series.written
             self.counters[Count.BYTES] += msg.nbytes
             self.counters[Count.WIRE_BYTES] += msg.wire_bytes
+            self._wire.add(msg.nbytes, msg.wire_bytes, as_received=received.chunk is not None)
             self.counters[Count.LAST_NS] = now
             if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
@@ -518,7 +541,8 @@ class Recorder(Component):
             self.log.error("no ledger written into the file(s) after the error above")
         for index, (frame_file, closed_at) in enumerate(self.files if self.error is None else []):
             try:
-                finalize(frame_file.path, end_time=closed_at or now_iso(), ledger=ledger.attrs(index))
+                attrs = {**ledger.attrs(index), **self._wire.attrs(self.wire_encoding)}
+                finalize(frame_file.path, end_time=closed_at or now_iso(), ledger=attrs)
             except RecorderError as e:
                 self.log.error("%s", e)
                 code = 1
