@@ -191,3 +191,16 @@ def test_encode_chunk_refuses_a_chunk_that_is_not_the_frame() -> None:
 def test_auto_compresses_when_the_stream_leaves_the_host(setting: str, bind: str, expected: str) -> None:
     cfg = PublisherConfig.model_validate({"wire_compression": setting, "bind": bind})
     assert cfg.wire_encoding() == expected
+
+
+def test_dashboard_shows_what_the_link_carries() -> None:
+    from framepipe.ops.dashboard import stage_rows
+    from framepipe.runtime.status import ComponentStatus
+
+    pub = {"component": "publisher", "role": "publisher", "published": 10, "bytes": 100}
+    rec = {"component": "recorder-frames", "role": "recorder", "written": 10, "bytes": 100}
+    compressed = {"wire_encoding": "bitshuffle-lz4", "wire_ratio": 1.634}
+    rows = stage_rows([ComponentStatus.from_summary({**s, **compressed}) for s in (pub, rec)])
+    assert all("wire bitshuffle-lz4 ×1.63" in r.notes for r in rows), [r.notes for r in rows]
+    rows = stage_rows([ComponentStatus.from_summary({**s, "wire_encoding": "none"}) for s in (pub, rec)])
+    assert not any("wire" in r.notes for r in rows)
