@@ -39,7 +39,7 @@ from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts, StreamPeers
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import Acquire, AcquisitionStart, AcquisitionState, Command, one_line
-from framepipe.wire.protocol import data_header, encode_data
+from framepipe.wire.protocol import data_header, encode_chunk, encode_data
 from framepipe.wire.sync import SyncServer
 
 #: after a stop by signal, how long to wait for subscribers' byes
@@ -90,6 +90,7 @@ class Publisher(Component):
         # the camera first: a camera that cannot open binds nothing
         cfg = self.config.publisher
         camera = self._camera or open_camera(self.config.camera)
+        camera.chunks_wanted = self.wire_encoding == "bitshuffle-lz4"
         camera.open()
         self.camera = camera
         try:
@@ -123,7 +124,9 @@ class Publisher(Component):
     def run(self) -> int:
         cfg = self.config.publisher
         self.open()
-        self.ready(f"policy={cfg.policy} serve={str(self.config.run.serve).lower()}")
+        self.ready(
+            f"policy={cfg.policy} serve={str(self.config.run.serve).lower()} wire_compression={self.wire_encoding}"
+        )
         if not self.config.run.serve:
             return self._one_acquisition()
         self.log.info("standing deployment %s: idle, waiting for `framepipe acquire`", self.run_id)
@@ -269,7 +272,7 @@ class Publisher(Component):
             t_server_ns=time.time_ns(),
             **frame.extra,
         )
-        self.control.sock.send_multipart([peer, b"", *encode_data(header, frame.array)], copy=False)
+        self.control.sock.send_multipart([peer, b"", *encode_data(header, frame.pixels())], copy=False)
 
     def _grab_one(self) -> Frame | None:
         camera = self._open_camera(self.config.camera.for_acquisition(1))
@@ -310,6 +313,7 @@ class Publisher(Component):
             camera, self._camera = self._camera, None  # a camera given by the caller serves once
         else:
             camera = open_camera(cfg)
+        camera.chunks_wanted = self.wire_encoding == "bitshuffle-lz4"
         camera.open()
         return camera
 
@@ -409,12 +413,14 @@ class Publisher(Component):
                     acquisition=acq.id,
                     **frame.extra,
                 )
-                if not stream.publish(encode_data(header, frame.array), frame.frame_id):
+                parts = self._frame_parts(header, frame)
+                if not stream.publish(parts, frame.frame_id):
                     break
                 self.latest = frame
                 acq.published += 1
                 self.counters[Count.PUBLISHED] += 1
                 self.counters[Count.BYTES] += frame.array.nbytes
+                self.counters[Count.WIRE_BYTES] += memoryview(parts[1]).nbytes
                 self.counters[Count.LAST_NS] = time.time_ns()
                 # between frames: subscription changes, late hellos, control, without waiting
                 if any(s.poll(0) for s in sockets):
@@ -426,6 +432,19 @@ class Publisher(Component):
         if code == 0 and (self.stopping or self._stop_acquisition):
             reason = "stopped"
         return reason, code
+
+    @property
+    def wire_encoding(self) -> str:
+        return self.config.publisher.wire_encoding()
+
+    def _frame_parts(self, header: dict[str, Any], frame: Frame) -> list[Any]:
+        """The frame's message, encoded as the wire wants it: compressed once, here; a
+        chunk the camera already holds (replay) is sent as it is."""
+        if frame.chunk is not None:
+            if self.wire_encoding == "bitshuffle-lz4":
+                return encode_chunk(header, frame.chunk)
+            return encode_data(header, frame.pixels())
+        return encode_data(header, frame.array, encoding=self.wire_encoding)
 
     def _start_pending(self) -> None:
         """An accepted acquire: answer with its id, then run it (the loop serves meanwhile)."""
@@ -447,6 +466,9 @@ class Publisher(Component):
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
+        out[Count.WIRE_ENCODING] = self.wire_encoding
+        if self.counters[Count.WIRE_BYTES]:
+            out[Count.WIRE_RATIO] = round(self.counters[Count.BYTES] / self.counters[Count.WIRE_BYTES], 3)
         if self.set_up:  # live figures for the dashboard, while it runs
             out[Count.BLOCKED_MS] = int(self.stream.blocked_s * 1000)
             out[Count.SUBSCRIBERS] = sorted(self.stream.hellos)

@@ -29,6 +29,7 @@ from framepipe.processing.chain import Chain, FrameFailure
 from framepipe.processing.interface import FrameInfo
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts
+from framepipe.wire.frames import FrameBuffers, frame_array
 from framepipe.wire.messages import Heartbeat, Stop
 from framepipe.wire.protocol import TOPIC_STOP, decode, encode_control, encode_result, result_header
 from framepipe.wire.sockets import POLL_MS
@@ -58,6 +59,7 @@ class Worker(Component):
         fft = next((step for step in self.chain.steps if step.spec == "fft"), None)
         #: the FFT representation, for the viewer (results of another processor have none)
         self.representation: str | None = getattr(fft.params, "result", None) if fft is not None else None
+        self._frame_buffers = FrameBuffers()
 
     def setup(self) -> None:
         cfg = self.config.workers
@@ -134,8 +136,13 @@ class Worker(Component):
         except ProtocolError as e:
             self.reject(e, "tasks")
             return
-        if msg.kind != "frame" or msg.array is None:
+        if msg.kind != "frame":
             self.reject(ProtocolError(f"unexpected {msg.kind} on tasks", kind="bad_kind"), "tasks")
+            return
+        try:
+            frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
+        except ProtocolError as e:
+            self.reject(e, "tasks")
             return
         t0 = time.time_ns()
         h = msg.header
@@ -150,13 +157,13 @@ class Worker(Component):
         }
         if self.representation is not None:
             fields["representation"] = self.representation
-        info = FrameInfo.of(msg.array)
+        info = FrameInfo.of(frame)
         if info != self.chain.frame_info:
             # ProcessorError (exit 2) out of run(): the worker stops, its frames go to others
             self.log.info("processor %s: set up for frames %s %s", self.chain.describe(), info.dtype, info.shape)
             self.chain.setup(info)
         try:
-            arrays = self.chain.run(msg.array)
+            arrays = self.chain.run(frame)
             ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
             header = result_header(self.chain.schema, **ids, **fields)
         except FrameFailure as e:
@@ -195,5 +202,5 @@ class Worker(Component):
         if self.counters[Count.PROCESSED] == 1:
             self.counters[Count.FIRST_NS] = t0
         self.counters[Count.LAST_NS] = time.time_ns()
-        self.counters[Count.BYTES] += msg.array.nbytes
+        self.counters[Count.BYTES] += frame.nbytes
         self.counters[Count.BUSY_NS] += time.time_ns() - t0

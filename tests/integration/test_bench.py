@@ -81,6 +81,6 @@ def test_bad_bench_option_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "framepipe bench: error: --only: unknown measurement warp-drive; "
-        "choose from kernel, processors, pipeline, naive, transport, recorder, latency"
+        "choose from kernel, processors, pipeline, naive, transport, recorder, wire, latency"
     ]
     assert not (tmp_path / "bench-out").exists()  # nothing started, nothing written

@@ -17,9 +17,13 @@ pytestmark = pytest.mark.integration
 N, H, W = 500, 64, 96
 
 
-def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> None:
+@pytest.mark.parametrize("wire", ["none", "bitshuffle-lz4"])
+def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: str) -> None:
+    """Raw, and compressed once at the publisher: workers decode, the frames recorder
+    stores the chunks as they came, the results are the same."""
     deployment.settings.update(
         {
+            "publisher.wire_compression": wire,
             "camera.count": N,
             "camera.height": H,
             "camera.width": W,
@@ -37,7 +41,10 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> Non
         ready = re.search(r"(worker-\S+)\s+INFO\s+ready:", w.wait_for("ready:"))
         assert ready, w.log()
         sink.wait_for(f"worker {ready.group(1)} joined")
-    recorders = [deployment.start(n, "record", "--name", n) for n in ("recorder-frames", "recorder-results")]
+    recorders = [
+        deployment.start(n, "record", "--name", n, "--summary-json", str(deployment.dir / f"{n}.json"))
+        for n in ("recorder-frames", "recorder-results")
+    ]
     vent = deployment.start("ventilator", "ventilator")
     pub = deployment.start("publisher", "publisher")
 
@@ -50,6 +57,12 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment) -> Non
     assert summary["received"] == N and summary["missing"] == 0
     assert sum(summary["per_worker"].values()) == N
     assert len(summary["per_worker"]) == 3, "work was spread over the 3 workers"
+    frames_rec = json.loads((deployment.dir / "recorder-frames.json").read_text())
+    assert frames_rec["wire_encoding"] == wire
+    assert frames_rec.get("chunks_as_received", 0) == (N if wire != "none" else 0)
+    assert frames_rec.get("rejected", 0) == 0
+    if wire != "none":
+        assert frames_rec["wire_ratio"] > 1.0, frames_rec  # the synthetic frames are noisy: ~1.03
 
     with h5py.File(deployment.data / "run_frames.h5", "r") as f:
         ids = f["entry/data/frame_id"][:]

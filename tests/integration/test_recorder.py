@@ -399,3 +399,100 @@ def test_an_acquisition_stopped_before_its_first_frame_leaves_no_file(
     assert f"acquisition 1 stopped before its first frame: removed the empty {opened.name}" in rec.log()
     (bye,) = feeder.byes
     assert bye.written == 0 and bye.path is None
+
+
+def compressible_or_noise(k: int) -> np.ndarray:
+    """Every third frame is noise (barely compresses), the others a camera-like frame."""
+    if k % 3 == 0:
+        return np.random.default_rng(k).integers(0, 65535, (H, W), dtype=np.uint16, endpoint=True)
+    return frame(k)
+
+
+def _send_damaged(feeder: StreamFeeder, frame_id: int, payload: bytes, *, keep_length: bool = True) -> None:
+    """Frame ``frame_id`` published with a damaged compressed payload (counted as published)."""
+    from framepipe.wire.protocol import data_header, encode_data
+
+    array = compressible_or_noise(frame_id)
+    header = data_header(
+        "frame", array, frame_id=frame_id, seq=feeder.seq, t_acq_ns=time.time_ns(), acquisition=feeder.acquisition
+    )
+    parts = encode_data(header, array, encoding="bitshuffle-lz4")
+    head = json.loads(bytes(parts[0]))
+    if keep_length:
+        head["encoded_bytes"] = len(payload)
+    feeder.send_raw([json.dumps(head).encode(), payload])
+    feeder.seq += 1
+    feeder.published.append(frame_id)
+
+
+@pytest.mark.parametrize("compression", ["bitshuffle-lz4", "none", "gzip"])
+def test_compressed_stream_stored_as_received_or_recoded(
+    deployment: Deployment, feeder: StreamFeeder, compression: str
+) -> None:
+    """A publisher that compresses: a bitshuffle-LZ4 file stores each chunk as it came (the
+    very chunk hdf5plugin makes for that frame); a raw or gzip file decodes and re-encodes.
+    Lying payloads are rejected and counted and the run goes on; so is LZ4 data that does not
+    decode where the recorder decodes."""
+    from framepipe.core import bitshuffle
+
+    rec = start_recorder(deployment, f"recorders.0.compression={compression}")
+    feeder.wait_for_subscribers()
+    damaged = {12: "lying"} if compression == "bitshuffle-lz4" else {12: "lying", 21: "corrupt"}
+    for k in range(30):
+        if k in damaged:
+            chunk = bytearray(bitshuffle.encode(compressible_or_noise(k)).tobytes())
+            if damaged[k] == "lying":
+                chunk[:8] = (1 << 30).to_bytes(8, "big")  # says it decodes to 1 GB
+            else:
+                chunk[16:40] = bytes(24)  # the block table adds up, the LZ4 data is garbage
+            _send_damaged(feeder, k, bytes(chunk))
+        else:
+            feeder.send(k, compressible_or_noise(k), encoding="bitshuffle-lz4")
+    feeder.finish()
+    assert rec.wait(60) == 1, rec.log()  # the damaged frames are missing: exit 1
+    good = [k for k in range(30) if k not in damaged]
+
+    summary = json.loads((deployment.dir / "rec.json").read_text())
+    assert summary["rejected"] == len(damaged), summary
+    kinds = {"lying": "bad_encoding", "corrupt": "corrupt_payload"}
+    assert summary["rejected_by_kind"] == {kinds[v]: 1 for v in damaged.values()}, summary
+    assert summary["wire_encoding"] == "bitshuffle-lz4"
+    assert summary["wire_ratio"] > 1.0, summary
+    assert summary.get("chunks_as_received", 0) == (len(good) if compression == "bitshuffle-lz4" else 0)
+
+    reference = deployment.dir / "reference.h5"
+    with h5py.File(deployment.data / "run_frames.h5", "r") as f, h5py.File(reference, "w") as ref:
+        frames = f["entry/data/frames"]
+        assert f["entry/data/frame_id"][:].tolist() == good
+        for row, k in enumerate(good):
+            np.testing.assert_array_equal(frames[row], compressible_or_noise(k))
+        ledger = f["entry/ledger"]
+        assert ledger["missing_ids"][:].tolist() == sorted(damaged) and ledger.attrs["rejected"] == len(damaged)
+        assert ledger.attrs["wire_encoding"] == "bitshuffle-lz4" and ledger.attrs["wire_ratio"] > 1.0
+        assert ledger.attrs["chunks_as_received"] == summary.get("chunks_as_received", 0)
+        if compression == "bitshuffle-lz4":
+            # the stored chunk is byte for byte the chunk HDF5's bitshuffle filter writes
+            d = ref.create_dataset(
+                "frames",
+                shape=(len(good), H, W),
+                dtype=np.uint16,
+                chunks=(1, H, W),
+                **hdf5plugin.Bitshuffle(cname="lz4"),
+            )
+            for row, k in enumerate(good):
+                d[row] = compressible_or_noise(k)
+            for row in range(len(good)):
+                assert frames.id.read_direct_chunk((row, 0, 0)) == d.id.read_direct_chunk((row, 0, 0)), row
+        else:
+            assert str(hdf5plugin.BSHUF_ID) not in frames._filters
+    shown = subprocess.run(
+        [sys.executable, "-m", "framepipe", "inspect", str(deployment.data / "run_frames.h5")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    as_received = len(good) if compression == "bitshuffle-lz4" else 0
+    assert re.search(
+        rf"on the wire\s+bitshuffle-lz4  ratio [\d.]+  \({as_received} chunks stored as received\)", shown.stdout
+    ), shown.stdout

@@ -69,3 +69,34 @@ def test_replay_at_original_pace_through_the_pipeline(deployment: Deployment) ->
     with h5py.File(deployment.data / "again_results.h5", "r") as f:
         assert sorted(f["entry/data/frame_id"][:].tolist()) == list(range(30))
         assert bool(f["entry/ledger"].attrs["complete"])
+
+
+def test_replay_sends_the_stored_chunks_compressed(deployment: Deployment) -> None:
+    """With wire compression on, replay reads the recording's chunks (read_direct_chunk) and
+    sends them as they are; the new recording stores them as received: the same bytes."""
+    import json
+
+    _record(deployment, "orig", kind="synthetic", count=N, height=H, width=W, dtype="uint16", seed=3)
+    first = deployment.data / "orig_frames.h5"
+    deployment.settings["publisher.wire_compression"] = "bitshuffle-lz4"
+    deployment.settings.update({"run.name": "chunks", "publisher.subscribers": ["recorder-frames"]})
+    deployment.settings.update({"camera.kind": "replay", "camera.path": str(first), "camera.count": 0})
+    deployment.settings.update({"camera.replay_pace": "fps", "camera.fps": 0.0})
+    deployment.write_config()
+    rec = deployment.start(
+        "rec-chunks", "record", "--name", "recorder-frames", "--summary-json", str(deployment.dir / "rec.json")
+    )
+    rec.wait_for("ready:")
+    pub = deployment.start("pub-chunks", "publisher")
+    assert pub.wait(90) == 0, pub.log()[-3000:]
+    assert rec.wait(60) == 0, rec.log()[-3000:]
+    assert "wire_compression=bitshuffle-lz4" in pub.log()
+    assert json.loads((deployment.dir / "rec.json").read_text())["chunks_as_received"] == N
+    with h5py.File(first, "r") as a, h5py.File(deployment.data / "chunks_frames.h5", "r") as b:
+        fa, fb = a["entry/data/frames"], b["entry/data/frames"]
+        assert fb.shape == fa.shape == (N, H, W)
+        for row in range(N):
+            assert fb.id.read_direct_chunk((row, 0, 0)) == fa.id.read_direct_chunk((row, 0, 0))
+        np.testing.assert_array_equal(fb[:], fa[:])
+        assert bool(b["entry/ledger"].attrs["complete"])
+        assert bool(b["entry/instrument/camera"].attrs["stored_chunks_sent"])

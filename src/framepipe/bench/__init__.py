@@ -6,7 +6,8 @@ One module per measurement — :mod:`~framepipe.bench.kernel` (the CPU ceiling),
 :mod:`~framepipe.bench.transport` (publisher → subscriber vs raw pyzmq),
 :mod:`~framepipe.bench.recorder` (recorder vs h5py), :mod:`~framepipe.bench.latency`
 (p50/p95/p99 at a fixed rate), :mod:`~framepipe.bench.processors` (each built-in
-processor's kernel, and the plugin call's overhead) — plus :mod:`~framepipe.bench.processes` (real component
+processor's kernel, and the plugin call's overhead), :mod:`~framepipe.bench.wire`
+(bitshuffle-LZ4 on the wire: bytes saved, CPU spent) — plus :mod:`~framepipe.bench.processes` (real component
 processes with their peak RSS and CPU) and :mod:`~framepipe.bench.report` (table, JSON,
 PNG). :mod:`~framepipe.bench.run` puts them together. See docs/performance.md.
 
@@ -21,6 +22,6 @@ from __future__ import annotations
 #: the measurements ``framepipe bench --only`` takes, in the order they run. Kept here, with no
 #: imports, because every component builds the CLI parser at start-up: importing the bench's
 #: modules would cost each of them numpy/h5py start-up work it does not need.
-MEASUREMENTS = ("kernel", "processors", "pipeline", "naive", "transport", "recorder", "latency")
+MEASUREMENTS = ("kernel", "processors", "pipeline", "naive", "transport", "recorder", "wire", "latency")
 
 __all__ = ["MEASUREMENTS"]

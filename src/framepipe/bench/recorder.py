@@ -85,8 +85,13 @@ def framefile_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[st
     return {"fps": round(fps, 1), "cpu_ms_per_frame": round(1000 * cpu / frames, 3)}
 
 
-def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float = 300.0) -> dict[str, Any]:
-    """The recorder process and raw h5py, same frames, same directory, same filter."""
+def measure(
+    out: Path, *, frames: int, size: int, dtype: str, timeout_s: float = 300.0, wire: str = "none"
+) -> dict[str, Any]:
+    """The recorder process and raw h5py, same frames, same directory, same filter.
+
+    ``wire="bitshuffle-lz4"``: the publisher sends the frames compressed (chunks made once
+    before the run) and the recorder stores them as received, never compressing."""
     from framepipe.bench.pipeline import component_costs, rate, total_cpu_ms
 
     frame_bytes = size * size * np.dtype(dtype).itemsize
@@ -101,6 +106,7 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         "recorders": [{"name": "recorder-frames", "stream": "frames", "path": str(h5_path), "hwm_frames": 64}],
     }
     sections["publisher"]["subscribers"] = ["recorder-frames"]
+    sections["publisher"]["wire_compression"] = wire
     me = [sys.executable, "-m", "framepipe.bench.transport"]
     with Fleet(run_dir) as fleet:
         config = write_config(run_dir / "deployment.toml", sections)
@@ -112,6 +118,8 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         components = component_costs({"publisher": pub, "recorder": rec}, summary, key="written")
     if summary.get("written") != frames or summary.get("missing"):
         raise BenchError(f"recorder wrote {summary.get('written')} of {frames} frames")
+    if wire != "none" and summary.get("chunks_as_received") != frames:
+        raise BenchError(f"recorder stored {summary.get('chunks_as_received')} of {frames} chunks as received")
     with h5py.File(h5_path, "r") as f:  # what the recorder wrote is really there
         if f["entry/data/frames"].shape[0] != frames:
             raise BenchError(f"{h5_path}: {f['entry/data/frames'].shape[0]} frames, expected {frames}")
@@ -122,6 +130,8 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
     layer = framefile_rate(data_dir / "framefile.h5", frames=frames, size=size, dtype=dtype)
     return {
         "frames": frames,
+        "wire": wire,
+        "wire_ratio": summary.get("wire_ratio", 1.0),
         "filter": filters or "none",
         "framepipe": {
             "fps": round(fps, 1),

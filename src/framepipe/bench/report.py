@@ -55,6 +55,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "below": True,
             }
         )
+    wired = (results.get("recorder") or {}).get("wire_compressed")
+    if wired and wired.get("recorder_cpu_vs_compressing") is not None:
+        rows.append(
+            {
+                "target": "recorder CPU, compressed wire ≤ 0.3 × compressing",
+                "value": wired["recorder_cpu_vs_compressing"],
+                "goal": 0.3,
+                "below": True,
+            }
+        )
     lat = results.get("latency")
     if lat:
         rows.append(
@@ -142,6 +152,40 @@ def table(results: dict[str, Any]) -> str:
             f"  CPU {_fmt(rec['file_layer'].get('cpu_ms_per_frame'), '.2f')} ms/frame"
             f"  ({rec.get('file_layer_ratio')} of h5py: the file layer without the stream)",
         ]
+    wired = (rec or {}).get("wire_compressed")
+    if wired:
+        lines.append(
+            f"  fed compressed     {wired['framepipe']['fps']:>8.1f} frames/s"
+            f"  CPU {_fmt(wired['framepipe'].get('recorder_cpu_ms_per_frame'), '.2f')} ms/frame in the recorder"
+            f"  ({wired.get('recorder_cpu_vs_compressing')} of the compressing recorder; chunks stored as received)"
+        )
+    w = results.get("wire")
+    if w:
+        c = w["ceilings"]
+        lines += [
+            "",
+            f"wire compression, bitshuffle-LZ4 ({w['frame_size']}; ceilings: copy {c['copy_ms']} ms, "
+            f"kernel {c['kernel_ms']} ms per frame)",
+            f"  {'frame':<13} {'wire KB':>8} {'ratio':>6} {'compress':>9} {'÷copy':>6} {'decomp.':>8} {'÷kernel':>8}"
+            f" {'cores@100':>9} {'cores@500':>9}",
+        ]
+        for r in w["frames"]:
+            lines.append(
+                f"  {r['frame']:<13} {r['wire_bytes'] / 1024:>8.0f} {r['ratio']:>6.2f}"
+                f" {r['publisher_compress_ms']:>7.2f}ms"
+                f" {_fmt(r['compress_vs_copy'], '.1f'):>6} {r['worker_decompress_ms']:>6.2f}ms"
+                f" {_fmt(r['decompress_vs_kernel'], '.3f'):>8} {r['publisher_cores_at_100_fps']:>9.2f}"
+                f" {r['publisher_cores_at_500_fps']:>9.2f}"
+            )
+        fl = w["recorder_file_layer"]
+        lines.append(
+            f"  recorder file layer: {fl['compressing_cpu_ms']} ms compressing, {fl['as_received_cpu_ms']} ms storing"
+            f" the received chunk ({fl['ratio']}×)"
+        )
+        lines.append(
+            "  results (not compressed on the wire): "
+            + ", ".join(f"{k} {v['dtype']} ratio {v['ratio']} ({v['compress_ms']} ms)" for k, v in w["results"].items())
+        )
     lat = results.get("latency")
     if lat:
         lines += [

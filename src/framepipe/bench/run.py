@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from framepipe import __version__
-from framepipe.bench import MEASUREMENTS, kernel, latency, naive, pipeline, processors, recorder, report, transport
+from framepipe.bench import (
+    MEASUREMENTS,
+    kernel,
+    latency,
+    naive,
+    pipeline,
+    processors,
+    recorder,
+    report,
+    transport,
+    wire,
+)
 
 
 @dataclasses.dataclass
@@ -24,6 +35,7 @@ class Plan:
     """How much of each measurement a run does (``--quick`` or the full run)."""
 
     kernel_s: float
+    wire_s: float
     pipeline_frames: int
     naive_frames: int
     transport_frames: int
@@ -34,6 +46,7 @@ class Plan:
 
 QUICK = Plan(
     kernel_s=0.3,
+    wire_s=0.3,
     pipeline_frames=150,
     naive_frames=16,
     transport_frames=400,
@@ -43,6 +56,7 @@ QUICK = Plan(
 )
 FULL = Plan(
     kernel_s=1.5,
+    wire_s=1.5,
     pipeline_frames=1000,
     naive_frames=60,
     transport_frames=3000,
@@ -188,6 +202,32 @@ def run(opts: Options) -> dict[str, Any]:
         results["recorder"]["file_layer"] = _best([r["file_layer"] for r in runs])
         raw_fps = results["recorder"]["raw_h5py"]["fps"]
         results["recorder"]["file_layer_ratio"] = round(results["recorder"]["file_layer"]["fps"] / raw_fps, 3)
+        if "wire" in opts.only:
+            # the same recorder fed compressed frames, stored as received: its CPU per frame
+            # against the compressing recorder's just measured
+            _say(f"recorder, frames compressed on the wire: {plan.recorder_frames} frames each")
+            wired = [
+                recorder.measure(out, frames=plan.recorder_frames, size=opts.size, dtype=opts.dtype, wire=wire.NAME)
+                for _ in range(plan.repeat)
+            ]
+            best = _best_pair(wired, "framepipe", "raw_h5py")
+            ours = best["framepipe"].get("recorder_cpu_ms_per_frame")
+            today = results["recorder"]["framepipe"].get("recorder_cpu_ms_per_frame")
+            results["recorder"]["wire_compressed"] = {
+                "framepipe": best["framepipe"],
+                "wire_ratio": best.get("wire_ratio"),
+                "recorder_cpu_vs_compressing": round(ours / today, 3) if ours and today else None,
+            }
+    if "wire" in opts.only:
+        _say(f"wire compression: {opts.size}² {opts.dtype}, {plan.wire_s:g} s per figure")
+        results["wire"] = wire.measure(
+            out,
+            size=opts.size,
+            dtype=opts.dtype,
+            result=opts.result,
+            seconds=plan.wire_s,
+            frames=plan.recorder_frames,
+        )
     if "latency" in opts.only:
         w = min(2, cores)
         _say(f"latency: {plan.latency_frames} frames at {opts.latency_fps:g} fps, W={w}")

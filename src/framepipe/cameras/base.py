@@ -25,6 +25,9 @@ class Camera(abc.ABC):
 
     #: frames the source itself lost (driver skipped, camera buffer overrun), if it knows
     frames_lost: int = 0
+    #: the publisher sends bitshuffle-LZ4 chunks: a source that holds its frames in that
+    #: form (replay) may give them as ``Frame.chunk`` instead of pixels (set before open)
+    chunks_wanted: bool = False
 
     @abc.abstractmethod
     def open(self) -> None: ...

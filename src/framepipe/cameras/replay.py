@@ -9,6 +9,9 @@ Pace (``camera.replay_pace``): ``fps`` publishes at ``camera.fps`` (0 = as fast 
 possible); ``original`` reproduces the recorded intervals from ``t_acq_ns``.
 ``t_acq_ns`` of a replayed frame is the time it was replayed (latency figures stay
 meaningful); the recorded one travels in the header as ``t_acq_original_ns``.
+When the publisher sends bitshuffle-LZ4 (``publisher.wire_compression``) and the file's
+frames are stored in that very format (a framepipe recording), the stored chunks are read
+with ``read_direct_chunk`` and sent as they are: neither decompressed nor compressed again.
 With ``camera.replay_loop`` the file starts again at its end and frame ids continue
 (pass p publishes id + p × (largest id + 1)), so every id stays unique in the ledgers.
 """
@@ -25,12 +28,31 @@ import numpy as np
 from framepipe.cameras.base import Camera, Pacer
 from framepipe.config import CameraConfig
 from framepipe.core.errors import CameraError
-from framepipe.core.frame import FRAME_DTYPES, Frame
+from framepipe.core.frame import FRAME_DTYPES, Frame, chunk_frame
 from framepipe.storage.h5file import FRAME_FIELDS, MISSING_FIELD, attr_value, open_for_reading
 
 log = logging.getLogger("framepipe.replay")
 
 FRAMES, IDS, TIMES = "entry/data/frames", "entry/data/frame_id", "entry/data/t_acq_ns"
+
+
+#: HDF5's registered id of the bitshuffle filter (hdf5plugin.BSHUF_ID)
+_BSHUF_ID = 32008
+#: its compression option: 2 = LZ4
+_BSHUF_LZ4 = 2
+
+
+def _stores_wire_chunks(frames: Any) -> bool:
+    """True when a frames dataset's chunks are exactly wire chunks: one frame per chunk,
+    bitshuffle with LZ4 as the only filter, default block size (the recorder's layout)."""
+    if frames.chunks != (1, *frames.shape[1:]):
+        return False
+    plist = frames.id.get_create_plist()
+    if plist.get_nfilters() != 1:
+        return False
+    filter_id, _, values, _ = plist.get_filter(0)
+    # cd_values: (major, minor, element size, block size (0: default), compression)
+    return filter_id == _BSHUF_ID and len(values) >= 5 and values[3] == 0 and values[4] == _BSHUF_LZ4
 
 
 class ReplayCamera(Camera):
@@ -53,6 +75,8 @@ class ReplayCamera(Camera):
         self._pass_offset_s = 0.0
         self._pacer = Pacer()
         self._meta: dict[str, Any] = {}
+        #: frames are read as the stored bitshuffle-LZ4 chunks and sent as they are
+        self._direct = False
 
     def open(self) -> None:
         import hdf5plugin  # noqa: F401  (registers the compression filters the recorder may have used)
@@ -95,6 +119,7 @@ class ReplayCamera(Camera):
         except (OSError, KeyError) as e:
             self.close()
             raise CameraError(f"{where}: cannot read: {e}") from e
+        self._direct = self.chunks_wanted and _stores_wire_chunks(self._frames)
         self._span = int(self._ids[: self._n].max()) + 1
         self._row = self._pass = self._delivered = 0
         self._pass_offset_s = 0.0
@@ -113,6 +138,8 @@ class ReplayCamera(Camera):
             "fps": self.cfg.fps,
             **original,
         }
+        if self._direct:
+            self._meta["stored_chunks_sent"] = True  # read_direct_chunk, sent compressed as stored
         if self._fields:
             self._meta["frame_fields"] = list(self._fields)
 
@@ -145,17 +172,26 @@ class ReplayCamera(Camera):
         due = self._due_s(row)
         if due is not None:
             self._pacer.wait_until(due)
+        frame_id = int(self._ids[row]) + self._pass * self._span
+        chunk = None
         try:
-            array = self._frames[row]
+            if self._direct:
+                mask, chunk = self._frames.id.read_direct_chunk((row,) + (0,) * (self._frames.ndim - 1))
+                if mask:  # the filter was skipped for this chunk: it holds raw pixels
+                    chunk = None
+            if chunk is None:
+                array = self._frames[row]
         except OSError as e:
             raise CameraError(f"replay {self.path}: cannot read frame row {row}: {e}") from e
-        frame_id = int(self._ids[row]) + self._pass * self._span
         self._row = row + 1
         self._delivered += 1
         extra = {"t_acq_original_ns": int(self._times[row])}
         for name, column in self._fields.items():
             if row < len(column) and column[row] != MISSING_FIELD:
                 extra[name] = int(column[row])
+        if chunk is not None:
+            shape, dtype = self._frames.shape[1:], self._frames.dtype
+            return chunk_frame(frame_id, chunk, shape, dtype, time.time_ns(), extra)
         return Frame(frame_id=frame_id, array=np.ascontiguousarray(array), t_acq_ns=time.time_ns(), extra=extra)
 
     def close(self) -> None:

@@ -167,6 +167,16 @@ ACQUISITION_SETTINGS = frozenset(
 )
 
 
+def _is_loopback(host: str) -> bool:
+    """True for an address only this host reaches (``*`` binds every interface: not loopback)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or "*": other hosts may connect
+
+
 class PublisherConfig(Endpoint):
     """The camera publisher: PUB stream of frames, ROUTER for start/end synchronisation."""
 
@@ -194,6 +204,18 @@ class PublisherConfig(Endpoint):
     heartbeat_s: float = Field(1.0, gt=0)
     """While idle, a heartbeat on the frames stream this often: subscribers notice a dead
     publisher (``limits.upstream_timeout_s``) and a restarted one (they say hello again)."""
+    wire_compression: Literal["none", "bitshuffle-lz4", "auto"] = "none"
+    """How frames travel: ``none`` (raw pixels), ``bitshuffle-lz4`` (compressed once here,
+    in HDF5's bitshuffle filter's chunk format: the frames recorder stores it as received),
+    or ``auto``: compressed when the frames port is bound on an address other hosts can
+    reach (not loopback). One PUB socket sends every subscriber the same bytes, so ``auto``
+    decides per publisher, not per connection."""
+
+    def wire_encoding(self) -> str:
+        """The encoding frames go out with: ``none`` or ``bitshuffle-lz4`` (``auto`` resolved)."""
+        if self.wire_compression != "auto":
+            return self.wire_compression
+        return "none" if _is_loopback(self.bind or self.host) else "bitshuffle-lz4"
 
 
 class VentilatorConfig(Endpoint):

@@ -22,6 +22,12 @@ class Count(enum.StrEnum):
     REJECTED_BY_SOCKET = "rejected_by_socket"
     #: the status endpoint failed on a request (logged, rate-limited; it serves on)
     STATUS_FAILURES = "status_failures"
+    WIRE_BYTES = "wire_bytes"
+    """Payload bytes as they travelled (compressed or not); ``bytes`` counts decoded ones."""
+    WIRE_RATIO = "wire_ratio"
+    """bytes / wire_bytes: the wire compression ratio (1.0: raw)."""
+    WIRE_ENCODING = "wire_encoding"
+    """How this component's data payloads travel (sent or received): none, bitshuffle-lz4."""
     # publisher
     ACQUIRED = "acquired"
     PUBLISHED = "published"
@@ -46,6 +52,9 @@ class Count(enum.StrEnum):
     UNACKNOWLEDGED = "unacknowledged"
     WORKER_CONNECTIONS = "worker_connections"
     WORKER_DISCONNECTS = "worker_disconnects"
+    # recorder
+    CHUNKS_AS_RECEIVED = "chunks_as_received"
+    """Frames whose received compressed chunk was stored as it came (no recompression)."""
     # worker
     PROCESSED = "processed"
     FAILED = "failed"

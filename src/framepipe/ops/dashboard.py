@@ -124,6 +124,14 @@ def _window(s: Status) -> tuple[int, int] | None:
     return None if in_flight is None else (in_flight, s.count(Count.QUEUED) or 0)
 
 
+def _wire_note(c: dict[str, Any]) -> str:
+    """``, wire bitshuffle-lz4 ×1.63`` when frames travel compressed: what the link carries."""
+    encoding, ratio = c.get(Count.WIRE_ENCODING), c.get(Count.WIRE_RATIO)
+    if not encoding or encoding == "none":
+        return ""
+    return f", wire {encoding}" + (f" ×{ratio:.2f}" if isinstance(ratio, (int, float)) else "")
+
+
 def _row(s: Status, before: Status | None, stage: str) -> StageRow:
     frames, fps, mbps = _rates(s, before)
     c = s.counters
@@ -137,6 +145,7 @@ def _row(s: Status, before: Status | None, stage: str) -> StageRow:
         if s.count(Count.CAMERA_LOST):
             row.drops = s.count(Count.CAMERA_LOST) or 0
             row.notes += f", camera lost {row.drops}"
+        row.notes += _wire_note(c)
     elif s.role == Role.VENTILATOR:
         window = _window(s)
         if window is not None:
@@ -157,6 +166,7 @@ def _row(s: Status, before: Status | None, stage: str) -> StageRow:
             size = s.count(Count.FILE_BYTES)
             # size first: on a narrow terminal the end of a long path is what gets cut
             row.notes = (f"{_size(size)} " if size is not None else "") + str(path)
+        row.notes = (_wire_note(c).lstrip(", ") + " " + row.notes).strip()
     elif s.role == Role.VIEWER:
         streams = c.get(Count.STREAMS) or {}
         row.drops = sum(int(v.get("dropped", 0) or 0) for v in streams.values() if isinstance(v, dict))

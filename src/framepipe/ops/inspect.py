@@ -412,6 +412,13 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  {'compression':<18}{', '.join(s['compression'])}  ratio {ratio if ratio else '-'}"
             f"  ({s['stored_bytes'] / 1e6:.1f} MB stored)"
         )
+    wire = (s.get("ledger") or {}).get("wire_encoding")
+    if wire:
+        led = s["ledger"]
+        lines.append(
+            f"  {'on the wire':<18}{wire}  ratio {led.get('wire_ratio', '-')}"
+            f"  ({led.get('chunks_as_received', 0)} chunks stored as received)"
+        )
     if "frame_ids" in s:
         lines.append(f"  {'frame ids':<18}{s['frame_ids']}")
         fps = s.get("effective_fps")

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import struct
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 import hdf5plugin
 import numpy as np
+
+from framepipe.core import bitshuffle
 
 #: a stored chunk: any buffer (H5Dwrite_chunk takes it without a copy)
 Chunk = Any
@@ -41,35 +42,9 @@ def _load(lib_name: str) -> ctypes.CDLL | None:
 
 
 def _bitshuffle_lz4() -> Callable[[np.ndarray], Chunk] | None:
-    lib = _load("libh5bshuf.so")
-    try:
-        compress = lib.bshuf_compress_lz4 if lib else None
-        bound = lib.bshuf_compress_lz4_bound if lib else None
-        default_block = lib.bshuf_default_block_size if lib else None
-    except AttributeError:
-        return None
-    if compress is None or bound is None or default_block is None:
-        return None
-    compress.restype = ctypes.c_int64
-    compress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
-    bound.restype = ctypes.c_size_t
-    bound.argtypes = [ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
-    default_block.restype = ctypes.c_size_t
-    default_block.argtypes = [ctypes.c_size_t]
-
-    def run(array: np.ndarray) -> Chunk:
-        # The bitshuffle HDF5 filter's chunk: big-endian uint64 uncompressed bytes,
-        # big-endian uint32 block size in bytes, then the LZ4-compressed blocks.
-        size, itemsize = array.size, array.itemsize
-        block = default_block(itemsize)
-        out = np.empty(12 + bound(size, itemsize, block), np.uint8)
-        out[:12] = np.frombuffer(struct.pack(">QI", array.nbytes, block * itemsize), np.uint8)
-        n = compress(array.ctypes.data, out.ctypes.data + 12, size, itemsize, block)
-        if n < 0:
-            raise ValueError(f"bitshuffle-lz4 failed with code {n}")
-        return out[: 12 + n]
-
-    return run
+    # the one implementation (core.bitshuffle), shared with the wire: a chunk received
+    # compressed is byte for byte the chunk this codec would have made
+    return bitshuffle.encode if bitshuffle.available() else None
 
 
 def _blosc_lz4(level: int) -> Callable[[np.ndarray], Chunk] | None:

@@ -26,10 +26,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from framepipe import __version__
 from framepipe.config import Config, run_id_now
+from framepipe.core import bitshuffle
 from framepipe.core.counters import Count
 from framepipe.core.errors import ProtocolError, RecorderError
+from framepipe.core.frame import descriptor
 from framepipe.core.series import UPSTREAM_LOST, RecordingSeries, Step
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StartSync, StatusParts
@@ -54,9 +58,30 @@ class Received:
     t_recv_ns: int
     #: its chunk being compressed by the pool; None: compressed when written
     job: Future[Any] | None = None
+    #: the chunk as received (compressed by the publisher, in the file's format): stored as is
+    chunk: Any = None
 
     def compressed(self) -> bool:
         return self.job is None or self.job.done()
+
+
+@dataclasses.dataclass(slots=True)
+class WireTally:
+    """How one acquisition's frames travelled: bytes decoded and on the wire, and how many
+    compressed chunks were stored as received (written into the ledger, shown by inspect)."""
+
+    nbytes: int = 0
+    wire_bytes: int = 0
+    as_received: int = 0
+
+    def add(self, nbytes: int, wire_bytes: int, *, as_received: bool) -> None:
+        self.nbytes += nbytes
+        self.wire_bytes += wire_bytes
+        self.as_received += as_received
+
+    def attrs(self, encoding: str) -> dict[str, Any]:
+        ratio = round(self.nbytes / self.wire_bytes, 3) if self.wire_bytes else 1.0
+        return {"wire_encoding": encoding, "wire_ratio": ratio, "chunks_as_received": self.as_received}
 
 
 class Recorder(Component):
@@ -84,7 +109,11 @@ class Recorder(Component):
         self._pool: ThreadPoolExecutor | None = None
         direct = self.rec.direct_chunks and self.codec.direct and self.codec.kind != "none"
         self._threads = self.rec.compress_threads if direct else 0
+        #: a frame that arrives bitshuffle-LZ4-compressed is stored as received when the file's
+        #: filter is the same (the publisher made byte for byte the chunk we would have made)
+        self._as_received = direct and self.codec.kind == bitshuffle.NAME
         self.series = self._new_series()
+        self._wire = WireTally()
 
     def _new_series(self) -> RecordingSeries[Received]:
         return RecordingSeries(
@@ -317,6 +346,8 @@ class Recorder(Component):
         counts = (Count.WRITTEN, Count.RECEIVED, Count.DUPLICATES, Count.MISSING, Count.FAILED, Count.GAPS)
         for key in (*counts, Count.COMPLETE):
             self.counters.pop(key, None)
+        self._wire = WireTally()
+        self.wire_encoding = "none"
         self._count_earlier_parts(start)
         self._open_next()
         self.log.info("acquisition %d '%s': writing %s", start.acquisition, start.name, self.files[0][0].path)
@@ -434,6 +465,16 @@ class Recorder(Component):
                 self.counters[Count.RECEIVED] = self.series.received
                 continue
             received = Received(msg, time.time_ns())
+            if msg.encoding is not None:
+                self.wire_encoding = msg.encoding
+                if self._as_received and msg.encoding == bitshuffle.NAME:
+                    received.chunk = msg.payload
+                else:
+                    try:  # another file format: decoded here, compressed as any frame is
+                        msg.decoded()  # decodes, once
+                    except ProtocolError as e:
+                        self.reject(e, self.rec.stream)
+                        continue
             accepted = self.series.arrive(msg.frame_id, received)
             self.counters[Count.RECEIVED] = self.series.received
             if not accepted:
@@ -441,8 +482,8 @@ class Recorder(Component):
                 continue
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
-            if self._pool is not None and msg.array is not None and (not msg.outputs or not msg.outputs[0].scalar):
-                received.job = self._pool.submit(self.codec.compress, msg.array)
+            if self._pool is not None and received.chunk is None and (not msg.outputs or not msg.outputs[0].scalar):
+                received.job = self._pool.submit(self.codec.compress, msg.decoded())
             self._write_pending()
         return None
 
@@ -452,7 +493,7 @@ class Recorder(Component):
             job, msg = received.job, received.msg
             t0 = time.time_ns()
             try:
-                chunk = job.result() if job is not None else None
+                chunk = job.result() if job is not None else received.chunk
             except Exception as e:  # a codec failure is a recorder failure, with the frame named
                 raise RecorderError(f"{self.codec.kind} compression failed at frame {msg.frame_id}: {e}") from e
             if self.series.needs_file:
@@ -460,8 +501,14 @@ class Recorder(Component):
             assert self.file is not None
             if msg.outputs:
                 self._check_outputs(msg)
+            if received.chunk is not None:
+                # only the shape and dtype are needed: the chunk is stored as it came
+                array = descriptor(tuple(msg.header["shape"]), np.dtype(msg.header["dtype"]))
+                self.counters[Count.CHUNKS_AS_RECEIVED] += 1
+            else:
+                array = msg.decoded()
             self.file.append(
-                msg.array,
+                array,
                 frame_id=msg.frame_id,
                 t_acq_ns=msg.header["t_acq_ns"],
                 t_recv_ns=received.t_recv_ns,
@@ -479,8 +526,9 @@ class Recorder(Component):
                 # CLOCK_PROCESS_CPUTIME_ID costs up to milliseconds per call on this VM.
                 self.counters[Count.CPU_FIRST_NS] = time.process_time_ns()
             self.counters[Count.WRITTEN] = self.series.written
-            arrays = msg.arrays if msg.outputs else [msg.array] if msg.array is not None else []
-            self.counters[Count.BYTES] += sum(a.nbytes for a in arrays)
+            self.counters[Count.BYTES] += sum(a.nbytes for a in msg.arrays) if msg.outputs else msg.nbytes
+            self.counters[Count.WIRE_BYTES] += msg.wire_bytes
+            self._wire.add(msg.nbytes, msg.wire_bytes, as_received=received.chunk is not None)
             self.counters[Count.LAST_NS] = now
             if step is Step.ROTATE:
                 self._close_current()  # the next frame opens the next file
@@ -526,7 +574,8 @@ class Recorder(Component):
             self.log.error("no ledger written into the file(s) after the error above")
         for index, (frame_file, closed_at) in enumerate(self.files if self.error is None else []):
             try:
-                finalize(frame_file.path, end_time=closed_at or now_iso(), ledger=ledger.attrs(index))
+                attrs = {**ledger.attrs(index), **self._wire.attrs(self.wire_encoding)}
+                finalize(frame_file.path, end_time=closed_at or now_iso(), ledger=attrs)
             except RecorderError as e:
                 self.log.error("%s", e)
                 code = 1
@@ -588,8 +637,14 @@ class Recorder(Component):
         self.files = []
         self.removed_empty = True
 
+    #: how the frames came: none, or the encoding of the last compressed one
+    wire_encoding = "none"
+
     def summary(self) -> dict[str, Any]:
         out = super().summary()
+        out[Count.WIRE_ENCODING] = self.wire_encoding
+        if self.counters[Count.WIRE_BYTES]:
+            out[Count.WIRE_RATIO] = round(self.counters[Count.BYTES] / self.counters[Count.WIRE_BYTES], 3)
         if self.files:
             out[Count.PATH] = self.files[-1][0].path.as_posix()
         try:

@@ -78,13 +78,13 @@ class StreamFeeder:
             assert time.monotonic() < deadline, f"recorder(s) did not connect: hellos={self.hellos}"
             self._service(100)
 
-    def send(self, frame_id: int, array: np.ndarray) -> None:
+    def send(self, frame_id: int, array: np.ndarray, encoding: str = "none") -> None:
         if not self.started:
             self.start()
         header = data_header(
             "frame", array, frame_id=frame_id, seq=self.seq, t_acq_ns=time.time_ns(), acquisition=self.acquisition
         )
-        self.pub.send_multipart(encode_data(header, array), copy=False)
+        self.pub.send_multipart(encode_data(header, array, encoding=encoding), copy=False)
         self.seq += 1
         self.published.append(frame_id)
         self._service(0)

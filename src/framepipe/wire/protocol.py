@@ -20,7 +20,8 @@ Every received header is validated (:func:`decode`): protocol version, kind, the
 control message its model (``wire.messages``: typed fields, bounds, no unknown fields),
 which the decoded :class:`Message` carries as ``control``; for a data message the
 required fields and their types, dtype from an allow-list, a sane shape, payload length
-equal to shape × itemsize, and a size limit — checked by hand, not by pydantic: they run
+equal to shape × itemsize (or, for a compressed payload, its declared length and a chunk
+whose decoded size is shape × itemsize), and a size limit — checked by hand, not by pydantic: they run
 on every frame. Failures raise :class:`ProtocolError` whose ``kind`` is the reason counter
 a component increments. See docs/protocol.md.
 """
@@ -38,6 +39,7 @@ import numpy as np
 import zmq
 from pydantic import ValidationError
 
+from framepipe.core import bitshuffle
 from framepipe.core.errors import ProtocolError
 from framepipe.core.ledger import IdRanges
 from framepipe.core.outputs import MAX_OUTPUTS, RESULT_DTYPES, Output
@@ -51,6 +53,9 @@ WIRE_DTYPES = frozenset({"uint8", "uint16", "float32", "complex64"})
 RESULT_WIRE_DTYPES = RESULT_DTYPES
 #: longest ``failed`` text a result may carry
 MAX_FAILED_TEXT = 1000
+
+#: how a data payload may be encoded (``encoding`` in its header; absent: the raw array)
+ENCODINGS = ("none", bitshuffle.NAME)
 
 #: data messages carry a payload; control messages do not
 DATA_KINDS = frozenset({"frame", "result"})
@@ -92,13 +97,21 @@ _FRAME_FIELDS: dict[str, type | tuple[type, ...]] = {"shape": list, "dtype": str
 
 @dataclasses.dataclass(slots=True)
 class Message:
-    """A decoded message: its header fields and, for data kinds, the array (read-only view);
-    for control kinds the validated model (``control``)."""
+    """A decoded message: its header fields and, for data kinds, the array (read-only);
+    for control kinds the validated model (``control``).
+
+    A compressed payload (``encoding``) is decoded on first use of :attr:`array` (or into
+    a caller's buffer by :meth:`decoded`), so a component that forwards or stores the
+    chunk as it came never pays for decompression. Its structure was checked by
+    :func:`decode`; the LZ4 data itself is checked as it is decompressed, and a payload
+    that does not decode raises ProtocolError (``corrupt_payload``) there.
+    """
 
     kind: str
     #: the header as received (control messages too, for code that reads fields by name)
     header: dict[str, Any]
-    array: np.ndarray | None = None
+    #: the raw payload as an array; for an encoded one, its decoded form once decoded
+    _array: np.ndarray | None = None
     #: the received payload frame, kept so it can be forwarded without a copy
     payload: Any = None
     #: a control message as its model (wire.messages); None for data kinds
@@ -119,6 +132,9 @@ class Message:
         """A result's outputs as comparable tuples (name, dtype, shape)."""
         return [(o.name, o.dtype, o.shape) for o in self.outputs]
 
+    #: how the payload is encoded (``bitshuffle-lz4``); None: the raw array
+    encoding: str | None = None
+
     @property
     def frame_id(self) -> int:
         return int(self.header["frame_id"])
@@ -126,6 +142,44 @@ class Message:
     @property
     def seq(self) -> int:
         return int(self.header["seq"])
+
+    @property
+    def array(self) -> np.ndarray | None:
+        """The data as an array (decoded once, on first use, read-only); None for control
+        messages. ProtocolError (``corrupt_payload``) if the LZ4 data does not decode."""
+        if self._array is None and self.encoding is not None:
+            array = self._decode(None)
+            array.flags.writeable = False
+            self._array = array
+        return self._array
+
+    def decoded(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The data as an array; an encoded payload not yet decoded is decompressed into
+        ``out`` when given (a raw payload is its read-only view: nothing to copy)."""
+        if out is not None and self._array is None and self.encoding is not None:
+            return self._decode(out)
+        array = self.array
+        if array is None:
+            raise ValueError(f"a {self.kind} message has no data")
+        return array
+
+    def _decode(self, out: np.ndarray | None) -> np.ndarray:
+        shape, dtype = self.header["shape"], np.dtype(self.header["dtype"])
+        try:
+            return bitshuffle.decode(_buffer_of(self.payload), shape, dtype, out=out)
+        except bitshuffle.ChunkError as e:
+            reason = f"{self.encoding} payload of frame {self.frame_id}: {e}"
+            raise ProtocolError(reason, kind="corrupt_payload") from None
+
+    @property
+    def nbytes(self) -> int:
+        """Decoded size of the data (shape × itemsize), known without decoding."""
+        return math.prod(self.header["shape"]) * np.dtype(self.header["dtype"]).itemsize
+
+    @property
+    def wire_bytes(self) -> int:
+        """Size of the payload as it travelled."""
+        return 0 if self.payload is None else _buffer_of(self.payload).nbytes
 
 
 def _dumps(header: dict[str, Any]) -> bytes:
@@ -150,8 +204,10 @@ def data_header(
     }
 
 
-def encode_data(header: dict[str, Any], array: np.ndarray) -> list[Any]:
-    """Frames of a data message: the header and the array buffer itself (no copy).
+def encode_data(header: dict[str, Any], array: np.ndarray, *, encoding: str = "none") -> list[Any]:
+    """Frames of a data message: the header and the array buffer itself (no copy), or with
+    ``encoding="bitshuffle-lz4"`` its compressed chunk (header fields ``encoding`` and
+    ``encoded_bytes`` added; ``shape`` and ``dtype`` stay the decoded array's).
 
     The array must be C-contiguous and of an allowed dtype; checked here, before
     anything is sent, so a sender's bug never reaches a receiver.
@@ -162,7 +218,23 @@ def encode_data(header: dict[str, Any], array: np.ndarray) -> list[Any]:
         raise ValueError("array must be C-contiguous to be sent without a copy")
     if list(array.shape) != header["shape"] or array.dtype.name != header["dtype"]:
         raise ValueError("header does not describe the array")
-    return [_dumps(header), memoryview(array).cast("B")]  # type: ignore[arg-type]
+    if encoding == "none":
+        return [_dumps(header), memoryview(array).cast("B")]  # type: ignore[arg-type]
+    if encoding != bitshuffle.NAME:
+        raise ValueError(f"unknown encoding {encoding!r}")
+    return encode_chunk(header, bitshuffle.encode(array))
+
+
+def encode_chunk(header: dict[str, Any], chunk: Any) -> list[Any]:
+    """Frames of a data message whose payload is an already made bitshuffle-LZ4 chunk (a
+    replayed file's, read with ``read_direct_chunk``): checked against the header's shape
+    and dtype first, so a sender's bug never reaches a receiver (ValueError)."""
+    view = memoryview(chunk).cast("B")
+    try:
+        bitshuffle.check(view, header["shape"], np.dtype(header["dtype"]))
+    except bitshuffle.ChunkError as e:
+        raise ValueError(f"chunk does not hold {header['dtype']}{header['shape']}: {e}") from None
+    return [_dumps({**header, "encoding": bitshuffle.NAME, "encoded_bytes": view.nbytes}), view]
 
 
 def result_header(
@@ -354,8 +426,17 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
     ):
         raise ProtocolError(f"absurd shape {shape!r}", kind="bad_shape")
     dtype = np.dtype(dtype_name)
+    encoding = header.get("encoding")
+    if encoding is not None and encoding != "none":
+        if math.prod(shape) * dtype.itemsize > max_payload_bytes:  # the decoded size: no bombs
+            raise ProtocolError(
+                f"decoded payload of {math.prod(shape) * dtype.itemsize} bytes exceeds the limit of "
+                f"{max_payload_bytes}",
+                kind="oversized",
+            )
+        return _encoded(kind, header, parts[1], _buffer_of(parts[1]), dtype, max_payload_bytes)
     array, payload = _array(parts[1], dtype, shape, max_payload_bytes)
-    return Message(kind=kind, header=header, array=array, payload=payload)
+    return Message(kind=kind, header=header, _array=array, payload=payload)
 
 
 def _check_field(header: dict[str, Any], field: str, typ: type | tuple[type, ...]) -> None:
@@ -380,6 +461,30 @@ def _array(payload: Any, dtype: np.dtype[Any], shape: list[int], max_payload_byt
             f"payload is {buf.nbytes} bytes, shape {shape} × {dtype.itemsize} needs {expected}", kind="bad_length"
         )
     return np.frombuffer(buf, dtype=dtype).reshape(shape), payload
+
+
+def _encoded(
+    kind: str, header: dict[str, Any], payload: Any, buf: memoryview, dtype: np.dtype[Any], max_payload_bytes: int
+) -> Message:
+    """An encoded data message, checked before anything is decompressed: a known encoding,
+    ``encoded_bytes`` equal to the payload's length, the chunk's declared decoded size equal
+    to shape × itemsize (already bounded by the size limit: no decompression bombs) and its
+    blocks ending where the payload does. Decoding happens later (Message.array)."""
+    encoding = header["encoding"]
+    if encoding not in ENCODINGS[1:]:
+        raise ProtocolError(f"unknown encoding {encoding!r}", kind="bad_encoding")
+    declared = header.get("encoded_bytes")
+    if not isinstance(declared, int) or isinstance(declared, bool):
+        raise ProtocolError("field 'encoded_bytes' missing or of the wrong type", kind="bad_field")
+    if buf.nbytes > max_payload_bytes:
+        raise ProtocolError(f"payload of {buf.nbytes} bytes exceeds the limit of {max_payload_bytes}", kind="oversized")
+    if buf.nbytes != declared:
+        raise ProtocolError(f"payload is {buf.nbytes} bytes, encoded_bytes says {declared}", kind="bad_length")
+    try:
+        bitshuffle.check(buf.cast("B") if buf.format != "B" else buf, header["shape"], dtype)
+    except bitshuffle.ChunkError as e:
+        raise ProtocolError(f"{encoding} payload: {e}", kind="bad_encoding") from None
+    return Message(kind=kind, header=header, payload=payload, encoding=encoding)
 
 
 def _decode_result(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes: int) -> Message:
@@ -423,7 +528,7 @@ def _decode_result(header: dict[str, Any], parts: Sequence[Any], max_payload_byt
     return Message(
         kind="result",
         header=header,
-        array=arrays[0],
+        _array=arrays[0],
         payload=parts[1],
         outputs=outputs,
         arrays=arrays,
