@@ -174,11 +174,17 @@ class Message:
     @property
     def nbytes(self) -> int:
         """Decoded size of the data (shape × itemsize), known without decoding."""
+        if self.outputs:  # a result: its declared outputs
+            return sum(math.prod(o.shape) * np.dtype(o.dtype).itemsize for o in self.outputs)
+        if "shape" not in self.header:  # a failed result: no data
+            return 0
         return math.prod(self.header["shape"]) * np.dtype(self.header["dtype"]).itemsize
 
     @property
     def wire_bytes(self) -> int:
-        """Size of the payload as it travelled."""
+        """Size of the payload(s) as they travelled."""
+        if self.payloads:
+            return sum(_buffer_of(p).nbytes for p in self.payloads)
         return 0 if self.payload is None else _buffer_of(self.payload).nbytes
 
 
