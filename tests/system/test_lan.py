@@ -16,6 +16,7 @@ addresses are replaced by the namespace addresses. Needs root and ``ip netns``.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -249,8 +250,8 @@ class Run:
         for line in self.procs[name].log().splitlines():
             if line.startswith("{"):
                 record = json.loads(line)
-                if record["msg"].startswith(message):
-                    return float(record["t"])
+                if record["message"].startswith(message):
+                    return datetime.datetime.fromisoformat(record["time"]).timestamp()
         raise AssertionError(f"{name} never logged {message!r}")
 
     def status(self, host: str = "A") -> list[dict[str, Any]]:
