@@ -24,6 +24,7 @@ from typing import Any
 from framepipe.config import dump_toml
 from framepipe.core.errors import FramepipeError
 from framepipe.runtime.processes import Child, child_env, framepipe_argv
+from framepipe.testing.deployment import PORT_KEYS
 from framepipe.testing.ports import free_ports
 
 #: how often a running child's VmRSS and CPU time are sampled, in seconds
@@ -42,19 +43,11 @@ def write_config(path: Path, sections: dict[str, Any]) -> Path:
 
 
 def local_ports() -> dict[str, dict[str, Any]]:
-    """Config sections binding every stable component's ports to free loopback ports."""
-    p = iter(free_ports(9))
+    """Config sections binding every stable component's ports to free loopback ports
+    (every port key a test deployment sets, so nothing falls back to a default port)."""
+    ports = iter(free_ports(sum(len(keys) for keys in PORT_KEYS.values())))
     return {
-        "publisher": {"host": "127.0.0.1", "frames_port": next(p), "sync_port": next(p), "preview_port": next(p)},
-        "ventilator": {"host": "127.0.0.1", "tasks_port": next(p)},
-        "sink": {
-            "host": "127.0.0.1",
-            "results_in_port": next(p),
-            "results_port": next(p),
-            "control_port": next(p),
-            "sync_port": next(p),
-            "preview_port": next(p),
-        },
+        section: {"host": "127.0.0.1", **{key: next(ports) for key in keys}} for section, keys in PORT_KEYS.items()
     }
 
 
