@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import zmq
 
 from framepipe.cameras import Camera, open_camera
@@ -40,6 +41,7 @@ from framepipe.runtime.status import Queue, StatusParts, StreamPeers
 from framepipe.wire.broadcast import Broadcast
 from framepipe.wire.messages import Acquire, AcquisitionStart, AcquisitionState, Command, one_line
 from framepipe.wire.protocol import data_header, encode_chunk, encode_data
+from framepipe.wire.ring import segment_prefix
 from framepipe.wire.sync import SyncServer
 
 #: after a stop by signal, how long to wait for subscribers' byes
@@ -96,14 +98,21 @@ class Publisher(Component):
         try:
             self.camera_metadata = camera.metadata()
             self.stream = self._broadcast(cfg)
+            cam = self.config.camera
+            self.stream.make_ring(cam.width * cam.height * np.dtype(cam.dtype).itemsize)
             router = self.socket(zmq.ROUTER)
             self.bind(router, cfg.bind_url(cfg.control_port), "acquisition-control")
             self.control = SyncServer(router, 0)
         except BaseException:
-            camera.close()  # setup() did not finish, so teardown() will not run
+            # setup() did not finish, so teardown() will not run
+            stream: Broadcast | None = getattr(self, "stream", None)
+            if stream is not None:
+                stream.close_ring()
+            camera.close()
             raise
 
     def _broadcast(self, cfg: PublisherConfig) -> Broadcast:
+        transport = self.config.transport
         return Broadcast(
             self,
             stream="frames",
@@ -114,9 +123,14 @@ class Publisher(Component):
             hwm=cfg.hwm_frames,
             lossless=cfg.policy == "lossless",
             camera=self.camera_metadata,
+            ring_prefix=segment_prefix(self.config.run.name, "frames") if transport.shared_memory else None,
+            ring_slots=transport.ring_frames,
         )
 
     def teardown(self) -> None:
+        stream: Broadcast | None = getattr(self, "stream", None)
+        if stream is not None:
+            stream.close_ring()
         if self.camera is not None:
             self.camera.close()
 
@@ -414,7 +428,7 @@ class Publisher(Component):
                     **frame.extra,
                 )
                 parts = self._frame_parts(header, frame)
-                if not stream.publish(parts, frame.frame_id):
+                if not stream.publish(parts, frame.frame_id, frame.array, header):
                     break
                 self.latest = frame
                 acq.published += 1

@@ -15,6 +15,12 @@ not yet acknowledged, rather than waiting for the deadline. PUSH does not say wh
 worker held which frame, so some of those are duplicates the sink drops: at most one
 window per failure, the price of not waiting.
 
+On one host (``transport.shared_memory``), the frames come from the publisher's ring as
+descriptors: the ventilator holds each frame's slot until the frame is acknowledged (so a
+re-dispatch still finds it), and a second PUSH socket, on an abstract unix socket only
+this host's network namespace sees (``local_tasks_url``), hands the descriptors to the
+workers there; a worker on another host gets the pixels by TCP.
+
 Memory: at most ``window`` frames are held (frames × frame size), plus the PUSH
 high-water marks (``hwm_frames`` per connected worker) — both sized in frames.
 """
@@ -48,10 +54,12 @@ from framepipe.wire.messages import (
 from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_WORKERS,
+    Message,
     data_header,
     decode,
     encode_data,
     encode_forward,
+    encode_slot,
     from_ranges,
 )
 from framepipe.wire.sockets import POLL_MS
@@ -101,6 +109,16 @@ class Ventilator(Component):
         self.bind(self.push, cfg.bind_url(cfg.tasks_port), "tasks")
         self.monitor = self.push.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self._sockets.insert(0, self.monitor)  # closed (with the monitor off) before the rest
+        #: same-host workers' tasks (descriptors of ring frames): None without shared memory
+        self.local: zmq.Socket[Any] | None = None
+        self.local_monitor: zmq.Socket[Any] | None = None
+        if self.config.transport.shared_memory:
+            self.local = self.socket(zmq.PUSH, sndhwm=cfg.hwm_frames)
+            self.local.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            self.local.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(sink.worker_timeout_s * 1000))
+            self.bind(self.local, self.config.local_tasks_url(), "tasks")
+            self.local_monitor = self.local.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+            self._sockets.insert(0, self.local_monitor)
         self.control = self.socket(zmq.SUB, rcvhwm=10_000)
         for topic in (TOPIC_ACK, TOPIC_WORKERS):
             self.control.setsockopt(zmq.SUBSCRIBE, topic)
@@ -116,6 +134,7 @@ class Ventilator(Component):
                 pub_url=pub.connect_url(pub.frames_port),
                 sync_url=pub.connect_url(pub.sync_port),
                 hwm=self.config.publisher.hwm_frames,
+                shared_memory=self.config.transport.shared_memory,
             )
         else:
             camera = self._camera or open_camera(self.config.camera)
@@ -129,6 +148,10 @@ class Ventilator(Component):
     def teardown(self) -> None:
         if not self.push.closed:
             self.push.disable_monitor()
+        if self.local is not None and not self.local.closed:
+            self.local.disable_monitor()
+        if self.source is not None:
+            self.source.close()
         if self.camera is not None:
             self.camera.close()
 
@@ -235,8 +258,9 @@ class Ventilator(Component):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if self.monitor.poll(int(min(left, 0.1) * 1000) + 1):
-                self._read_monitor()
+            for monitor in (self.monitor, self.local_monitor):
+                if monitor is not None and monitor.poll(int(min(left, 0.05) * 1000) + 1):
+                    self._read_monitor(monitor)
 
     # ---------------------------------------------------------------- main loop
     def _loop(self, camera: Camera | None) -> int:
@@ -259,8 +283,12 @@ class Ventilator(Component):
             poller = zmq.Poller()
             poller.register(self.control, zmq.POLLIN)
             poller.register(self.monitor, zmq.POLLIN)
+            if self.local_monitor is not None:
+                poller.register(self.local_monitor, zmq.POLLIN)
             if self.window.queue:
                 poller.register(self.push, zmq.POLLOUT)
+                if self.local is not None:
+                    poller.register(self.local, zmq.POLLOUT)
             if room and self.source is not None:
                 poller.register(self.source.sub, zmq.POLLIN)
             timeout = 0 if (room and camera is not None) else POLL_MS
@@ -268,7 +296,9 @@ class Ventilator(Component):
             if events.get(self.control):
                 self._read_control()
             if events.get(self.monitor):
-                self._read_monitor()
+                self._read_monitor(self.monitor)
+            if self.local_monitor is not None and events.get(self.local_monitor):
+                self._read_monitor(self.local_monitor)
             if (
                 not source_done
                 and self.source is not None
@@ -297,9 +327,14 @@ class Ventilator(Component):
             self._send_queued()
         return self._finish(code)
 
-    def _accept(self, frame_id: int, parts: list[Any]) -> None:
+    def _accept(self, frame_id: int, parts: list[Any], msg: Message | None = None) -> None:
+        """Hold a frame until it is acknowledged: ``parts`` = [header, payload, ring slot
+        (ring, slot, generation) or None]; ``msg``, a frame from the ring, is released if
+        the window does not take it."""
         if not self.window.accept(frame_id, parts):
             self.warn.warning("dup-source", "frame %d arrived twice from the source: ignored", frame_id)
+            if msg is not None and self.source is not None:
+                self.source.release(msg)
             return
         if self.window.counters[Count.ACCEPTED] == 1:
             self.counters[Count.FIRST_NS] = time.time_ns()
@@ -338,8 +373,12 @@ class Ventilator(Component):
                 return True
             if self.acquisition is None or msg.header.get("acquisition") != self.acquisition.acquisition:
                 self.counters[Count.STALE] += 1
+                self.source.release(msg)
                 continue
-            self._accept(msg.frame_id, [msg.header, msg.payload])
+            if msg.ring_slot is not None:
+                self._accept(msg.frame_id, [msg.header, msg.array, msg], msg)
+            else:
+                self._accept(msg.frame_id, [msg.header, msg.payload, None])
         return False
 
     def _take_from_camera(self, camera: Camera) -> bool:
@@ -357,24 +396,43 @@ class Ventilator(Component):
             **frame.extra,
         )
         parts = encode_data(header, frame.array)
-        self._accept(frame.frame_id, [header, parts[1]])
+        self._accept(frame.frame_id, [header, parts[1], None])
         return False
 
     def _send_queued(self) -> None:
+        """Send what the window names: to a same-host worker first (a ring frame as its
+        descriptor), else to any worker by TCP with the pixels."""
         while (frame := self.window.next_to_send()) is not None:
-            header, payload = frame.parts
+            header, payload, msg = frame.parts
             header = {**header, "attempt": frame.attempts, "token": self.token}
-            try:
-                self.push.send_multipart(encode_forward(header, payload), copy=False, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return  # every worker is full (or none is connected): try again on POLLOUT
+            sent = False
+            if self.local is not None:
+                if msg is not None:
+                    ring, slot, gen = msg.ring_slot
+                    local = encode_slot({**header, "kind": "frame"}, ring, slot, gen)
+                else:
+                    local = encode_forward(header, payload)
+                try:
+                    self.local.send_multipart(local, copy=False, flags=zmq.NOBLOCK)
+                    sent = True
+                    self.counters[Count.TASKS_LOCAL] += 1
+                except zmq.Again:
+                    pass
+            if not sent:
+                if msg is not None:
+                    header = {k: v for k, v in header.items() if k not in ("ring", "slot", "gen")}
+                    header["kind"] = "frame"
+                try:
+                    self.push.send_multipart(encode_forward(header, payload), copy=False, flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    return  # every worker is full (or none is connected): try again on POLLOUT
             self.window.sent(frame)
 
-    def _read_monitor(self) -> None:
+    def _read_monitor(self, monitor: zmq.Socket[Any]) -> None:
         """Worker connections come and go; when one goes, hand its frames back at once."""
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
             if event["event"] == zmq.EVENT_ACCEPTED:
@@ -392,8 +450,14 @@ class Ventilator(Component):
             try:
                 msg = decode(parts, max_payload_bytes=self.max_payload, topic=True)
                 if parts[0] == TOPIC_ACK and isinstance(msg.control, Ack):
-                    if self.window.acknowledge(from_ranges(msg.control.ids)):
+                    ids = from_ranges(msg.control.ids)
+                    held = {i: f.parts[2] for i in ids if (f := self.window.in_flight.get(i)) and f.parts[2]}
+                    if self.window.acknowledge(ids):
                         self.counters[Count.LAST_NS] = time.time_ns()
+                    if held and self.source is not None:
+                        for frame_id, ring_msg in held.items():
+                            if frame_id not in self.window.in_flight:
+                                self.source.release(ring_msg)
                 elif parts[0] == TOPIC_WORKERS and isinstance(msg.control, WorkersAlive):
                     self._workers_changed(msg.control.alive)
                     self._sink_seen(msg.control.instance)
@@ -459,6 +523,8 @@ class Ventilator(Component):
                 raise SyncError(f"the sink refused the end of stream: {why}")
             self.log.info("sink confirmed end of stream: %s received, %s missing", done.received, done.missing)
         except SyncError as e:
+            if self.source is not None:
+                self.source.release_all()
             self._bye()
             if self.stopping:
                 # asked to stop: the unacknowledged frames are counted in the summary
@@ -466,6 +532,8 @@ class Ventilator(Component):
                 return code
             self.log.error("sink did not confirm end of stream: %s", e)
             return code or 1
+        if self.source is not None:
+            self.source.release_all()  # the acquisition is over: no slot of it is needed
         self._bye()
         if self.acquisition is not None:
             self.counters[Count.ACQUISITIONS] += 1

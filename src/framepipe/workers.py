@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from framepipe.config import Config
 from framepipe.core.counters import Count
@@ -32,6 +33,7 @@ from framepipe.runtime.status import Queue, StatusParts
 from framepipe.wire.frames import FrameBuffers, frame_array
 from framepipe.wire.messages import Heartbeat, Stop
 from framepipe.wire.protocol import TOPIC_STOP, decode, encode_control, encode_result, result_header
+from framepipe.wire.ring import RingReader
 from framepipe.wire.sockets import POLL_MS
 
 #: how long a worker's own pings to the ventilator may go unanswered (ms): effectively
@@ -60,6 +62,8 @@ class Worker(Component):
         #: the FFT representation, for the viewer (results of another processor have none)
         self.representation: str | None = getattr(fft.params, "result", None) if fft is not None else None
         self._frame_buffers = FrameBuffers()
+        #: how tasks reach this worker: "tcp", or "shared memory" once on the ventilator's host
+        self.transport = "tcp"
 
     def setup(self) -> None:
         cfg = self.config.workers
@@ -74,6 +78,16 @@ class Worker(Component):
         # still holds are processed (the sink drops them as duplicates) and it reconnects.
         self.pull.setsockopt(zmq.HEARTBEAT_TIMEOUT, WORKER_PATIENCE_MS)
         self.connect(self.pull, vent.connect_url(vent.tasks_port))
+        #: same host as the ventilator (its abstract unix socket connects only there): tasks
+        #: come as descriptors of the publisher's ring, read in place (wire/ring.py)
+        self.rings = RingReader()
+        self.local_url: str | None = None
+        self.pull_monitor: zmq.Socket[Any] | None = None
+        if self.config.transport.shared_memory:
+            self.local_url = self.config.local_tasks_url()
+            self.pull_monitor = self.pull.get_monitor_socket(zmq.EVENT_CONNECTED)
+            self._sockets.insert(0, self.pull_monitor)
+            self.connect(self.pull, self.local_url)
         self.push = self.socket(zmq.PUSH, sndhwm=max(cfg.hwm_frames, 2))
         self.connect(self.push, sink.connect_url(sink.results_in_port))
         self.control = self.socket(zmq.SUB)
@@ -90,6 +104,8 @@ class Worker(Component):
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        if self.pull_monitor is not None:
+            poller.register(self.pull_monitor, zmq.POLLIN)
         next_beat = 0.0
         while not self.stopping and not self._sink_stop:
             now = time.monotonic()
@@ -100,12 +116,36 @@ class Worker(Component):
             if events.get(self.control) and self._stop_requested():
                 self.log.info("stop from the sink")
                 break
+            if self.pull_monitor is not None and events.get(self.pull_monitor):
+                self._local_connected(poller)
             if events.get(self.pull):
                 self._process_one()
         self.log.info("processed %d frame(s), %d failed", self.counters[Count.PROCESSED], self.counters[Count.FAILED])
         for problem in self.chain.teardown():
             self.log.error("%s", problem)
         return 0
+
+    def _local_connected(self, poller: zmq.Poller) -> None:
+        """Connected to the ventilator on this host: its tasks come that way only (the TCP
+        connection goes, so it never carries pixels this worker could read in place)."""
+        assert self.pull_monitor is not None
+        while True:
+            try:
+                event = recv_monitor_message(self.pull_monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_CONNECTED and event["endpoint"].decode() == self.local_url:
+                vent = self.config.ventilator
+                tcp = vent.connect_url(vent.tasks_port)
+                try:
+                    self.pull.disconnect(tcp)
+                except zmq.ZMQError:
+                    pass
+                self.transport = "shared memory"
+                self.log.info("tasks from the ventilator on this host: frames read from shared memory")
+                poller.unregister(self.pull_monitor)
+                self.pull.disable_monitor()
+                return
 
     def _heartbeat(self) -> None:
         try:
@@ -140,7 +180,11 @@ class Worker(Component):
             self.reject(ProtocolError(f"unexpected {msg.kind} on tasks", kind="bad_kind"), "tasks")
             return
         try:
-            frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
+            if msg.ring_slot is not None:
+                frame = self.rings.read(msg.header)[1]  # in place, in the publisher's ring
+                self.counters[Count.FROM_RING] += 1
+            else:
+                frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
         except ProtocolError as e:
             self.reject(e, "tasks")
             return
@@ -172,6 +216,11 @@ class Worker(Component):
             self.warn.warning("failed", "frame %d failed: %s", msg.frame_id, e)
             ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
             header = result_header([], **ids, failed=str(e), **fields)
+        if msg.ring_slot is not None and not self.rings.ring(msg.ring_slot[0]).still(*msg.ring_slot[1:]):
+            # the slot was reused while we computed: the frame was acknowledged already
+            # (this was a duplicate), and what we read may be torn: no result from it
+            self.reject(ProtocolError(f"frame {msg.frame_id}: its slot was reused", kind="stale_slot"), "tasks")
+            return
         try:
             out = encode_result(header, arrays)
         except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker

@@ -46,9 +46,7 @@ def local_ports() -> dict[str, dict[str, Any]]:
     """Config sections binding every stable component's ports to free loopback ports
     (every port key a test deployment sets, so nothing falls back to a default port)."""
     ports = iter(free_ports(sum(len(keys) for keys in PORT_KEYS.values())))
-    return {
-        section: {"host": "127.0.0.1", **{key: next(ports) for key in keys}} for section, keys in PORT_KEYS.items()
-    }
+    return {section: {"host": "127.0.0.1", **{key: next(ports) for key in keys}} for section, keys in PORT_KEYS.items()}
 
 
 class MeasuredChild(Child):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -417,6 +418,19 @@ class LimitsConfig(Section):
     component then waits for its upstream to come back, a one-acquisition run exits 1."""
 
 
+class TransportConfig(Section):
+    """How frames travel between components on the same host (docs/decisions/0003-shared-memory.md)."""
+
+    shared_memory: bool = True
+    """Same-host hops take frames from the publisher's shared-memory ring (only a small
+    descriptor on the socket); chosen per connection at sync, TCP whenever in doubt and
+    always across hosts. false: TCP everywhere."""
+    ring_frames: int = Field(64, ge=4, le=4096)
+    """Slots in the publisher's ring, each one frame: /dev/shm holds ring_frames × the
+    frame size (64 × 2 MB for 1024² uint16). A full ring follows publisher.policy:
+    lossless waits for the slowest same-host consumer, drop drops (counted)."""
+
+
 class SecurityConfig(Section):
     """CURVE encryption and authentication of every socket; off unless a key is set.
 
@@ -500,9 +514,16 @@ class Config(Section):
         ]
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    transport: TransportConfig = Field(default_factory=TransportConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     viewer: ViewerConfig = Field(default_factory=ViewerConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+
+    def local_tasks_url(self) -> str:
+        """The ventilator's tasks for workers on its own host: an abstract unix socket, so
+        only processes in the ventilator's network namespace (its host) can connect."""
+        run = re.sub(r"[^A-Za-z0-9_.]", "_", self.run.name)[:60]
+        return f"ipc://@framepipe-{run}-tasks-{self.ventilator.tasks_port}"
 
     @model_validator(mode="after")
     def _ports_unique(self) -> Config:

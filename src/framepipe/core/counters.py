@@ -54,6 +54,10 @@ class Count(enum.StrEnum):
     WORKER_DISCONNECTS = "worker_disconnects"
     # recorder
     CHUNKS_AS_RECEIVED = "chunks_as_received"
+    #: ventilator: tasks handed to a same-host worker (a ring frame as its descriptor)
+    TASKS_LOCAL = "tasks_local"
+    #: worker: frames read in place from the publisher's ring
+    FROM_RING = "from_ring"
     """Frames whose received compressed chunk was stored as it came (no recompression)."""
     # worker
     PROCESSED = "processed"

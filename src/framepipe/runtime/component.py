@@ -227,7 +227,8 @@ class Component:
             sock.bind(url)
         except zmq.ZMQError as e:
             hint = " (is another framepipe running? `framepipe status`)" if e.errno == zmq.EADDRINUSE else ""
-            raise ConfigError(f"cannot bind {what} on {url}: {e.strerror}{hint}") from e
+            reason = str(e.strerror).split(" (addr=")[0]  # pyzmq appends the address as a repr
+            raise ConfigError(f"cannot bind {what} on {url}: {reason}{hint}") from e
         self.bound.append(f"{what}={url}")
 
     def connect(self, sock: zmq.Socket[Any], url: str) -> None:

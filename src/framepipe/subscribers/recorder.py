@@ -235,6 +235,7 @@ class Recorder(Component):
             sync_url=sync_url,
             hwm=self.rec.hwm_frames,
             sequence=self.series.sequence,
+            shared_memory=self.config.transport.shared_memory,
         )
 
     def status_parts(self) -> StatusParts:
@@ -383,6 +384,7 @@ class Recorder(Component):
             self._bye()
             return 0
         code = self._finish(0)
+        self.sub.release_all()
         self._bye()
         self.acquisition = None
         return code
@@ -410,6 +412,7 @@ class Recorder(Component):
         self._write_pending(drain=True)
         self.series.abandon(UPSTREAM_LOST)
         code = self._finish(0)
+        self.sub.release_all()
         self.acquisition = None
         self.sub.acquisition = None
         return code or 1
@@ -455,6 +458,7 @@ class Recorder(Component):
                 return eos
             if self.acquisition is None or msg.header.get("acquisition") not in (None, self.acquisition.acquisition):
                 self.counters[Count.STALE] += 1  # between acquisitions: not part of any file
+                self.sub.release(msg)
                 continue
             if msg.failed is not None:
                 # the processor failed on it: listed in the ledger as failed, nothing to write
@@ -479,6 +483,7 @@ class Recorder(Component):
             self.counters[Count.RECEIVED] = self.series.received
             if not accepted:
                 self.counters[Count.DUPLICATES] = self.series.duplicates
+                self.sub.release(msg)
                 continue
             # compression starts now, in a pool thread (ctypes and zlib release the GIL), while
             # this thread receives and writes; the message buffer lives until its chunk is written
@@ -517,6 +522,7 @@ class Recorder(Component):
                 outputs=msg.arrays if msg.outputs else None,
             )
             self.counters[Count.WRITE_NS] += time.time_ns() - t0
+            self.sub.release(msg)  # a frame read from the ring: its slot goes back
             step = self.series.wrote(msg.frame_id, stored_bytes=self.file.stored_bytes)
             now = time.time_ns()
             if self.series.written == 1:

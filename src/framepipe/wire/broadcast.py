@@ -9,6 +9,14 @@ Policies: ``drop`` — PUB drops at the per-subscriber high-water mark (never bl
 source; subscribers count the gaps from sequence numbers); ``lossless`` — ``XPUB_NODROP``,
 the sender waits while any subscriber is full.
 
+Same-host subscribers (``ring``, wire/ring.py): a subscriber whose hello says it runs on
+this host is offered the stream's shared-memory ring in its welcome; once it read the
+ring's nonce there it subscribes to descriptors (``slot``) and the stream's control kinds
+instead of everything, plus a marker (RING_TOPIC + its name) that tells us so — and,
+withdrawn by XPUB when its connection closes, that it is gone and holds no slot any more.
+Each frame is written into the ring once for them; pixels go on the socket only while
+someone subscribes to everything (a subscriber on another host, a tool).
+
 The preview: a second socket with the same messages for passive watchers (the live
 view), always dropping at a small high-water mark whatever the policy, so a watcher
 that is slow, stopped (Ctrl-Z) or gone never holds up the stream. ``XPUB_NODROP``
@@ -28,7 +36,8 @@ import zmq
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import IdRanges
 from framepipe.wire.messages import AcquisitionStart, Bye, Done, EndOfStream, Heartbeat, Hello, Request, Welcome
-from framepipe.wire.protocol import SUBSCRIBER_TOPIC, encode_control, to_ranges
+from framepipe.wire.protocol import RING_TOPIC, SUBSCRIBER_TOPIC, encode_control, encode_slot, to_ranges
+from framepipe.wire.ring import Ring, RingError, host_identity, remove_stale
 from framepipe.wire.sockets import POLL_MS, SocketOwner
 from framepipe.wire.sync import SyncRequest, SyncServer
 
@@ -61,7 +70,11 @@ class Broadcast:
         lossless: bool,
         camera: dict[str, Any] | None = None,
         preview_url: str | None = None,
+        ring_prefix: str | None = None,
+        ring_slots: int = 0,
     ):
+        """``ring_prefix``: offer same-host subscribers a shared-memory ring of
+        ``ring_slots`` frames, named ``ring_prefix…`` (None: TCP only)."""
         self.owner = owner
         self.stream = stream
         self.expected = list(subscribers)
@@ -105,6 +118,21 @@ class Broadcast:
         #: this instance of the stream: a subscriber that sees another one in a heartbeat
         #: knows the binding side restarted, and says hello again
         self.instance = secrets.token_hex(6)
+        self.ring_prefix = ring_prefix
+        self.ring_slots = ring_slots
+        #: the shared-memory ring (made by :meth:`make_ring`), None: TCP only
+        self.ring: Ring | None = None
+        self._rings_made = 0
+        self.host = host_identity()
+        #: subscribers that take their frames from the ring (their marker arrived)
+        self.on_ring: set[str] = set()
+        #: someone subscribes to everything (pixels wanted on the socket)
+        self.pixels_wanted = False
+        #: frames the ring had no free slot for (drop policy), so ring readers missed them
+        self.ring_drops = 0
+        if ring_prefix is not None:
+            for name in remove_stale(ring_prefix):
+                owner.log.info("removed %s, left in /dev/shm by a process that no longer exists", name)
         self._next_heartbeat = 0.0
 
     # ---------------------------------------------------------------- housekeeping
@@ -124,7 +152,12 @@ class Broadcast:
                 except zmq.Again:
                     break
                 on, topic = msg[:1], msg[1:]
-                if topic.startswith(SUBSCRIBER_TOPIC):
+                if topic.startswith(RING_TOPIC):
+                    self._ring_reader(topic[len(RING_TOPIC) :].decode(errors="replace"), on == b"\x01")
+                elif topic == b"":
+                    self.pixels_wanted = on == b"\x01"
+                    self.subscriptions += 1 if on == b"\x01" else -1 if self.subscriptions else 0
+                elif topic.startswith(SUBSCRIBER_TOPIC):
                     name = topic[len(SUBSCRIBER_TOPIC) :].decode(errors="replace")
                     if on == b"\x01":
                         self.subscribed.add(name)
@@ -171,6 +204,7 @@ class Broadcast:
                             camera=self.camera,
                             acquisition=acquisition,
                             instance=self.instance,
+                            **self._ring_offer(request),
                         ),
                     )
                 elif isinstance(request, Bye):
@@ -190,6 +224,86 @@ class Broadcast:
                     error = ProtocolError(f"unexpected {asked.kind} request", kind="bad_kind")
                     self.owner.reject(error, f"{self.stream}-sync")
                     self.sync.refuse(peer, str(error))
+
+    # ---------------------------------------------------------------- the ring
+    def make_ring(self, frame_bytes: int) -> None:
+        """Make (or, for frames that outgrew it, replace) the ring. A ring that cannot be
+        made (no room in /dev/shm) leaves the stream on TCP, with a warning."""
+        if self.ring_prefix is None or (self.ring is not None and self.ring.slot_bytes >= frame_bytes):
+            return
+        old, self.ring = self.ring, None
+        self._rings_made += 1
+        try:
+            self.ring = Ring.create(
+                f"{self.ring_prefix}{self.instance}-{self._rings_made}",
+                slots=self.ring_slots,
+                slot_bytes=frame_bytes,
+                rows=max(1, min(len(self.expected), 64)),
+            )
+        except RingError as e:
+            self.owner.log.warning("%s: no shared-memory ring, frames go by TCP: %s", self.stream, e)
+            self.ring_prefix = None
+        if old is not None:
+            old.close()  # readers keep their mapping; the name goes
+
+    def close_ring(self) -> None:
+        """Remove the ring (the owner's teardown): nothing is left in /dev/shm."""
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+
+    def _ring_offer(self, hello: Hello) -> dict[str, Any]:
+        """Welcome fields offering the ring to a subscriber on this host (one of the
+        configured ones: each has its row), else none."""
+        if self.ring is None or hello.host != self.host or hello.name not in self.expected:
+            return {}
+        row = self.expected.index(hello.name)
+        if row >= self.ring.rows:
+            return {}
+        return {"ring": self.ring.name, "ring_nonce": self.ring.nonce, "ring_row": row}
+
+    def _ring_reader(self, name: str, on: bool) -> None:
+        """A subscriber's ring marker came (it reads the ring) or went (it is gone: the
+        slots it held are free)."""
+        if name not in self.expected:
+            return
+        row = self.expected.index(name)
+        if on:
+            self.on_ring.add(name)
+            self.owner.log.info("%s takes %s from shared memory", name, self.stream)
+        elif name in self.on_ring:
+            self.on_ring.discard(name)
+            if self.ring is not None:
+                self.ring.drop_row(row)
+
+    def transport(self) -> dict[str, str]:
+        """Each subscriber's path: ``shared memory`` or ``tcp`` (status and tests)."""
+        return {n: "shared memory" if n in self.on_ring else "tcp" for n in sorted(self.subscribed)}
+
+    def _ring_slot(self) -> int | None:
+        """A free slot; lossless waits (serving sync) while the ring is full, drop gives None."""
+        ring = self.ring
+        assert ring is not None
+        slot = ring.free_slot()
+        if slot is not None or not self.lossless:
+            return slot
+        t0 = time.monotonic()
+        give_up: float | None = None
+        try:
+            while slot is None and self.ring is ring:
+                now = time.monotonic()
+                if now >= self._next_blocked_log:
+                    self.owner.log.info("%s: waiting for a slow same-host subscriber (ring full)", self.stream)
+                    self._next_blocked_log = now + BLOCKED_LOG_S
+                if self.owner.stopping:
+                    give_up = give_up or now + STOP_SEND_S
+                    if now > give_up:
+                        return None
+                self.service(self.poll(timeout_ms=5))
+                slot = ring.free_slot()
+            return slot
+        finally:
+            self.blocked_s += time.monotonic() - t0
 
     def poll(self, extra: tuple[zmq.Socket[Any], ...] = (), timeout_ms: int = POLL_MS) -> dict[Any, int]:
         poller = zmq.Poller()
@@ -264,12 +378,39 @@ class Broadcast:
         except zmq.Again:
             pass  # a full subscriber has frames to read first: it knows we are alive
 
-    def publish(self, parts: list[Any], frame_id: int) -> bool:
+    def publish(self, parts: list[Any], frame_id: int, frame: Any = None, header: dict[str, Any] | None = None) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
 
+        ``frame`` and ``header`` (the frame's array and header; ``parts`` is its raw or
+        compressed message): written into the ring for the subscribers that read it
+        there, who get its descriptor instead.
         Returns False if the owner was stopped and the subscribers stayed full for
         ``STOP_SEND_S`` more (a frame already acquired gets that long to go out).
         """
+        if self.on_ring and frame is not None and header is not None and self.ring is not None:
+            self.make_ring(frame.nbytes)
+            slot = self._ring_slot() if self.ring is not None else None
+            if slot is not None and self.ring is not None:
+                rows = {self.expected.index(n) for n in self.on_ring}
+                gen = self.ring.write(slot, frame, rows)
+                if not self._send(encode_slot(header, self.ring.name, slot, gen)):
+                    return False
+            elif self.owner.stopping and self.lossless:
+                return False
+            else:
+                self.ring_drops += 1
+        if self.pixels_wanted or not self.on_ring:
+            if not self._send(parts):
+                return False
+        if self.preview_watched:
+            assert self.preview is not None
+            self.preview.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)  # drops when full, never waits
+        self.seq += 1
+        self.published_ids.add(frame_id)
+        self._next_heartbeat = time.monotonic() + 1.0
+        return True
+
+    def _send(self, parts: list[Any]) -> bool:
         if not self.lossless:
             self.pub.send_multipart(parts, copy=False)
         else:
@@ -278,12 +419,6 @@ class Broadcast:
             except zmq.Again:
                 if not self._wait_and_send(parts):
                     return False
-        if self.preview_watched:
-            assert self.preview is not None
-            self.preview.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)  # drops when full, never waits
-        self.seq += 1
-        self.published_ids.add(frame_id)
-        self._next_heartbeat = time.monotonic() + 1.0
         return True
 
     def _wait_and_send(self, parts: list[Any]) -> bool:

@@ -144,6 +144,9 @@ class Hello(Request):
     #: AcquisitionStart's fields) and the token its tasks carry
     acquisition: Metadata | None = None
     token: Name | None = None
+    #: where the sender runs (wire.ring.host_identity): a subscriber on the publisher's
+    #: host is offered its shared-memory ring
+    host: Name | None = None
 
 
 class Bye(Request):
@@ -313,6 +316,11 @@ class Welcome(Reply):
     acquisition: Metadata | None = None
     #: this instance of the publisher (see Heartbeat.instance)
     instance: Name | None = None
+    #: to a subscriber on the publisher's host: its shared-memory ring (name), the ring's
+    #: nonce (the probe: the subscriber reads it there) and the subscriber's row in it
+    ring: Name | None = None
+    ring_nonce: Name | None = None
+    ring_row: Annotated[int, Field(ge=0, lt=64, strict=True)] | None = None
 
 
 class Done(Reply):

@@ -46,6 +46,7 @@ from framepipe.core.outputs import MAX_OUTPUTS, RESULT_DTYPES, Output
 from framepipe.wire.messages import CONTROL, Control, ControlModel, control_message, first_error
 from framepipe.wire.messages import CONTROL_KINDS as CONTROL_KINDS
 from framepipe.wire.messages import VERSION as VERSION
+from framepipe.wire.ring import NAME_RE as RING_NAME
 
 #: dtypes accepted on the wire for frames (and for results of the FFT family)
 WIRE_DTYPES = frozenset({"uint8", "uint16", "float32", "complex64"})
@@ -59,6 +60,13 @@ ENCODINGS = ("none", bitshuffle.NAME)
 
 #: data messages carry a payload; control messages do not
 DATA_KINDS = frozenset({"frame", "result"})
+#: a frame in a same-host shared-memory ring: the frame's header, plus ``ring``, ``slot``
+#: and ``gen``, and no payload (wire/ring.py); decoded as a ``frame`` whose pixels the
+#: receiver reads from the ring
+SLOT_KIND = "slot"
+#: the kinds a broadcast stream carries besides its data (what a subscriber that takes
+#: its frames from a ring subscribes to, with SLOT_KIND: the pixel frames never reach it)
+STREAM_CONTROL_KINDS = ("start", "eos", "heartbeat")
 
 #: control-stream topics
 TOPIC_ACK = b"ack"
@@ -71,9 +79,26 @@ TOPIC_WORKERS = b"workers"
 SUBSCRIBER_TOPIC = b"\xffsub:"
 
 
+def kind_topic(kind: str) -> bytes:
+    """The prefix every message of ``kind`` starts with (headers begin ``{"v":…,"kind":…``),
+    so a SUB can subscribe to some kinds only."""
+    return _dumps({"v": VERSION, "kind": kind})[:-1]
+
+
 def subscriber_topic(name: str) -> bytes:
     """The per-subscriber marker topic (see SUBSCRIBER_TOPIC)."""
     return SUBSCRIBER_TOPIC + name.encode()
+
+
+#: a subscriber that takes its frames from the publisher's ring also subscribes to this
+#: prefix + its name: it tells the publisher so, and, withdrawn by XPUB when its
+#: connection closes, that it is gone (its slots are free)
+RING_TOPIC = b"\xffring:"
+
+
+def ring_topic(name: str) -> bytes:
+    """The ring marker of subscriber ``name`` (see RING_TOPIC)."""
+    return RING_TOPIC + name.encode()
 
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -134,6 +159,14 @@ class Message:
 
     #: how the payload is encoded (``bitshuffle-lz4``); None: the raw array
     encoding: str | None = None
+    #: a frame that travelled as a ring descriptor: (ring, slot, generation); its array is
+    #: set by the receiver that read the slot (:meth:`in_ring`)
+    ring_slot: tuple[str, int, int] | None = None
+
+    def in_ring(self, array: np.ndarray) -> None:
+        """The pixels of a descriptor, read in place from its ring by the receiver."""
+        array.flags.writeable = False
+        self._array = array
 
     @property
     def frame_id(self) -> int:
@@ -413,25 +446,17 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
         if len(parts) != 1:
             raise ProtocolError(f"{kind} message must not carry a payload", kind="bad_framing")
         return Message(kind=kind, header=header, control=_control(kind, header))
+    if kind == SLOT_KIND:
+        return _decode_slot(header, parts, max_payload_bytes)
     if kind not in DATA_KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}", kind="bad_kind")
     for field, typ in _DATA_FIELDS.items():
         _check_field(header, field, typ)
     if kind == "result":
         return _decode_result(header, parts, max_payload_bytes)
-    for field, typ in _FRAME_FIELDS.items():
-        _check_field(header, field, typ)
     if len(parts) != 2:
         raise ProtocolError(f"{kind} message must be a header and one payload", kind="bad_framing")
-    dtype_name = header["dtype"]
-    if dtype_name not in WIRE_DTYPES:
-        raise ProtocolError(f"dtype {dtype_name!r} is not allowed", kind="bad_dtype")
-    shape = header["shape"]
-    if not 1 <= len(shape) <= MAX_NDIM or not all(
-        isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_DIM for n in shape
-    ):
-        raise ProtocolError(f"absurd shape {shape!r}", kind="bad_shape")
-    dtype = np.dtype(dtype_name)
+    dtype, shape = _frame_layout(header)
     encoding = header.get("encoding")
     if encoding is not None and encoding != "none":
         if math.prod(shape) * dtype.itemsize > max_payload_bytes:  # the decoded size: no bombs
@@ -443,6 +468,47 @@ def decode(parts: Sequence[Any], *, max_payload_bytes: int, topic: bool = False)
         return _encoded(kind, header, parts[1], _buffer_of(parts[1]), dtype, max_payload_bytes)
     array, payload = _array(parts[1], dtype, shape, max_payload_bytes)
     return Message(kind=kind, header=header, _array=array, payload=payload)
+
+
+def _frame_layout(header: dict[str, Any]) -> tuple[np.dtype[Any], list[int]]:
+    """A frame header's dtype (from the allow-list) and shape (sane), checked."""
+    for field, typ in _FRAME_FIELDS.items():
+        _check_field(header, field, typ)
+    dtype_name = header["dtype"]
+    if dtype_name not in WIRE_DTYPES:
+        raise ProtocolError(f"dtype {dtype_name!r} is not allowed", kind="bad_dtype")
+    shape = header["shape"]
+    if not 1 <= len(shape) <= MAX_NDIM or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_DIM for n in shape
+    ):
+        raise ProtocolError(f"absurd shape {shape!r}", kind="bad_shape")
+    return np.dtype(dtype_name), shape
+
+
+def _decode_slot(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes: int) -> Message:
+    """A ring descriptor: a frame's header naming a ring (a name that stays in /dev/shm),
+    a slot and a generation ≥ 1, and no payload. Whether the ring, slot and generation
+    exist is the receiver's check, when it reads the slot (wire/ring.py)."""
+    if len(parts) != 1:
+        raise ProtocolError("a slot descriptor carries no payload", kind="bad_framing")
+    for field, typ in _DATA_FIELDS.items():
+        _check_field(header, field, typ)
+    dtype, shape = _frame_layout(header)
+    if math.prod(shape) * dtype.itemsize > max_payload_bytes:
+        raise ProtocolError("slot frame exceeds the size limit", kind="oversized")
+    for field in ("slot", "gen"):
+        _check_field(header, field, int)
+    ring = header.get("ring")
+    if not isinstance(ring, str) or not RING_NAME.match(ring):
+        raise ProtocolError(f"bad ring name {ring!r}", kind="bad_slot")
+    if header["gen"] < 1:
+        raise ProtocolError("slot generation must be ≥ 1", kind="bad_slot")
+    return Message(kind="frame", header=header, ring_slot=(ring, header["slot"], header["gen"]))
+
+
+def encode_slot(header: dict[str, Any], ring: str, slot: int, gen: int) -> list[bytes]:
+    """A frame's descriptor: its header (kind ``slot``) naming where its pixels are."""
+    return [_dumps({**header, "kind": SLOT_KIND, "ring": ring, "slot": slot, "gen": gen})]
 
 
 def _check_field(header: dict[str, Any], field: str, typ: type | tuple[type, ...]) -> None:

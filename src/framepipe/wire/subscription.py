@@ -10,7 +10,16 @@ import zmq
 from framepipe.core.errors import ProtocolError, SyncError
 from framepipe.core.ledger import SequenceTracker
 from framepipe.wire.messages import AcquisitionStart, EndOfStream, ErrorReply, Heartbeat, Welcome
-from framepipe.wire.protocol import Message, decode, subscriber_topic
+from framepipe.wire.protocol import (
+    SLOT_KIND,
+    STREAM_CONTROL_KINDS,
+    Message,
+    decode,
+    kind_topic,
+    ring_topic,
+    subscriber_topic,
+)
+from framepipe.wire.ring import RingError, RingReader, host_identity
 from framepipe.wire.sockets import SocketOwner
 from framepipe.wire.sync import exchange
 
@@ -31,9 +40,12 @@ class Subscription:
         sync_url: str,
         hwm: int,
         sequence: SequenceTracker | None = None,
+        shared_memory: bool = False,
     ):
         """``sequence``: the tracker that counts this stream's gaps, when the owner keeps one
-        already (the recorder's series reports them in its ledger); a new one otherwise."""
+        already (the recorder's series reports them in its ledger); a new one otherwise.
+        ``shared_memory``: take the frames from the publisher's ring when it offers one
+        (same host); the owner then calls :meth:`release` for every frame it is done with."""
         self.owner = owner
         self.stream = stream
         self.pub_url = pub_url
@@ -55,6 +67,12 @@ class Subscription:
         self.last_heard = time.monotonic()
         #: a heartbeat came from another instance: the binding side restarted, say hello again
         self.upstream_restarted = False
+        self.shared_memory = shared_memory
+        #: the rings this subscriber reads (None: frames come by TCP)
+        self.rings: RingReader | None = None
+        self._pixels_subscribed = False
+        #: the last data message's sequence number (a frame sent both ways is taken once)
+        self._last_seq: int | None = None
 
     def hello(self, timeout_s: float) -> Welcome:
         """Tell the publisher we are here; returns its welcome (stream metadata).
@@ -62,6 +80,7 @@ class Subscription:
         Raises SyncError if it does not answer in time, or refuses (saying why).
         """
         assert self.owner.ctx is not None
+        where: dict[str, Any] = {"host": host_identity()} if self.shared_memory else {}
         answer = exchange(
             self.owner.ctx,
             self.sync_url,
@@ -69,6 +88,7 @@ class Subscription:
             self.owner.name,
             timeout_s=timeout_s,
             should_stop=lambda: self.owner.stopping,
+            **where,
         )
         if isinstance(answer.reply.control, ErrorReply):
             raise SyncError(f"{self.sync_url} refused our hello: {answer.reply.control.reason}")
@@ -79,7 +99,7 @@ class Subscription:
         # its round trip says little about the clocks: measure them on a fresh exchange,
         # answered at once now that the server knows us.
         try:
-            fresh = exchange(self.owner.ctx, self.sync_url, "hello", self.owner.name, timeout_s=2.0)
+            fresh = exchange(self.owner.ctx, self.sync_url, "hello", self.owner.name, timeout_s=2.0, **where)
             if isinstance(fresh.reply.control, Welcome):
                 answer, welcome = fresh, fresh.reply.control
         except SyncError:
@@ -89,6 +109,8 @@ class Subscription:
             self.welcome["clock_offset_bound_ns"] = self.welcome["rtt_ns"] // 2
         self.instance = welcome.instance
         self.upstream_restarted = False
+        self._last_seq = None
+        self._choose_path(welcome)
         self.last_heard = time.monotonic()
         if welcome.acquisition is not None and self.acquisition is None:
             try:  # joined an acquisition under way (a restart): follow it from here
@@ -98,6 +120,63 @@ class Subscription:
             except ValueError:
                 self.owner.log.warning("the welcome's acquisition is malformed: ignored")
         return welcome
+
+    def _choose_path(self, welcome: Welcome) -> None:
+        """Shared memory if the publisher offered its ring and this process can read it
+        (its nonce, read there); TCP otherwise, and whenever in doubt."""
+        if self.rings is not None or not self.shared_memory:
+            return
+        if welcome.ring is None or welcome.ring_nonce is None or welcome.ring_row is None:
+            return
+        rings = RingReader(row=welcome.ring_row)
+        try:
+            rings.probe(welcome.ring, welcome.ring_nonce)
+        except RingError as e:
+            self.owner.log.warning(
+                "%s: the publisher's ring is not readable here, frames come by TCP: %s", self.stream, e
+            )
+            return
+        self.rings = rings
+        for kind in (SLOT_KIND, *STREAM_CONTROL_KINDS):
+            self.sub.setsockopt(zmq.SUBSCRIBE, kind_topic(kind))
+        self.sub.setsockopt(zmq.SUBSCRIBE, ring_topic(self.owner.name))
+        # everything (the pixels) stays subscribed until the first descriptor comes: a SUB
+        # also filters what it already queued, so dropping it now could lose a frame
+        self._pixels_subscribed = True
+        self.owner.log.info("%s: frames from shared memory (ring %s)", self.stream, welcome.ring)
+
+    @property
+    def transport(self) -> str:
+        """How frames reach this subscriber: ``shared memory`` or ``tcp``."""
+        return "shared memory" if self.rings is not None else "tcp"
+
+    def release(self, msg: Message) -> bool:
+        """Done with a frame; for one read from the ring, its slot goes back. Returns False
+        if the slot was rewritten while it was in use (what was read may be torn: counted)."""
+        if msg.ring_slot is None or self.rings is None:
+            return True
+        name, slot, gen = msg.ring_slot
+        ring = self.rings.ring(name)
+        intact = ring.still(slot, gen)
+        self.rings.release(msg.header)
+        if not intact:
+            self.owner.reject(
+                ProtocolError(
+                    f"slot {slot} of {name} rewritten while frame {msg.frame_id} was read", kind="stale_slot"
+                ),
+                self.stream,
+            )
+        return intact
+
+    def release_all(self) -> None:
+        """Give back every slot (an acquisition is over: nothing of it is used any more)."""
+        if self.rings is not None:
+            self.rings.release_all()
+
+    def close(self) -> None:
+        """Unmap the rings (the owner's teardown)."""
+        if self.rings is not None:
+            self.rings.close()
 
     def bye(self, timeout_s: float, **counts: Any) -> None:
         """Tell the publisher we are done, with our counts (Bye's fields)."""
@@ -132,6 +211,7 @@ class Subscription:
             self.acquisition = msg.control
             self.eos = None
             self.sequence.start_at(msg.control.seq or 0)
+            self._last_seq = None
             return msg
         if isinstance(msg.control, EndOfStream):
             if self.eos == msg.control:
@@ -145,6 +225,22 @@ class Subscription:
             return None
         if self.eos is not None:
             return None  # a straggler after end-of-stream (stream restarted): ignore
+        if msg.seq == self._last_seq:
+            return None  # while switching to the ring, a frame came both ways: once is enough
+        if msg.ring_slot is not None:
+            if self.rings is None:
+                return None  # a descriptor for ring readers (we subscribe to everything)
+            if self._pixels_subscribed:
+                # the publisher sends us descriptors now, and every frame before this one
+                # came already (one pipe, in order): the pixels are no longer needed
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, b"")
+                self._pixels_subscribed = False
+            try:
+                msg.in_ring(self.rings.read(msg.header)[1])
+            except ProtocolError as e:
+                self.owner.reject(e, self.stream)
+                return None
+        self._last_seq = msg.seq
         skipped = self.sequence.see(msg.seq)
         if skipped:
             self.owner.warn.warning(
