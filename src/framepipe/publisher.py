@@ -25,6 +25,7 @@ reports, ``complete``) are :class:`framepipe.core.acquisition.AcquisitionBook`'s
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -427,14 +428,15 @@ class Publisher(Component):
                     acquisition=acq.id,
                     **frame.extra,
                 )
-                parts = self._frame_parts(header, frame)
-                if not stream.publish(parts, frame.frame_id, frame.array, header):
+                if not stream.publish(partial(self._frame_parts, header, frame), frame.frame_id, frame.array, header):
                     break
                 self.latest = frame
                 acq.published += 1
                 self.counters[Count.PUBLISHED] += 1
                 self.counters[Count.BYTES] += frame.array.nbytes
-                self.counters[Count.WIRE_BYTES] += memoryview(parts[1]).nbytes
+                if stream.pixels_sent is not None:
+                    self.counters[Count.PIXEL_BYTES] += frame.array.nbytes
+                    self.counters[Count.WIRE_BYTES] += memoryview(stream.pixels_sent[1]).nbytes
                 self.counters[Count.LAST_NS] = time.time_ns()
                 # between frames: subscription changes, late hellos, control, without waiting
                 if any(s.poll(0) for s in sockets):
@@ -482,10 +484,19 @@ class Publisher(Component):
         out = super().summary()
         out[Count.WIRE_ENCODING] = self.wire_encoding
         if self.counters[Count.WIRE_BYTES]:
-            out[Count.WIRE_RATIO] = round(self.counters[Count.BYTES] / self.counters[Count.WIRE_BYTES], 3)
+            out[Count.WIRE_RATIO] = round(self.counters[Count.PIXEL_BYTES] / self.counters[Count.WIRE_BYTES], 3)
         if self.set_up:  # live figures for the dashboard, while it runs
             out[Count.BLOCKED_MS] = int(self.stream.blocked_s * 1000)
             out[Count.SUBSCRIBERS] = sorted(self.stream.hellos)
+            out[Count.TRANSPORT] = self.stream.transport()
+            if self.stream.ring is not None:
+                out[Count.RING] = {
+                    "name": self.stream.ring.name,
+                    "slots": self.stream.ring.slots,
+                    "slot_mb": round(self.stream.ring.slot_bytes / 1e6, 2),
+                    "in_use": self.stream.ring.in_use(),
+                    "drops": self.stream.ring_drops,
+                }
             out["phase"] = self.book.phase.value
             acq = self.book.current
             if acq is not None:

@@ -554,6 +554,7 @@ class Ventilator(Component):
         out.update(self.window.counters)
         if self.set_up and self.source is not None:
             out[Count.SOURCE_GAPS] = self.source.sequence.gaps
+            out[Count.TRANSPORT] = self.source.transport
         # live figures for the dashboard
         window = self.window
         out[Count.IN_FLIGHT] = len(window.in_flight)

@@ -97,6 +97,11 @@ class Worker(Component):
     def status_parts(self) -> StatusParts:
         return StatusParts(queue=Queue())
 
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        out[Count.TRANSPORT] = self.transport
+        return out
+
     def run(self) -> int:
         cfg = self.config.workers
         self.open()

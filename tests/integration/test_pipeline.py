@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401  (the recorder compresses with bitshuffle-lz4 by default)
@@ -17,12 +18,18 @@ pytestmark = pytest.mark.integration
 N, H, W = 500, 64, 96
 
 
-@pytest.mark.parametrize("wire", ["none", "bitshuffle-lz4"])
-def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: str) -> None:
-    """Raw, and compressed once at the publisher: workers decode, the frames recorder
-    stores the chunks as they came, the results are the same."""
+@pytest.mark.parametrize(
+    ("wire", "shm"),
+    [("none", True), ("none", False), ("bitshuffle-lz4", False)],
+    ids=["shared-memory", "tcp", "tcp-bitshuffle-lz4"],
+)
+def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: str, shm: bool) -> None:
+    """Through shared memory (every component on this host reads the publisher's ring),
+    by TCP raw, and compressed once at the publisher (workers decode, the frames recorder
+    stores the chunks as they came): the same files, pixel-exact."""
     deployment.settings.update(
         {
+            "transport.shared_memory": shm,
             "publisher.wire_compression": wire,
             "camera.count": N,
             "camera.height": H,
@@ -58,6 +65,13 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
     assert sum(summary["per_worker"].values()) == N
     assert len(summary["per_worker"]) == 3, "work was spread over the 3 workers"
     frames_rec = json.loads((deployment.dir / "recorder-frames.json").read_text())
+    assert frames_rec["transport"] == ("shared memory" if shm else "tcp")
+    for w in workers:
+        assert ("frames read from shared memory" in w.log()) == shm, w.log()
+    ring = re.search(r"frames from shared memory \(ring (\S+)\)", vent.log())
+    assert bool(ring) == shm, vent.log()
+    if ring:
+        assert not Path("/dev/shm", ring.group(1)).exists(), "the publisher removed its ring"
     assert frames_rec["wire_encoding"] == wire
     assert frames_rec.get("chunks_as_received", 0) == (N if wire != "none" else 0)
     assert frames_rec.get("rejected", 0) == 0

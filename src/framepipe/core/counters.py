@@ -27,6 +27,11 @@ class Count(enum.StrEnum):
     WIRE_RATIO = "wire_ratio"
     """bytes / wire_bytes: the wire compression ratio (1.0: raw)."""
     WIRE_ENCODING = "wire_encoding"
+    #: publisher: raw bytes of the frames that went on the socket (the wire ratio's numerator)
+    PIXEL_BYTES = "pixel_bytes"
+    #: publisher: each subscriber's path (shared memory or tcp); its ring (name, slots, in use)
+    TRANSPORT = "transport"
+    RING = "ring"
     """How this component's data payloads travel (sent or received): none, bitshuffle-lz4."""
     # publisher
     ACQUIRED = "acquired"

@@ -649,6 +649,8 @@ class Recorder(Component):
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out[Count.WIRE_ENCODING] = self.wire_encoding
+        if self.set_up:
+            out[Count.TRANSPORT] = self.sub.transport
         if self.counters[Count.WIRE_BYTES]:
             out[Count.WIRE_RATIO] = round(self.counters[Count.BYTES] / self.counters[Count.WIRE_BYTES], 3)
         if self.files:

@@ -130,6 +130,8 @@ class Broadcast:
         self.pixels_wanted = False
         #: frames the ring had no free slot for (drop policy), so ring readers missed them
         self.ring_drops = 0
+        #: the last frame's message as it went on the socket (None: by the ring only)
+        self.pixels_sent: list[Any] | None = None
         if ring_prefix is not None:
             for name in remove_stale(ring_prefix):
                 owner.log.info("removed %s, left in /dev/shm by a process that no longer exists", name)
@@ -378,12 +380,20 @@ class Broadcast:
         except zmq.Again:
             pass  # a full subscriber has frames to read first: it knows we are alive
 
-    def publish(self, parts: list[Any], frame_id: int, frame: Any = None, header: dict[str, Any] | None = None) -> bool:
+    def publish(
+        self,
+        parts: list[Any] | Callable[[], list[Any]],
+        frame_id: int,
+        frame: Any = None,
+        header: dict[str, Any] | None = None,
+    ) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
 
         ``frame`` and ``header`` (the frame's array and header; ``parts`` is its raw or
         compressed message): written into the ring for the subscribers that read it
-        there, who get its descriptor instead.
+        there, who get its descriptor instead. ``parts`` may be a function making them: it
+        is called only if the pixels go on the socket (compressing costs CPU), and
+        :attr:`pixels_sent` is what went (None: the ring only).
         Returns False if the owner was stopped and the subscribers stayed full for
         ``STOP_SEND_S`` more (a frame already acquired gets that long to go out).
         """
@@ -399,12 +409,17 @@ class Broadcast:
                 return False
             else:
                 self.ring_drops += 1
-        if self.pixels_wanted or not self.on_ring:
-            if not self._send(parts):
-                return False
-        if self.preview_watched:
-            assert self.preview is not None
-            self.preview.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)  # drops when full, never waits
+        self.pixels_sent = None
+        on_socket = self.pixels_wanted or not self.on_ring
+        if on_socket or self.preview_watched:
+            message = parts() if callable(parts) else parts
+            if on_socket:
+                if not self._send(message):
+                    return False
+                self.pixels_sent = message
+            if self.preview_watched:
+                assert self.preview is not None
+                self.preview.send_multipart(message, copy=False, flags=zmq.NOBLOCK)  # drops when full, never waits
         self.seq += 1
         self.published_ids.add(frame_id)
         self._next_heartbeat = time.monotonic() + 1.0

@@ -83,6 +83,16 @@ def host_identity() -> str:
     return ":".join(parts)
 
 
+def _started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), None if there is none: a pid
+    with another start time is another process (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -139,8 +149,18 @@ class Ring:
             "slot_bytes": slot_bytes,
             "rows": rows,
             "pid": os.getpid(),
+            "started": _started(os.getpid()),
         }
         path = SHM_DIR / name
+        try:
+            stat = os.statvfs(SHM_DIR)
+        except OSError as e:
+            raise RingError(f"no {SHM_DIR}: {e.strerror}") from None
+        if stat.f_bavail * stat.f_frsize < size:
+            raise RingError(
+                f"{SHM_DIR} has {stat.f_bavail * stat.f_frsize / 1e6:.0f} MB free, a ring of {slots} × "
+                f"{slot_bytes / 1e6:.1f} MB needs {size / 1e6:.0f} MB (lower transport.ring_frames)"
+            )
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as e:
@@ -322,15 +342,16 @@ def remove_stale(prefix: str) -> list[str]:
                 head = fh.read(PAGE)
         except OSError:
             continue
-        pid = None
+        meta: Any = None
         if head[: len(MAGIC)] == MAGIC:
             try:
                 (length,) = struct.unpack("<I", head[len(MAGIC) : len(MAGIC) + 4])
-                pid = json.loads(head[len(MAGIC) + 4 : len(MAGIC) + 4 + length]).get("pid")
-            except (ValueError, struct.error, AttributeError):
-                pid = None
-        if isinstance(pid, int) and _pid_alive(pid) and pid != os.getpid():
-            continue
+                meta = json.loads(head[len(MAGIC) + 4 : len(MAGIC) + 4 + length])
+            except (ValueError, struct.error):
+                meta = None
+        pid = meta.get("pid") if isinstance(meta, dict) else None
+        if isinstance(pid, int) and _started(pid) is not None and _started(pid) == meta.get("started"):
+            continue  # its producer is running
         path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed
