@@ -139,8 +139,11 @@ class Publisher(Component):
     def run(self) -> int:
         cfg = self.config.publisher
         self.open()
+        ring = self.stream.ring
+        shared = f"ring {ring.name} ({ring.slots} × {ring.slot_bytes / 1e6:.1f} MB)" if ring is not None else "off"
         self.ready(
-            f"policy={cfg.policy} serve={str(self.config.run.serve).lower()} wire_compression={self.wire_encoding}"
+            f"policy={cfg.policy} serve={str(self.config.run.serve).lower()} wire_compression={self.wire_encoding} "
+            f"shared_memory={shared}"
         )
         if not self.config.run.serve:
             return self._one_acquisition()

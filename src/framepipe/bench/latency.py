@@ -24,10 +24,19 @@ SUBSCRIBER = "bench-latency"
 
 
 def measure(
-    out: Path, *, workers: int, fps: float, frames: int, size: int, dtype: str, result: str, timeout_s: float = 300.0
+    out: Path,
+    *,
+    workers: int,
+    fps: float,
+    frames: int,
+    size: int,
+    dtype: str,
+    result: str,
+    timeout_s: float = 300.0,
+    shared_memory: bool = True,
 ) -> dict[str, Any]:
     """One paced run; every frame must arrive, and every latency is kept for the histogram."""
-    run_dir = out / "runs" / "latency"
+    run_dir = out / "runs" / ("latency" if shared_memory else "latency-tcp")
     with Fleet(run_dir) as fleet:
         config = write_config(
             run_dir / "deployment.toml",
@@ -41,6 +50,7 @@ def measure(
                 result=result,
                 fps=fps,
                 results_subscribers=[SUBSCRIBER],
+                shared_memory=shared_memory,
             ),
         )
         argv = [sys.executable, "-m", "framepipe.bench.transport", "subscribe", "--config", str(config)]
@@ -60,6 +70,7 @@ def measure(
     achieved = rate(sink, "received")
     return {
         "workers": workers,
+        "transport": "shared memory" if shared_memory else "tcp",
         "fps": fps,
         "achieved_fps": round(achieved, 1),
         # the pipeline could not keep up: the latency is mostly time queued in the HWMs

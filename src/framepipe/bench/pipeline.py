@@ -31,14 +31,17 @@ def pipeline_sections(
     fps: float = 0.0,
     results_subscribers: list[str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    shared_memory: bool = True,
 ) -> dict[str, Any]:
-    """The config of one benchmark deployment (free loopback ports, no recorders)."""
+    """The config of one benchmark deployment (free loopback ports, no recorders); with
+    ``shared_memory`` the same-host hops take frames from the publisher's ring, else TCP."""
     sections: dict[str, Any] = {
         "recorders": [],
         "run": {"name": name, "data_dir": str(data_dir), "finish_timeout_s": 60.0},
         "camera": {"kind": "synthetic", "width": size, "height": size, "dtype": dtype, "fps": fps, "count": frames},
         **local_ports(),
         "workers": {"count": workers, "result": result},
+        "transport": {"shared_memory": shared_memory},
     }
     sections["publisher"]["subscribers"] = ["ventilator"]
     sections["sink"]["subscribers"] = list(results_subscribers or [])
@@ -108,21 +111,31 @@ def cpu_budget(components: dict[str, Any], cores: int, kernel_fps: float) -> dic
 
 
 def run_once(
-    out: Path, *, workers: int, frames: int, size: int, dtype: str, result: str, timeout_s: float
+    out: Path,
+    *,
+    workers: int,
+    frames: int,
+    size: int,
+    dtype: str,
+    result: str,
+    timeout_s: float,
+    shared_memory: bool = True,
 ) -> dict[str, Any]:
     """One finite run with ``workers`` workers; every frame must be accounted for."""
-    run_dir = out / "runs" / f"pipeline-w{workers}"
+    path = "shm" if shared_memory else "tcp"
+    run_dir = out / "runs" / f"pipeline-{path}-w{workers}"
     with Fleet(run_dir) as fleet:
         config = write_config(
             run_dir / "deployment.toml",
             pipeline_sections(
-                name=f"pipeline-w{workers}",
+                name=f"pipeline-{path}-w{workers}",
                 data_dir=run_dir / "data",
                 workers=workers,
                 frames=frames,
                 size=size,
                 dtype=dtype,
                 result=result,
+                shared_memory=shared_memory,
             ),
         )
         procs = start_pipeline(fleet, config, workers)
@@ -134,13 +147,18 @@ def run_once(
         fps = rate(sink, "received")
         frame_bytes = size * size * np.dtype(dtype).itemsize
         busy = [procs[f"worker-{i}"].summary().get("busy_ns", 0) for i in range(workers)]
+        vent = procs["ventilator"].summary()
         return {
             "workers": workers,
+            "transport": "shared memory" if shared_memory else "tcp",
+            # what the ventilator's source and tasks really took (the path is chosen at sync)
+            "ventilator_transport": vent.get("transport"),
+            "tasks_local": vent.get("tasks_local", 0),
             "frames": frames,
             "received": sink["received"],
             "missing": sink["missing"],
             "duplicates": sink.get("duplicates", 0),
-            "redispatched": procs["ventilator"].summary().get("redispatched", 0),
+            "redispatched": vent.get("redispatched", 0),
             "fps": round(fps, 1),
             "mb_per_s": round(fps * frame_bytes / 1e6, 1),
             "per_worker": sink.get("per_worker", {}),
@@ -161,15 +179,29 @@ def measure(
     result: str,
     kernel_fps: float,
     timeout_s: float = 300.0,
+    shared_memory: bool = True,
 ) -> list[dict[str, Any]]:
-    """A run per worker count, each with its efficiency against the kernel ceiling."""
+    """A run per worker count, each with its efficiency against the kernel ceiling, and
+    the CPU per frame all components spend outside the kernel (``outside_kernel_ms``:
+    all of it minus one kernel call per frame)."""
     cores = os.cpu_count() or 1
     runs = []
     for w in worker_counts:
-        r = run_once(out, workers=w, frames=frames, size=size, dtype=dtype, result=result, timeout_s=timeout_s)
+        r = run_once(
+            out,
+            workers=w,
+            frames=frames,
+            size=size,
+            dtype=dtype,
+            result=result,
+            timeout_s=timeout_s,
+            shared_memory=shared_memory,
+        )
         ceiling = min(w, cores) * kernel_fps
         r["ceiling_fps"] = round(ceiling, 1)
         r["efficiency"] = round(r["fps"] / ceiling, 3) if ceiling else None
         r.update(cpu_budget(r["components"], cores, kernel_fps))
+        if r.get("cpu_ms_per_frame") is not None:
+            r["outside_kernel_ms"] = round(r["cpu_ms_per_frame"] - 1000 / kernel_fps, 3)
         runs.append(r)
     return runs

@@ -21,7 +21,7 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 def _rate_line(label: str, r: dict[str, Any]) -> str:
     cpu = _fmt(r.get("cpu_ms_per_frame"), ".2f")
-    return f"  {label:<34}{r['fps']:>8.1f} frames/s {r['gb_per_s']:.2f} GB/s  CPU {cpu} ms/frame (both ends)"
+    return f"  {label:<40}{r['fps']:>8.1f} frames/s {r['gb_per_s']:.2f} GB/s  CPU {cpu} ms/frame (both ends)"
 
 
 def _verdict(value: float | None, target: float, *, below: bool = False) -> str:
@@ -41,6 +41,37 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     naive = results.get("naive")
     if two is not None and naive and naive.get("fps"):
         rows.append({"target": "pipeline ≥ 8 × naive (W=2)", "value": round(two["fps"] / naive["fps"], 2), "goal": 8})
+    # shared memory (issue 14): the pipeline rows are the shared-memory runs, beside TCP's
+    if two is not None and two.get("transport") == "shared memory":
+        rows.append(
+            {"target": "shared memory: pipeline ≥ 0.80 of 2 × kernel (W=2)", "value": two["efficiency"], "goal": 0.8}
+        )
+        if two.get("outside_kernel_ms") is not None:
+            rows.append(
+                {
+                    "target": "shared memory: CPU outside the kernel ≤ 1.0 ms/frame (W=2)",
+                    "value": two["outside_kernel_ms"],
+                    "goal": 1.0,
+                    "below": True,
+                }
+            )
+        if naive and naive.get("fps"):
+            rows.append(
+                {
+                    "target": "shared memory: pipeline ≥ 12 × naive (W=2)",
+                    "value": round(two["fps"] / naive["fps"], 2),
+                    "goal": 12,
+                }
+            )
+        tcp = {r["workers"]: r for r in results.get("pipeline_tcp", [])}.get(2)
+        if tcp and tcp.get("fps"):
+            rows.append(
+                {
+                    "target": "shared memory ÷ TCP, pipeline W=2 (reported)",
+                    "value": round(two["fps"] / tcp["fps"], 2),
+                    "goal": 1.0,
+                }
+            )
     if results.get("transport"):
         rows.append({"target": "transport ≥ 0.8 of raw pyzmq", "value": results["transport"]["ratio"], "goal": 0.8})
     if results.get("recorder"):
@@ -69,6 +100,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if lat:
         rows.append(
             {"target": f"p99 ≤ 25 ms at {lat['fps']:g} fps", "value": lat["p99_ms"], "goal": 25.0, "below": True}
+        )
+    lat_tcp = results.get("latency_tcp")
+    if lat and lat_tcp:
+        rows.append(
+            {
+                "target": f"shared memory p99 ≤ TCP p99 ({lat_tcp['p99_ms']} ms) at {lat['fps']:g} fps",
+                "value": lat["p99_ms"],
+                "goal": lat_tcp["p99_ms"],
+                "below": True,
+            }
         )
     for row in rows:
         row["verdict"] = _verdict(row["value"], row["goal"], below=row.get("below", False))
@@ -103,13 +144,15 @@ def table(results: dict[str, Any]) -> str:
             f"  plugin call ({o['processor']}, {o['frame']}): {o['overhead_ms'] * 1000:.1f} µs/frame over the bare "
             f"process() ({o['direct_ms'] * 1000:.1f} µs); target < {o['target_ms'] * 1000:.0f} µs"
         )
-    if results.get("pipeline"):
-        lines += ["", "pipeline (publisher → ventilator → W workers → sink, real processes)"]
+    for key, path in (("pipeline", "shared memory on this host"), ("pipeline_tcp", "TCP")):
+        if not results.get(key):
+            continue
+        lines += ["", f"pipeline (publisher → ventilator → W workers → sink, real processes), {path}"]
         lines.append(
-            f"  {'W':>2} {'frames/s':>9} {'MB/s':>8} {'ceiling':>8} {'effic.':>7} {'CPU ms':>7} {'CPU-bound':>9}"
-            "  CPU ms/frame per component"
+            f"  {'W':>2} {'frames/s':>9} {'MB/s':>8} {'ceiling':>8} {'effic.':>7} {'CPU ms':>7} {'outside':>7} "
+            f"{'CPU-bound':>9}  CPU ms/frame per component"
         )
-        for r in results["pipeline"]:
+        for r in results[key]:
             costs = ", ".join(
                 f"{n} {c['cpu_ms_per_frame']}"
                 for n, c in r["components"].items()
@@ -118,11 +161,13 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"  {r['workers']:>2} {r['fps']:>9.1f} {r['mb_per_s']:>8.1f} {r['ceiling_fps']:>8.1f} "
                 f"{r['efficiency']:>7.3f} {_fmt(r.get('cpu_ms_per_frame'), '.2f'):>7} "
-                f"{_fmt(r.get('cpu_bound_fps')):>9}  {costs}"
+                f"{_fmt(r.get('outside_kernel_ms'), '.2f'):>7} {_fmt(r.get('cpu_bound_fps')):>9}  {costs}"
             )
+    if results.get("pipeline"):
         lines.append(
             "  ceiling = min(W, cores) × kernel rate; CPU ms = CPU per frame of all components (steady state);"
         )
+        lines.append("  outside = CPU ms − one kernel call: what moving, checking and accounting a frame costs")
         lines.append("  CPU-bound = cores × 1000 ÷ CPU ms: the most these cores allow when every component shares them")
     naive = results.get("naive")
     if naive:
@@ -136,7 +181,12 @@ def table(results: dict[str, Any]) -> str:
         lines += [
             "",
             "transport (one stream, same buffers)",
-            _rate_line("framepipe publisher → subscriber", t["framepipe"]),
+            _rate_line("framepipe publisher → subscriber, TCP", t["framepipe"]),
+            *(
+                [_rate_line("framepipe publisher → subscriber, ring", t["framepipe_shm"])]
+                if t.get("framepipe_shm")
+                else []
+            ),
             _rate_line("raw pyzmq PUSH/PULL zero-copy", t["raw_pyzmq"]),
         ]
     rec = results.get("recorder")
@@ -258,6 +308,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         return "no plot: OpenCV is missing (pip install 'framepipe[bench]')"
     img = np.full((H, W, 3), 255, np.uint8)
     black, blue, red, grey, orange = (0, 0, 0), (200, 90, 20), (40, 40, 210), (150, 150, 150), (0, 140, 255)
+    green = (60, 160, 60)
     font = cv2.FONT_HERSHEY_SIMPLEX
 
     runs = results.get("pipeline", [])
@@ -268,7 +319,8 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         ws = [r["workers"] for r in runs]
         ceil = [r["ceiling_fps"] for r in runs]
         naive = results.get("naive") or {}
-        ymax = _nice_max(max([*ceil, *(r["fps"] for r in runs), naive.get("fps", 0)]) * 1.15)
+        tcp_fps = [r["fps"] for r in results.get("pipeline_tcp") or []]
+        ymax = _nice_max(max([*ceil, *(r["fps"] for r in runs), *tcp_fps, naive.get("fps", 0)]) * 1.15)
         wmin, wmax = min(ws) - 0.5, max(ws) + 0.5
 
         def px(w: float, v: float) -> tuple[int, int]:
@@ -288,6 +340,12 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         bound = [px(r["workers"], r["cpu_bound_fps"]) for r in runs if r.get("cpu_bound_fps")]
         for a, b in itertools.pairwise(bound):
             cv2.line(img, a, b, orange, 1, cv2.LINE_AA)
+        tcp_runs = results.get("pipeline_tcp") or []
+        tcp_pts = [px(r["workers"], r["fps"]) for r in tcp_runs]
+        for a, b in itertools.pairwise(tcp_pts):
+            cv2.line(img, a, b, green, 2, cv2.LINE_AA)
+        for p in tcp_pts:
+            cv2.drawMarker(img, p, green, cv2.MARKER_DIAMOND, 10, 2)
         pts = [px(r["workers"], r["fps"]) for r in runs]
         for a, b in itertools.pairwise(pts):
             cv2.line(img, a, b, blue, 2, cv2.LINE_AA)
@@ -299,7 +357,8 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         legend = [
             (red, "ceiling: min(W, cores) x kernel"),
             (orange, "CPU-bound: cores / CPU per frame of all components"),
-            (blue, "measured pipeline"),
+            (blue, "measured pipeline, shared memory"),
+            (green, "measured pipeline, TCP"),
             (grey, "naive baseline"),
         ]
         for i, (colour, text) in enumerate(legend):

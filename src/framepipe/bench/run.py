@@ -162,20 +162,25 @@ def run(opts: Options) -> dict[str, Any]:
     if "pipeline" in opts.only:
         assert kernel_fps is not None
         counts = list(range(1, (opts.max_workers or cores + 1) + 1))
-        by_w: dict[int, list[dict[str, Any]]] = {w: [] for w in counts}
-        for rep in range(plan.repeat):  # interleaved, so a busy minute hits every W alike
+        # each W through shared memory (the default on one host) and through TCP
+        by_w: dict[tuple[int, bool], list[dict[str, Any]]] = {(w, shm): [] for w in counts for shm in (True, False)}
+        for rep in range(plan.repeat):  # interleaved, so a busy minute hits every W and path alike
             for w in counts:
-                _say(f"pipeline: W={w}, {plan.pipeline_frames} frames (run {rep + 1} of {plan.repeat})")
-                by_w[w] += pipeline.measure(
-                    out,
-                    worker_counts=[w],
-                    frames=plan.pipeline_frames,
-                    size=opts.size,
-                    dtype=opts.dtype,
-                    result=opts.result,
-                    kernel_fps=kernel_fps,
-                )
-        results["pipeline"] = [_best(by_w[w]) for w in counts]
+                for shm in (True, False):
+                    path = "shared memory" if shm else "tcp"
+                    _say(f"pipeline: W={w}, {path}, {plan.pipeline_frames} frames (run {rep + 1} of {plan.repeat})")
+                    by_w[(w, shm)] += pipeline.measure(
+                        out,
+                        worker_counts=[w],
+                        frames=plan.pipeline_frames,
+                        size=opts.size,
+                        dtype=opts.dtype,
+                        result=opts.result,
+                        kernel_fps=kernel_fps,
+                        shared_memory=shm,
+                    )
+        results["pipeline"] = [_best(by_w[(w, True)]) for w in counts]
+        results["pipeline_tcp"] = [_best(by_w[(w, False)]) for w in counts]
     if "naive" in opts.only:
         w = min(2, cores)
         _say(f"naive baseline: W={w}, {plan.naive_frames} frames")
@@ -192,6 +197,7 @@ def run(opts: Options) -> dict[str, Any]:
             for _ in range(plan.repeat)
         ]
         results["transport"] = _best_pair(runs, "framepipe", "raw_pyzmq")
+        results["transport"]["framepipe_shm"] = _best([r["framepipe_shm"] for r in runs])
     if "recorder" in opts.only:
         _say(f"recorder: {plan.recorder_frames} frames each")
         runs = [
@@ -230,16 +236,19 @@ def run(opts: Options) -> dict[str, Any]:
         )
     if "latency" in opts.only:
         w = min(2, cores)
-        _say(f"latency: {plan.latency_frames} frames at {opts.latency_fps:g} fps, W={w}")
-        results["latency"] = latency.measure(
-            out,
-            workers=w,
-            fps=opts.latency_fps,
-            frames=plan.latency_frames,
-            size=opts.size,
-            dtype=opts.dtype,
-            result=opts.result,
-        )
+        for shm, key in ((True, "latency"), (False, "latency_tcp")):
+            path = "shared memory" if shm else "tcp"
+            _say(f"latency: {plan.latency_frames} frames at {opts.latency_fps:g} fps, W={w}, {path}")
+            results[key] = latency.measure(
+                out,
+                workers=w,
+                fps=opts.latency_fps,
+                frames=plan.latency_frames,
+                size=opts.size,
+                dtype=opts.dtype,
+                result=opts.result,
+                shared_memory=shm,
+            )
         results["memory"] = results["latency"]["components"]
     elif results.get("pipeline"):
         results["memory"] = results["pipeline"][-1]["components"]

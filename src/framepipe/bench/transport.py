@@ -87,6 +87,7 @@ class StreamSubscriber(Component):
         #: where that latency went, per frame (ms): before the worker started on it
         #: (publisher, ventilator, queues, two hops), in the worker, after it (one hop, sink)
         self.stages_ms: dict[str, list[float]] = {"to_worker": [], "worker": [], "to_sink": []}
+        self._transport = "tcp"
 
     def run(self) -> int:
         pub, sink = self.config.publisher, self.config.sink
@@ -94,7 +95,14 @@ class StreamSubscriber(Component):
             urls = pub.connect_url(pub.frames_port), pub.connect_url(pub.sync_port)
         else:
             urls = sink.connect_url(sink.results_port), sink.connect_url(sink.sync_port)
-        sub = Subscription(self, stream=self.stream_name, pub_url=urls[0], sync_url=urls[1], hwm=64)
+        sub = Subscription(
+            self,
+            stream=self.stream_name,
+            pub_url=urls[0],
+            sync_url=urls[1],
+            hwm=64,
+            shared_memory=self.config.transport.shared_memory,
+        )
         self.ready(f"subscribing to {self.stream_name}")
         sub.hello(30.0)
         while not self.stopping:
@@ -111,7 +119,8 @@ class StreamSubscriber(Component):
             self.counters["received"] += 1
             self.counters["first_ns"] = self.counters["first_ns"] or now
             self.counters["last_ns"] = now
-            self.counters["bytes"] += msg.nbytes if msg.payload is not None else 0  # never decodes
+            self.counters["bytes"] += msg.nbytes if msg.payload is not None or msg.ring_slot else 0  # never decodes
+            sub.release(msg)  # a frame read from the ring: its slot goes back
             t_sink = msg.header.get("t_sink_ns")
             if isinstance(t_sink, int) and len(self.latency_ms) < MAX_SAMPLES:
                 h = msg.header
@@ -121,6 +130,7 @@ class StreamSubscriber(Component):
                     self.stages_ms["worker"].append((h["t_done_ns"] - h["t_start_ns"]) / 1e6)
                     self.stages_ms["to_sink"].append((t_sink - h["t_done_ns"]) / 1e6)
         self.counters["gaps"] = sub.sequence.gaps
+        self._transport = sub.transport
         if sub.eos is not None:
             sub.bye(5.0, received=self.counters["received"], gaps=sub.sequence.gaps)
         return 0
@@ -128,6 +138,7 @@ class StreamSubscriber(Component):
     def summary(self) -> dict[str, Any]:
         return {
             **super().summary(),
+            "transport": self._transport,
             "latency_ms_samples": [round(x, 3) for x in self.latency_ms],
             "stage_ms_samples": {k: [round(x, 3) for x in v] for k, v in self.stages_ms.items()},
         }
@@ -181,25 +192,32 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
     frame_bytes = size * size * np.dtype(dtype).itemsize
     me = [sys.executable, "-m", "framepipe.bench.transport"]
     run_dir = out / "runs" / "transport"
-    sections: dict[str, Any] = {
-        "recorders": [],
-        "run": {"name": "transport", "data_dir": str(run_dir / "data")},
-        "camera": {"width": size, "height": size, "dtype": dtype, "count": frames},
-        **local_ports(),
-    }
-    sections["publisher"]["subscribers"] = ["bench-subscriber"]
-    with Fleet(run_dir) as fleet:
-        config = write_config(run_dir / "deployment.toml", sections)
-        sub = fleet.start("subscriber", [*me, "subscribe", "--config", str(config), "--name", "bench-subscriber"])
-        pub = fleet.start("publisher", [*me, "publish", "--config", str(config)])
-        fleet.wait(timeout_s=timeout_s)
-        fleet.check()
-        framepipe = _result(sub.summary(), frame_bytes)
-        framepipe["gaps"] = sub.summary().get("gaps")
-        framepipe["components"] = component_costs({"publisher": pub, "subscriber": sub}, sub.summary())
-        framepipe["cpu_ms_per_frame"] = total_cpu_ms(framepipe["components"])
-    if framepipe["received"] != frames or framepipe["gaps"]:
-        raise BenchError(f"transport: subscriber got {framepipe['received']} of {frames}, gaps {framepipe['gaps']}")
+    hops: dict[str, dict[str, Any]] = {}
+    for key, shared in (("framepipe", False), ("framepipe_shm", True)):
+        sections: dict[str, Any] = {
+            "recorders": [],
+            "run": {"name": f"transport-{'shm' if shared else 'tcp'}", "data_dir": str(run_dir / "data")},
+            "camera": {"width": size, "height": size, "dtype": dtype, "count": frames},
+            "transport": {"shared_memory": shared},
+            **local_ports(),
+        }
+        sections["publisher"]["subscribers"] = ["bench-subscriber"]
+        hop_dir = run_dir / ("shm" if shared else "tcp")
+        with Fleet(hop_dir) as fleet:
+            config = write_config(hop_dir / "deployment.toml", sections)
+            sub = fleet.start("subscriber", [*me, "subscribe", "--config", str(config), "--name", "bench-subscriber"])
+            pub = fleet.start("publisher", [*me, "publish", "--config", str(config)])
+            fleet.wait(timeout_s=timeout_s)
+            fleet.check()
+            hop = _result(sub.summary(), frame_bytes)
+            hop["gaps"] = sub.summary().get("gaps")
+            hop["transport"] = sub.summary().get("transport", "tcp")
+            hop["components"] = component_costs({"publisher": pub, "subscriber": sub}, sub.summary())
+            hop["cpu_ms_per_frame"] = total_cpu_ms(hop["components"])
+        if hop["received"] != frames or hop["gaps"]:
+            raise BenchError(f"transport: subscriber got {hop['received']} of {frames}, gaps {hop['gaps']}")
+        hops[key] = hop
+    framepipe = hops["framepipe"]
 
     url = f"tcp://127.0.0.1:{free_ports(1)[0]}"
     with Fleet(run_dir / "raw") as fleet:
@@ -218,6 +236,8 @@ def measure(out: Path, *, frames: int, size: int, dtype: str, timeout_s: float =
         "frames": frames,
         "frame_bytes": frame_bytes,
         "framepipe": framepipe,
+        # the same hop through the publisher's ring (a descriptor on the socket)
+        "framepipe_shm": hops["framepipe_shm"],
         "raw_pyzmq": raw,
         "ratio": round(framepipe["fps"] / raw["fps"], 3) if raw["fps"] else None,
     }

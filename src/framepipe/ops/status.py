@@ -182,6 +182,13 @@ def _notes(status: ComponentStatus) -> str:
     rejected = status.counters.get(Count.REJECTED)
     if rejected:
         notes.append(f"rejected {rejected}")
+    transport = status.counters.get(Count.TRANSPORT)
+    if isinstance(transport, str) and transport != "tcp":
+        notes.append(transport)  # a subscriber or worker reading the publisher's ring
+    elif isinstance(transport, dict):
+        ring = [name for name, path in transport.items() if path != "tcp"]
+        if ring:
+            notes.append("shared memory: " + ",".join(ring))  # the publisher: who reads its ring
     restarts = status.counters.get(Count.RESTARTS)
     if restarts:
         notes.append(f"restarted {restarts}×")
