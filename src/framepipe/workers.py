@@ -152,6 +152,22 @@ class Worker(Component):
                 self.pull.disable_monitor()
                 return
 
+    def _tasks_by_tcp(self, why: str) -> None:
+        """The ventilator's socket on this host connects, but its rings cannot be read here
+        (a container with its own /dev/shm on the host's network): take tasks by TCP from
+        now on. The task not read is re-dispatched by the ventilator (never acknowledged)."""
+        if self.local_url is None:
+            return
+        self.log.warning("the ventilator's frames are not readable here (%s): taking tasks by TCP", why)
+        vent = self.config.ventilator
+        try:
+            self.pull.disconnect(self.local_url)
+        except zmq.ZMQError:
+            pass
+        self.local_url = None
+        self.connect(self.pull, vent.connect_url(vent.tasks_port))
+        self.transport = "tcp"
+
     def _heartbeat(self) -> None:
         try:
             self.push.send_multipart(
@@ -192,6 +208,8 @@ class Worker(Component):
                 frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
         except ProtocolError as e:
             self.reject(e, "tasks")
+            if msg.ring_slot is not None and str(e).startswith("unknown ring"):
+                self._tasks_by_tcp(str(e))
             return
         t0 = time.time_ns()
         h = msg.header

@@ -8,6 +8,7 @@ camera produced for that acquisition (its frame ids and pixels), never with the 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -295,6 +296,10 @@ def test_a_killed_publisher_ends_its_acquisition_as_upstream_lost_and_the_next_o
     assert acquire(d, "--frames", "0", "--name", "cut", "--no-wait").returncode == 0
     (cut,) = _wait_glob(d, "*_0001_cut_frames.h5")
     run.wait_until(lambda: rows(cut) >= 50 or None, "frames flowing", 60)
+    ring = re.search(r"shared_memory=ring (\S+) ", run.log())
+    assert ring, "the publisher made its shared-memory ring"
+    old_ring = Path("/dev/shm", ring.group(1))
+    assert old_ring.exists()
     assert _kill_child(run, "publisher")
     run.wait_for("publisher exited with code -9", 30)
     # the recorders notice within limits.upstream_timeout_s and close the file, not complete
@@ -308,8 +313,12 @@ def test_a_killed_publisher_ends_its_acquisition_as_upstream_lost_and_the_next_o
     _, _, lost = frames_in(cut)
     assert not lost["complete"] and lost["end_reason"] == "upstream lost"
     assert after.name.split("_0001_")[0] != cut.name.split("_0001_")[0], "a new publisher, a new run id"
+    # the killed publisher's ring was removed by its successor at start, and no segment outlives the deployment
+    assert not old_ring.exists() and f"removed {old_ring.name}" in run.log()
     d.run_cli("shutdown")
     assert run.wait(60) == 0
+    prefix = old_ring.name.rsplit("-", 2)[0]  # framepipe-<run>-frames
+    assert not list(Path("/dev/shm").glob(prefix + "-*")), "nothing left in /dev/shm"
 
 
 def _wait_glob(d: Deployment, pattern: str) -> list[Path]:

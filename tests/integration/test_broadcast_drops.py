@@ -15,7 +15,8 @@ import pytest
 from framepipe.testing.deployment import Deployment, Proc
 from framepipe.testing.streams import StreamWatcher, read_json
 
-pytestmark = pytest.mark.integration
+# chaos, SIGSTOP, restarts and fuzz through shared memory (the same-host default) and TCP
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("shared_memory")]
 
 N = 3000
 

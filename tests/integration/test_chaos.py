@@ -28,7 +28,8 @@ from framepipe.cameras import synthetic_frame
 from framepipe.testing.deployment import Deployment, Proc
 from framepipe.testing.streams import StreamWatcher, read_json
 
-pytestmark = pytest.mark.integration
+# chaos, SIGSTOP, restarts and fuzz through shared memory (the same-host default) and TCP
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("shared_memory")]
 
 H, W, SEED = 64, 64, 3
 #: camera rate of the chaos run: 2000 frames in ~20 s, a worker SIGKILLed every ~second

@@ -33,7 +33,8 @@ import zmq
 from framepipe.testing.deployment import Deployment, free_ports
 from framepipe.testing.streams import StreamWatcher, read_json
 
-pytestmark = pytest.mark.integration
+# chaos, SIGSTOP, restarts and fuzz through shared memory (the same-host default) and TCP
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("shared_memory")]
 
 PER_SOCKET = 10_000
 

@@ -14,7 +14,8 @@ import pytest
 from framepipe.runtime.processes import ChildSet
 from framepipe.testing.deployment import Deployment, Proc
 
-pytestmark = pytest.mark.integration
+# chaos, SIGSTOP, restarts and fuzz through shared memory (the same-host default) and TCP
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("shared_memory")]
 
 #: kills itself the first time (leaving a marker), exits 0 the next
 DIES_ONCE = """

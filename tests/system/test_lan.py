@@ -339,6 +339,15 @@ def test_four_hosts_every_frame_exactly_once_with_curve(lan: Lan, keys: Path) ->
     per_worker = run.sink_summary()["per_worker"]
     assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
     assert sum(per_worker.values()) == 300
+    # the path each connection took: shared memory on host A (publisher → ventilator and
+    # frames recorder), TCP to the workers on B and C (another host: the ventilator's
+    # same-host tasks socket is not reachable there, and it sends them pixels)
+    for name in ("ventilator", "recorder-frames"):
+        assert "frames: frames from shared memory" in run.procs[name].log(), run.procs[name].log()
+    for name in ("workerB", "workerC"):
+        assert "frames read from shared memory" not in run.procs[name].log()
+    vent = json.loads((lan.tmp / "ventilator.json").read_text())
+    assert vent["transport"] == "shared memory" and vent.get("tasks_local", 0) == 0, vent
 
 
 def test_worker_host_link_down_frames_redispatched(lan: Lan, keys: Path) -> None:

@@ -128,8 +128,6 @@ class Ring:
         self.released = np.frombuffer(buf, np.uint64, self.rows * self.slots, offset).reshape(self.rows, self.slots)
         self._data_offset = _data_offset(self.slots, self.rows)
         self._buf = buf
-        #: producer: rows whose consumer is gone (connection dropped): their holds are void
-        self.dropped: set[int] = set()
         self._next = 0
 
     # ---------------------------------------------------------------- making and attaching
@@ -245,8 +243,6 @@ class Ring:
         return True
 
     def _row_gone(self, row: int) -> bool:
-        if row in self.dropped:
-            return True
         pid = int(self.claim[row])
         return pid != 0 and not _pid_alive(pid)
 
@@ -259,23 +255,25 @@ class Ring:
         return gen
 
     def drop_row(self, row: int) -> None:
-        """Row ``row``'s consumer is gone (its connection dropped): its holds are void."""
-        self.dropped.add(row)
-
-    def restore_row(self, row: int) -> None:
-        """Row ``row`` has a consumer again (a restarted one): it holds what it is sent from now."""
-        self.dropped.discard(row)
+        """Row ``row``'s consumer is gone (its connection dropped): its holds are void. A
+        consumer that comes back under that row holds what it is sent from then on."""
+        self.holders &= np.uint64(~(1 << row) & 0xFFFFFFFFFFFFFFFF)
 
     def in_use(self) -> int:
         """Slots some live consumer still holds."""
         return sum(1 for s in range(self.slots) if not self._is_free(s))
 
     # ---------------------------------------------------------------- consumers
-    def take_row(self, row: int) -> None:
-        """Claim row ``row`` for this process (its pid there: the producer knows when it dies)."""
+    def take_row(self, row: int, *, fresh: bool = False) -> None:
+        """Claim row ``row`` for this process (its pid there: the producer knows when it
+        dies). ``fresh``: this consumer joins the stream now and holds nothing yet, so what
+        the row's last consumer (a restarted one's predecessor) held is released. Not for
+        a ring attached on its first descriptor: its slots sent to us are ours to read."""
         if not 0 <= row < self.rows:
             raise RingError(f"row {row} is not in {self.name} (rows 0…{self.rows - 1})")
         self.claim[row] = os.getpid()
+        if fresh:
+            self.released[row, :] = np.maximum(self.released[row, :], self.gen)
 
     def view(self, slot: int, dtype: np.dtype[Any] | str, shape: tuple[int, ...] | list[int]) -> np.ndarray:
         """The slot's pixels as an array (no copy); ProtocolError if they do not fit it."""
@@ -394,7 +392,7 @@ class RingReader:
         ring = Ring.attach(name, nonce)
         if self.row is not None:
             try:
-                ring.take_row(self.row)
+                ring.take_row(self.row, fresh=True)
             except RingError:
                 ring.close()
                 raise

@@ -225,7 +225,7 @@ class Subscription:
             return None
         if self.eos is not None:
             return None  # a straggler after end-of-stream (stream restarted): ignore
-        if msg.seq == self._last_seq:
+        if self.rings is not None and msg.ring_slot is None and msg.seq == self._last_seq:
             return None  # while switching to the ring, a frame came both ways: once is enough
         if msg.ring_slot is not None:
             if self.rings is None:
