@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import zmq
 
 from framepipe.config import Config
@@ -52,6 +53,7 @@ from framepipe.wire.protocol import (
     encode_forward,
     from_ranges,
 )
+from framepipe.wire.ring import RingReader, host_identity, segment_prefix
 from framepipe.wire.security import Security
 from framepipe.wire.sockets import POLL_MS
 from framepipe.wire.sync import exchange
@@ -113,6 +115,12 @@ class Sink(Component):
             Security(self.config.security, self.role).client_keys()
         self.pull = self.socket(zmq.PULL, rcvhwm=max(self.config.workers.hwm_frames * 4, 8))
         self.bind(self.pull, cfg.bind_url(cfg.results_in_port), "results-in")
+        #: workers' results rings (wire/result_ring.py), read in place as row 0
+        self.rings = RingReader(row=0)
+        shared = self.config.transport.shared_memory
+        #: announced to the workers: one on this host writes its results into shared memory
+        self._host = host_identity() if shared else None
+        lossless = self.config.publisher.policy == "lossless"
         self.stream = Broadcast(
             self,
             stream="results",
@@ -121,10 +129,25 @@ class Sink(Component):
             preview_url=cfg.bind_url(cfg.preview_port),
             subscribers=cfg.subscribers,
             hwm=cfg.hwm_frames,
-            lossless=self.config.publisher.policy == "lossless",
+            lossless=lossless,
+            # the results stream offers its subscribers the workers' rings (a one-slot ring of
+            # its own for the probe); not when dropping: a dropped descriptor would hold a slot
+            ring_prefix=segment_prefix(self.config.run.name, "results-probe") if shared and lossless else None,
+            ring_slots=1,
+            ring_row_offset=1,
+            on_reader_gone=self.rings.release_row,
         )
+        self.stream.make_ring(1)
         self.control = self.socket(zmq.PUB, sndhwm=10_000)
         self.bind(self.control, cfg.bind_url(cfg.control_port), "control")
+
+    def teardown(self) -> None:
+        stream: Broadcast | None = getattr(self, "stream", None)
+        if stream is not None:
+            stream.close_ring()
+        rings: RingReader | None = getattr(self, "rings", None)
+        if rings is not None:
+            rings.close()
 
     def run(self) -> int:
         cfg = self.config.sink
@@ -387,9 +410,16 @@ class Sink(Component):
             if msg.kind != "result":
                 self.reject(ProtocolError(f"unexpected {msg.kind} on results-in", kind="bad_kind"), "results-in")
                 continue
+            if msg.ring_slot is not None:
+                try:
+                    msg.in_ring(self.rings.read(msg.header))  # a worker's result, in place in its ring
+                except ProtocolError as e:
+                    self.reject(e, "results-in")
+                    continue
             worker = str(msg.header.get("worker", "?"))
             self._heard_from(worker)
             if not self._dispatched(msg):
+                self._let_slot_go(msg, forwarded=False)
                 continue
             fid = msg.frame_id
             now_ns = time.time_ns()
@@ -401,14 +431,47 @@ class Sink(Component):
                 nbytes=sum(a.nbytes for a in msg.arrays),
                 failed=msg.failed,
             ):
+                self._let_slot_go(msg, forwarded=False)
                 continue  # a duplicate: acknowledged again, not forwarded
             header = {**msg.header, "seq": self.stream.seq, "t_sink_ns": now_ns}
             header.pop("token", None)  # the work stream's secret stays off the results stream
-            if not self.stream.publish(encode_forward(header, *msg.payloads), fid):
+            if msg.ring_slot is not None:
+                for key in ("ring", "slot", "gen"):
+                    header.pop(key, None)
+                header["kind"] = "result"  # in its place, second: a result as any other
+                ok = self._forward_from_ring(header, msg, fid)
+            else:
+                ok = self.stream.publish(encode_forward(header, *msg.payloads), fid)
+            if not ok:
                 # stopped while a lossless results subscriber stayed full: received, not forwarded
                 self.counters[Count.UNPUBLISHED] += 1
                 self.warn.warning("unpublished", "stopping: result %d not forwarded (results subscriber full)", fid)
         return False
+
+    def _forward_from_ring(self, header: dict[str, Any], msg: Any, fid: int) -> bool:
+        """A result in a worker's ring: its descriptor to the subscribers that read rings,
+        copies of its outputs to the others; then the sink lets the slot go for itself and
+        for every subscriber that was not handed the descriptor."""
+        assert msg.ring_slot is not None
+        if not self.rings.ring(msg.ring_slot[0]).still(*msg.ring_slot[1:]):
+            # reused under us (the sink was taken for gone): what we read may be torn, and it
+            # was counted; the ventilator's re-dispatch cannot repair a result already counted
+            self.reject(ProtocolError(f"result {fid}: its slot was reused", kind="stale_slot"), "results-in")
+        arrays = list(msg.arrays)
+        ok = self.stream.forward_ring(
+            header, msg.ring_slot, lambda: encode_forward(header, *[np.array(a) for a in arrays]), fid
+        )
+        self._let_slot_go(msg, forwarded=True)
+        return ok
+
+    def _let_slot_go(self, msg: Any, *, forwarded: bool) -> None:
+        """Let a worker's slot go: for the sink (row 0) and for the subscribers the sink
+        answers for (all of them if it was not forwarded; else those not reading rings)."""
+        if msg.ring_slot is None:
+            return
+        everyone = {self.stream.row_of(n) for n in self.stream.expected}
+        rows = {0} | (self.stream.rows_not_on_ring() if forwarded else everyone)
+        self.rings.release(msg.header, rows)
 
     def _dispatched(self, msg: Any) -> bool:
         """A result of a task of this acquisition (its token), of the declared shape."""
@@ -453,7 +516,7 @@ class Sink(Component):
             self.log.warning("worker %s lost: silent for %.1f s", name, silent_s)
         alive = self.liveness.announcement()
         if alive is not None:
-            announcement = WorkersAlive(alive=alive, instance=self.stream.instance)
+            announcement = WorkersAlive(alive=alive, instance=self.stream.instance, host=self._host)
             self.control.send_multipart(encode_control(announcement, topic=TOPIC_WORKERS))
 
     def summary(self) -> dict[str, Any]:

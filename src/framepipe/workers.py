@@ -31,8 +31,16 @@ from framepipe.processing.interface import FrameInfo
 from framepipe.runtime.component import Component
 from framepipe.runtime.status import Queue, StatusParts
 from framepipe.wire.frames import FrameBuffers, frame_array
-from framepipe.wire.messages import Heartbeat, Stop
-from framepipe.wire.protocol import TOPIC_STOP, decode, encode_control, encode_result, result_header
+from framepipe.wire.messages import Heartbeat, Stop, WorkersAlive
+from framepipe.wire.protocol import (
+    TOPIC_STOP,
+    TOPIC_WORKERS,
+    decode,
+    encode_control,
+    encode_result,
+    result_header,
+)
+from framepipe.wire.result_ring import ResultRing
 from framepipe.wire.ring import RingReader
 from framepipe.wire.sockets import POLL_MS
 
@@ -92,7 +100,22 @@ class Worker(Component):
         self.connect(self.push, sink.connect_url(sink.results_in_port))
         self.control = self.socket(zmq.SUB)
         self.control.setsockopt(zmq.SUBSCRIBE, TOPIC_STOP)
+        #: results into our own ring when the sink is on this host (its workers list says
+        #: where it runs): the sink and its same-host subscribers read them in place
+        self.results = (
+            ResultRing(self, sink.subscribers, self.config.run.name) if self.config.transport.shared_memory else None
+        )
+        if self.results is not None:
+            self.control.setsockopt(zmq.SUBSCRIBE, TOPIC_WORKERS)
         self.connect(self.control, sink.connect_url(sink.control_port))
+
+    def teardown(self) -> None:
+        results: ResultRing | None = getattr(self, "results", None)
+        if results is not None:
+            results.close()
+        rings: RingReader | None = getattr(self, "rings", None)
+        if rings is not None:
+            rings.close()
 
     def status_parts(self) -> StatusParts:
         return StatusParts(queue=Queue())
@@ -189,6 +212,8 @@ class Worker(Component):
                 continue
             if isinstance(msg.control, Stop):
                 return True
+            if isinstance(msg.control, WorkersAlive) and self.results is not None:
+                self.results.sink_seen(msg.control.host, msg.control.instance)
 
     def _process_one(self) -> None:
         parts = self.pull.recv_multipart(copy=False)
@@ -202,7 +227,7 @@ class Worker(Component):
             return
         try:
             if msg.ring_slot is not None:
-                frame = self.rings.read(msg.header)[1]  # in place, in the publisher's ring
+                frame = self.rings.read(msg.header)[0]  # in place, in the publisher's ring
                 self.counters[Count.FROM_RING] += 1
             else:
                 frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
@@ -245,7 +270,11 @@ class Worker(Component):
             self.reject(ProtocolError(f"frame {msg.frame_id}: its slot was reused", kind="stale_slot"), "tasks")
             return
         try:
-            out = encode_result(header, arrays)
+            out = None
+            if self.results is not None and arrays and header.get("failed") is None:
+                out = self.results.put(header, arrays)  # None: by TCP (another host, or full)
+            if out is None:
+                out = encode_result(header, arrays)
         except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker
             self.counters[Count.FAILED] += 1
             self.log.error("frame %d: result not sendable: %s", msg.frame_id, e)

@@ -72,9 +72,14 @@ class Broadcast:
         preview_url: str | None = None,
         ring_prefix: str | None = None,
         ring_slots: int = 0,
+        ring_row_offset: int = 0,
+        on_reader_gone: Callable[[int], None] | None = None,
     ):
         """``ring_prefix``: offer same-host subscribers a shared-memory ring of
-        ``ring_slots`` frames, named ``ring_prefix…`` (None: TCP only)."""
+        ``ring_slots`` frames, named ``ring_prefix…`` (None: TCP only). The sink, which
+        forwards descriptors of its workers' rings, makes a one-slot ring only for the
+        probe, and its subscribers' rows start at ``ring_row_offset`` (row 0 is its own);
+        ``on_reader_gone(row)`` is called when a ring reader's connection drops."""
         self.owner = owner
         self.stream = stream
         self.expected = list(subscribers)
@@ -120,6 +125,8 @@ class Broadcast:
         self.instance = secrets.token_hex(6)
         self.ring_prefix = ring_prefix
         self.ring_slots = ring_slots
+        self.ring_row_offset = ring_row_offset
+        self.on_reader_gone = on_reader_gone
         #: the shared-memory ring (made by :meth:`make_ring`), None: TCP only
         self.ring: Ring | None = None
         self._rings_made = 0
@@ -240,7 +247,7 @@ class Broadcast:
                 f"{self.ring_prefix}{self.instance}-{self._rings_made}",
                 slots=self.ring_slots,
                 slot_bytes=frame_bytes,
-                rows=max(1, min(len(self.expected), 64)),
+                rows=max(1, min(self.ring_row_offset + len(self.expected), 64)),
             )
         except RingError as e:
             self.owner.log.warning("%s: no shared-memory ring, frames go by TCP: %s", self.stream, e)
@@ -259,7 +266,7 @@ class Broadcast:
         configured ones: each has its row), else none."""
         if self.ring is None or hello.host != self.host or hello.name not in self.expected:
             return {}
-        row = self.expected.index(hello.name)
+        row = self.row_of(hello.name)
         if row >= self.ring.rows:
             return {}
         return {"ring": self.ring.name, "ring_nonce": self.ring.nonce, "ring_row": row}
@@ -269,7 +276,7 @@ class Broadcast:
         slots it held are free)."""
         if name not in self.expected:
             return
-        row = self.expected.index(name)
+        row = self.row_of(name)
         if on:
             self.on_ring.add(name)
             self.owner.log.info("%s takes %s from shared memory", name, self.stream)
@@ -277,6 +284,27 @@ class Broadcast:
             self.on_ring.discard(name)
             if self.ring is not None:
                 self.ring.drop_row(row)
+            if self.on_reader_gone is not None:
+                self.on_reader_gone(row)
+
+    def row_of(self, name: str) -> int:
+        """A configured subscriber's row in the rings it reads."""
+        return self.ring_row_offset + self.expected.index(name)
+
+    def rows_not_on_ring(self) -> set[int]:
+        """Rows of configured subscribers that do not read rings now (not here, on another
+        host, or not yet switched): whoever forwards a ring's descriptor releases for them."""
+        return {self.row_of(n) for n in self.expected if n not in self.on_ring}
+
+    def forward_ring(
+        self, header: dict[str, Any], where: tuple[str, int, int], pixels: Callable[[], list[Any]], frame_id: int
+    ) -> bool:
+        """Forward a message whose data is in another's ring (the sink: a worker's result):
+        its descriptor to the subscribers reading rings, its data (``pixels()``: copies, as
+        the slot is released right after) to the others. False as :meth:`publish`."""
+        if self.on_ring and not self._send(encode_slot(header, *where)):
+            return False
+        return self.publish(pixels, frame_id)
 
     def transport(self) -> dict[str, str]:
         """Each subscriber's path: ``shared memory`` or ``tcp`` (status and tests)."""
@@ -401,8 +429,8 @@ class Broadcast:
             self.make_ring(frame.nbytes)
             slot = self._ring_slot() if self.ring is not None else None
             if slot is not None and self.ring is not None:
-                rows = {self.expected.index(n) for n in self.on_ring}
-                gen = self.ring.write(slot, frame, rows)
+                rows = {self.row_of(n) for n in self.on_ring}
+                gen = self.ring.write(slot, frame, rows, self.seq)
                 if not self._send(encode_slot(header, self.ring.name, slot, gen)):
                     return False
             elif self.owner.stopping and self.lossless:

@@ -275,6 +275,9 @@ class WorkersAlive(ControlModel):
     alive: Names
     #: the sink's instance: the ventilator tells a restarted sink the acquisition under way
     instance: Name | None = None
+    #: where the sink runs (wire.ring.host_identity): a worker there writes its results
+    #: into shared memory
+    host: Name | None = None
 
 
 class Heartbeat(ControlModel):

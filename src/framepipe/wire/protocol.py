@@ -163,10 +163,14 @@ class Message:
     #: set by the receiver that read the slot (:meth:`in_ring`)
     ring_slot: tuple[str, int, int] | None = None
 
-    def in_ring(self, array: np.ndarray) -> None:
-        """The pixels of a descriptor, read in place from its ring by the receiver."""
-        array.flags.writeable = False
-        self._array = array
+    def in_ring(self, arrays: list[np.ndarray]) -> None:
+        """The data of a descriptor (a frame's pixels; a result's outputs, in order), read
+        in place from its ring by the receiver."""
+        for array in arrays:
+            array.flags.writeable = False
+        self._array = arrays[0]
+        if self.kind == "result":
+            self.arrays = arrays
 
     @property
     def frame_id(self) -> int:
@@ -493,9 +497,15 @@ def _decode_slot(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes
         raise ProtocolError("a slot descriptor carries no payload", kind="bad_framing")
     for field, typ in _DATA_FIELDS.items():
         _check_field(header, field, typ)
-    dtype, shape = _frame_layout(header)
-    if math.prod(shape) * dtype.itemsize > max_payload_bytes:
-        raise ProtocolError("slot frame exceeds the size limit", kind="oversized")
+    outputs: list[Output] = []
+    if "outputs" in header:  # a result in a worker's ring: its outputs, one after the other
+        outputs = _declared_outputs(header, max_payload_bytes)
+        if not outputs or "failed" in header:
+            raise ProtocolError("a result in a ring has outputs and no 'failed'", kind="bad_field")
+    else:
+        dtype, shape = _frame_layout(header)
+        if math.prod(shape) * dtype.itemsize > max_payload_bytes:
+            raise ProtocolError("slot frame exceeds the size limit", kind="oversized")
     for field in ("slot", "gen"):
         _check_field(header, field, int)
     ring = header.get("ring")
@@ -503,12 +513,17 @@ def _decode_slot(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes
         raise ProtocolError(f"bad ring name {ring!r}", kind="bad_slot")
     if header["gen"] < 1:
         raise ProtocolError("slot generation must be ≥ 1", kind="bad_slot")
-    return Message(kind="frame", header=header, ring_slot=(ring, header["slot"], header["gen"]))
+    where = (ring, header["slot"], header["gen"])
+    if outputs:
+        return Message(kind="result", header=header, outputs=outputs, ring_slot=where)
+    return Message(kind="frame", header=header, ring_slot=where)
 
 
 def encode_slot(header: dict[str, Any], ring: str, slot: int, gen: int) -> list[bytes]:
-    """A frame's descriptor: its header (kind ``slot``) naming where its pixels are."""
-    return [_dumps({**header, "kind": SLOT_KIND, "ring": ring, "slot": slot, "gen": gen})]
+    """A frame's (or result's) descriptor: its header (kind ``slot``) naming where its data is."""
+    # v and kind first, whatever the header's order: subscribers filter on that prefix (kind_topic)
+    fields = {k: v for k, v in header.items() if k not in ("v", "kind")}
+    return [_dumps({"v": VERSION, "kind": SLOT_KIND, **fields, "ring": ring, "slot": slot, "gen": gen})]
 
 
 def _check_field(header: dict[str, Any], field: str, typ: type | tuple[type, ...]) -> None:
@@ -559,24 +574,14 @@ def _encoded(
     return Message(kind=kind, header=header, payload=payload, encoding=encoding)
 
 
-def _decode_result(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes: int) -> Message:
-    """A result: its declared outputs (each a valid :class:`Output`, dtype allowed), one
-    payload per output of exactly its size, all of them together within the size limit."""
+def _declared_outputs(header: dict[str, Any], max_payload_bytes: int) -> list[Output]:
+    """A result's declared outputs, each a valid :class:`Output` (dtype allowed), names
+    unique, all of them together within the size limit."""
     declared = header.get("outputs")
     if not isinstance(declared, list):
         raise ProtocolError("missing field 'outputs'", kind="missing_field")
     if len(declared) > MAX_OUTPUTS:
         raise ProtocolError(f"{len(declared)} outputs, at most {MAX_OUTPUTS}", kind="oversized")
-    if len(parts) != 1 + len(declared):
-        got = len(parts) - 1
-        raise ProtocolError(f"{len(declared)} outputs need as many payloads, got {got}", kind="bad_framing")
-    failed = header.get("failed")
-    if not declared:
-        if not isinstance(failed, str) or len(failed) > MAX_FAILED_TEXT:
-            raise ProtocolError("a result without outputs needs 'failed', a short text", kind="bad_field")
-        return Message(kind="result", header=header)
-    if failed is not None:
-        raise ProtocolError("a result with outputs cannot be 'failed'", kind="bad_field")
     outputs: list[Output] = []
     names: set[str] = set()
     total = 0
@@ -593,6 +598,23 @@ def _decode_result(header: dict[str, Any], parts: Sequence[Any], max_payload_byt
         if total > max_payload_bytes:
             raise ProtocolError(f"outputs of {total} bytes exceed the limit of {max_payload_bytes}", kind="oversized")
         outputs.append(out)
+    return outputs
+
+
+def _decode_result(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes: int) -> Message:
+    """A result: its declared outputs (:func:`_declared_outputs`), one payload per output of
+    exactly its size."""
+    outputs = _declared_outputs(header, max_payload_bytes)
+    if len(parts) != 1 + len(outputs):
+        got = len(parts) - 1
+        raise ProtocolError(f"{len(outputs)} outputs need as many payloads, got {got}", kind="bad_framing")
+    failed = header.get("failed")
+    if not outputs:
+        if not isinstance(failed, str) or len(failed) > MAX_FAILED_TEXT:
+            raise ProtocolError("a result without outputs needs 'failed', a short text", kind="bad_field")
+        return Message(kind="result", header=header)
+    if failed is not None:
+        raise ProtocolError("a result with outputs cannot be 'failed'", kind="bad_field")
     arrays = [
         _array(part, np.dtype(out.dtype), list(out.shape), max_payload_bytes)[0]
         for out, part in zip(outputs, parts[1:], strict=True)

@@ -13,6 +13,7 @@ endian, fixed by ``slots`` and ``rows``::
     [ 0, 4096)   magic "FPRING01", u32 length, JSON: nonce, slots, slot_bytes, rows, pid
     gen          u64 × slots        the slot's generation; bumped *before* it is rewritten
     holders      u64 × slots        bit r: consumer row r must release this generation
+    seqs         u64 × slots        the stream's sequence number of what the slot holds
     claim        u64 × rows         pid of the consumer holding row r (0: none yet)
     released     u64 × rows × slots the generation row r released, per slot
     data         slots × slot_bytes (page aligned)
@@ -33,6 +34,7 @@ import os
 import re
 import secrets
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +125,15 @@ class Ring:
         offset += 8 * self.slots
         self.holders = np.frombuffer(buf, np.uint64, self.slots, offset)
         offset += 8 * self.slots
+        self.seqs = np.frombuffer(buf, np.uint64, self.slots, offset)
+        offset += 8 * self.slots
         self.claim = np.frombuffer(buf, np.uint64, self.rows, offset)
         offset += 8 * self.rows
         self.released = np.frombuffer(buf, np.uint64, self.rows * self.slots, offset).reshape(self.rows, self.slots)
         self._data_offset = _data_offset(self.slots, self.rows)
+        #: producer: rows nobody claimed follow this row's liveness (a worker's results ring:
+        #: the sink releases for subscribers that do not read rings; if the sink is gone, so are they)
+        self.proxy_row: int | None = None
         self._buf = buf
         self._next = 0
 
@@ -212,7 +219,7 @@ class Ring:
         """Unmap (and, the producer, remove the segment). Safe twice."""
         if self._mm.closed:
             return
-        for attr in ("gen", "holders", "claim", "released"):
+        for attr in ("gen", "holders", "seqs", "claim", "released"):
             setattr(self, attr, None)
         self._buf.release()
         try:
@@ -244,13 +251,17 @@ class Ring:
 
     def _row_gone(self, row: int) -> bool:
         pid = int(self.claim[row])
+        if pid == 0 and self.proxy_row is not None and row != self.proxy_row:
+            return self._row_gone(self.proxy_row)
         return pid != 0 and not _pid_alive(pid)
 
-    def write(self, slot: int, array: np.ndarray, rows: set[int]) -> int:
-        """Copy ``array`` into ``slot`` for consumer ``rows``; returns its new generation."""
+    def write(self, slot: int, array: np.ndarray, rows: set[int], seq: int = 0) -> int:
+        """Copy ``array`` (sequence number ``seq``) into ``slot`` for consumer ``rows``;
+        returns its new generation."""
         gen = int(self.gen[slot]) + 1
         self.gen[slot] = gen  # first: a late reader of the old frame sees it changed
         self.holders[slot] = sum(1 << r for r in rows)
+        self.seqs[slot] = seq
         np.copyto(self.view(slot, array.dtype, array.shape), array, casting="no")
         return gen
 
@@ -275,18 +286,48 @@ class Ring:
         if fresh:
             self.released[row, :] = np.maximum(self.released[row, :], self.gen)
 
-    def view(self, slot: int, dtype: np.dtype[Any] | str, shape: tuple[int, ...] | list[int]) -> np.ndarray:
-        """The slot's pixels as an array (no copy); ProtocolError if they do not fit it."""
+    def view(
+        self, slot: int, dtype: np.dtype[Any] | str, shape: tuple[int, ...] | list[int], at: int = 0
+    ) -> np.ndarray:
+        """``at`` bytes into the slot, an array (no copy); ProtocolError if it does not fit."""
         if not 0 <= slot < self.slots:
             raise ProtocolError(f"slot {slot} out of range (ring {self.name} has {self.slots})", kind="bad_slot")
         dt = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-        if count * dt.itemsize > self.slot_bytes:
+        if at + count * dt.itemsize > self.slot_bytes:
             raise ProtocolError(
                 f"{dt.name}{list(shape)} does not fit a slot of {self.slot_bytes} bytes", kind="bad_slot"
             )
-        offset = self._data_offset + slot * self.slot_bytes
+        offset = self._data_offset + slot * self.slot_bytes + at
         return np.frombuffer(self._buf, dt, count, offset).reshape(shape)
+
+    def write_many(self, slot: int, arrays: list[np.ndarray], rows: set[int]) -> int:
+        """Copy ``arrays`` (a result's outputs) into ``slot``, one after the other
+        (:func:`packed`); returns the slot's new generation."""
+        gen = int(self.gen[slot]) + 1
+        self.gen[slot] = gen
+        self.holders[slot] = sum(1 << r for r in rows)
+        for array, at in zip(arrays, packed([a.nbytes for a in arrays])[0], strict=True):
+            np.copyto(self.view(slot, array.dtype, array.shape, at), array, casting="no")
+        return gen
+
+    def read_many(self, slot: int, gen: int, items: list[tuple[str, tuple[int, ...]]]) -> list[np.ndarray]:
+        """Arrays of (dtype, shape) packed in ``slot`` (:func:`packed`), if it still holds ``gen``."""
+        offsets, _ = packed([int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for dt, shape in items])
+        arrays = [self.view(slot, dt, shape, at) for (dt, shape), at in zip(items, offsets, strict=True)]
+        if int(self.gen[slot]) != gen:
+            raise ProtocolError(f"slot {slot} of {self.name} was reused (generation {gen} gone)", kind="stale_slot")
+        return arrays
+
+    def reset(self) -> None:
+        """Producer: every slot free (the consumers' holds are void: e.g. the sink restarted,
+        so nobody will read what the ring held)."""
+        self.holders[:] = 0
+
+    def release_row(self, row: int) -> None:
+        """Release every slot for ``row`` (its consumer is gone: a proxy releases for it)."""
+        if 0 <= row < self.rows:
+            self.released[row, :] = np.maximum(self.released[row, :], self.gen)
 
     def read(self, slot: int, gen: int, dtype: np.dtype[Any] | str, shape: tuple[int, ...] | list[int]) -> np.ndarray:
         """The slot as an array, if it still holds generation ``gen`` (ProtocolError ``stale_slot``
@@ -306,8 +347,22 @@ class Ring:
             self.released[row, slot] = gen
 
 
+#: alignment of each array packed in a slot
+ALIGN = 64
+
+
+def packed(sizes: list[int]) -> tuple[list[int], int]:
+    """Offsets of arrays of ``sizes`` bytes one after the other in a slot, each aligned, and
+    the bytes they need together."""
+    offsets, at = [], 0
+    for size in sizes:
+        offsets.append(at)
+        at += -(-size // ALIGN) * ALIGN
+    return offsets, at
+
+
 def _data_offset(slots: int, rows: int) -> int:
-    table = PAGE + 8 * (2 * slots + rows + rows * slots)
+    table = PAGE + 8 * (3 * slots + rows + rows * slots)
     return -(-table // PAGE) * PAGE
 
 
@@ -365,6 +420,8 @@ class RingReader:
         self.row = row
         self.limit = limit
         self._rings: dict[str, Ring] = {}
+        #: slots read and not yet released: (ring, slot, generation)
+        self.held: set[tuple[str, int, int]] = set()
 
     def ring(self, name: str) -> Ring:
         """The ring ``name`` (attached now if new); ProtocolError ``bad_slot`` if it cannot be."""
@@ -402,19 +459,52 @@ class RingReader:
         self._rings[name] = ring
         return ring
 
-    def read(self, header: dict[str, Any]) -> tuple[Ring, np.ndarray]:
-        """A descriptor's frame, in place (ProtocolError ``bad_slot``/``stale_slot``)."""
+    def read(self, header: dict[str, Any]) -> list[np.ndarray]:
+        """A descriptor's data in place: a frame's pixels, or a result's outputs in order
+        (ProtocolError ``bad_slot``/``stale_slot``). The header was validated (protocol.decode)."""
         ring = self.ring(header["ring"])
-        return ring, ring.read(header["slot"], header["gen"], header["dtype"], header["shape"])
+        if "outputs" in header:
+            items = [(o["dtype"], tuple(o["shape"])) for o in header["outputs"]]
+            arrays = ring.read_many(header["slot"], header["gen"], items)
+        else:
+            arrays = [ring.read(header["slot"], header["gen"], header["dtype"], header["shape"])]
+        if self.row is not None and len(self.held) < 1 << 16:
+            self.held.add((ring.name, header["slot"], header["gen"]))
+        return arrays
 
-    def release(self, header: dict[str, Any]) -> None:
-        """Done with a descriptor's slot (no-op for a reader without a row)."""
+    def release_missed(self, name: str, before_seq: int) -> int:
+        """Descriptors were lost on the way (a dropping stream's high-water mark): release
+        this row's slots of ring ``name`` written before ``before_seq`` and not held here
+        (we will never be told about them). Returns how many."""
+        ring = self._rings.get(name)
+        if ring is None or self.row is None:
+            return 0
+        freed = 0
+        for s in range(ring.slots):
+            gen = int(ring.gen[s])
+            if ring.released[self.row, s] < gen and ring.seqs[s] < before_seq and (name, s, gen) not in self.held:
+                ring.release(self.row, s, gen)
+                freed += 1
+        return freed
+
+    def release(self, header: dict[str, Any], rows: Iterable[int] | None = None) -> None:
+        """Done with a descriptor's slot: for this reader's row, or for ``rows`` (a proxy
+        releasing for consumers that will not read it)."""
         ring = self._rings.get(header.get("ring", ""))
-        if ring is not None and self.row is not None:
-            ring.release(self.row, header["slot"], header["gen"])
+        if ring is None:
+            return
+        for row in rows if rows is not None else ([self.row] if self.row is not None else []):
+            ring.release(row, header["slot"], header["gen"])
+        self.held.discard((ring.name, header["slot"], header["gen"]))
+
+    def release_row(self, row: int) -> None:
+        """Release ``row`` in every ring attached here (its consumer is gone)."""
+        for ring in self._rings.values():
+            ring.release_row(row)
 
     def release_all(self) -> None:
         """Release every slot of every ring this reader holds (its row)."""
+        self.held.clear()
         if self.row is None:
             return
         for ring in self._rings.values():

@@ -137,7 +137,11 @@ class Subscription:
             )
             return
         self.rings = rings
-        for kind in (SLOT_KIND, *STREAM_CONTROL_KINDS):
+        # the results stream also carries results as arrays: those of workers on other hosts,
+        # which the sink forwards as they came (a result in a ring that also goes out as
+        # arrays, for another subscriber, is taken once: see the seq check in receive)
+        kinds = (SLOT_KIND, *STREAM_CONTROL_KINDS, *(("result",) if self.stream == "results" else ()))
+        for kind in kinds:
             self.sub.setsockopt(zmq.SUBSCRIBE, kind_topic(kind))
         self.sub.setsockopt(zmq.SUBSCRIBE, ring_topic(self.owner.name))
         # everything (the pixels) stays subscribed until the first descriptor comes: a SUB
@@ -236,12 +240,17 @@ class Subscription:
                 self.sub.setsockopt(zmq.UNSUBSCRIBE, b"")
                 self._pixels_subscribed = False
             try:
-                msg.in_ring(self.rings.read(msg.header)[1])
+                msg.in_ring(self.rings.read(msg.header))
             except ProtocolError as e:
                 self.owner.reject(e, self.stream)
                 return None
         self._last_seq = msg.seq
         skipped = self.sequence.see(msg.seq)
+        if skipped and msg.ring_slot is not None and msg.kind == "frame" and self.rings is not None:
+            # descriptors were dropped on the way: their slots would stay ours forever (the
+            # publisher's ring; a worker's results ring is released by the sink for rows it
+            # does not hand descriptors to)
+            self.rings.release_missed(msg.ring_slot[0], msg.seq)
         if skipped:
             self.owner.warn.warning(
                 f"gap:{self.stream}", "%s: %d message(s) missed before seq %d", self.stream, skipped, msg.seq
