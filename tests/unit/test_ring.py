@@ -93,6 +93,23 @@ def test_a_consumer_whose_connection_dropped_holds_nothing(shm: Path) -> None:
     assert producer.free_slot() is None
     producer.drop_row(1)
     assert producer.free_slot() == 0
+    producer.write(0, frame(2, (8, 8)), {1})  # it came back (a restarted consumer): it holds again
+    assert producer.free_slot() is None
+    producer.close()
+
+
+def test_slots_whose_descriptors_were_dropped_are_released_on_the_gap_but_held_ones_are_kept(shm: Path) -> None:
+    producer = Ring.create("framepipe-t-frames-h-1", slots=4, slot_bytes=4096, rows=1)
+    reader = RingReader(row=0)
+    written = [(s, producer.write(s, frame(s, (8, 8)), {0}, seq=s)) for s in range(4)]
+    header = {"ring": producer.name, "dtype": "uint16", "shape": [8, 8]}
+    reader.read({**header, "slot": 0, "gen": written[0][1]})  # seq 0 read and still held
+    # seq 1 and 2 never arrived (dropped at a high-water mark); seq 3 arrives: the gap
+    reader.read({**header, "slot": 3, "gen": written[3][1]})
+    assert reader.release_missed(producer.name, before_seq=3) == 2
+    assert producer.free_slot() in (1, 2)
+    assert not producer._is_free(0) and not producer._is_free(3), "what the reader holds stays held"
+    reader.close()
     producer.close()
 
 
@@ -142,6 +159,14 @@ def test_malformed_descriptors_are_rejected_before_any_ring_is_touched(shm: Path
     with pytest.raises(ProtocolError) as err:
         decode([*encode_slot(header, "framepipe-ok", 0, 1), b"payload"], max_payload_bytes=1 << 20)
     assert err.value.kind == "bad_framing"
+    with pytest.raises(ProtocolError) as err:
+        decode(encode_slot(header, "framepipe-ok", 0, 1, readers=[64]), max_payload_bytes=1 << 20)
+    assert err.value.kind == "bad_slot"
+    ok = decode(encode_slot(header, "framepipe-ok", 0, 1, readers=[1, 0]), max_payload_bytes=1 << 20)
+    assert ok.header["readers"] == [0, 1] and ok.ring_slot == ("framepipe-ok", 0, 1)
+    # whatever the header's order, a descriptor starts with v and kind: subscribers filter on that
+    shuffled = {k: header[k] for k in reversed(list(header))}
+    assert encode_slot(shuffled, "framepipe-ok", 0, 1)[0].startswith(b'{"v":1,"kind":"slot"')
 
 
 def test_a_descriptor_naming_an_unknown_ring_a_slot_out_of_range_or_too_big_a_frame_is_rejected(shm: Path) -> None:

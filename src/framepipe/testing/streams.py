@@ -42,6 +42,8 @@ class StreamWatcher:
             header = json.loads(parts[0])
             if header.get("kind") == "eos":
                 self.eos = header
+            elif header.get("kind") == "slot":
+                continue  # a same-host ring reader's descriptor: the data comes as a result too
             elif "frame_id" in header:
                 self.ids[header["frame_id"]] += 1
                 self.arrivals.setdefault(header["frame_id"], time.monotonic())

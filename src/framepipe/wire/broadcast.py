@@ -302,7 +302,8 @@ class Broadcast:
         """Forward a message whose data is in another's ring (the sink: a worker's result):
         its descriptor to the subscribers reading rings, its data (``pixels()``: copies, as
         the slot is released right after) to the others. False as :meth:`publish`."""
-        if self.on_ring and not self._send(encode_slot(header, *where)):
+        readers = [self.row_of(n) for n in self.on_ring]
+        if self.on_ring and not self._send(encode_slot(header, *where, readers=readers)):
             return False
         return self.publish(pixels, frame_id)
 
@@ -431,7 +432,7 @@ class Broadcast:
             if slot is not None and self.ring is not None:
                 rows = {self.row_of(n) for n in self.on_ring}
                 gen = self.ring.write(slot, frame, rows, self.seq)
-                if not self._send(encode_slot(header, self.ring.name, slot, gen)):
+                if not self._send(encode_slot(header, self.ring.name, slot, gen, readers=rows)):
                     return False
             elif self.owner.stopping and self.lossless:
                 return False

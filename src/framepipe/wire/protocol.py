@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -513,17 +513,29 @@ def _decode_slot(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes
         raise ProtocolError(f"bad ring name {ring!r}", kind="bad_slot")
     if header["gen"] < 1:
         raise ProtocolError("slot generation must be ≥ 1", kind="bad_slot")
+    readers = header.get("readers")
+    if readers is not None and (
+        not isinstance(readers, list)
+        or len(readers) > 64
+        or not all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < 64 for r in readers)
+    ):
+        raise ProtocolError("'readers' must be a list of rows 0…63", kind="bad_slot")
     where = (ring, header["slot"], header["gen"])
     if outputs:
         return Message(kind="result", header=header, outputs=outputs, ring_slot=where)
     return Message(kind="frame", header=header, ring_slot=where)
 
 
-def encode_slot(header: dict[str, Any], ring: str, slot: int, gen: int) -> list[bytes]:
+def encode_slot(
+    header: dict[str, Any], ring: str, slot: int, gen: int, readers: Iterable[int] | None = None
+) -> list[bytes]:
     """A frame's (or result's) descriptor: its header (kind ``slot``) naming where its data is."""
     # v and kind first, whatever the header's order: subscribers filter on that prefix (kind_topic)
-    fields = {k: v for k, v in header.items() if k not in ("v", "kind")}
-    return [_dumps({"v": VERSION, "kind": SLOT_KIND, **fields, "ring": ring, "slot": slot, "gen": gen})]
+    fields = {k: v for k, v in header.items() if k not in ("v", "kind", "readers")}
+    where: dict[str, Any] = {"ring": ring, "slot": slot, "gen": gen}
+    if readers is not None:
+        where["readers"] = sorted(readers)
+    return [_dumps({"v": VERSION, "kind": SLOT_KIND, **fields, **where})]
 
 
 def _check_field(header: dict[str, Any], field: str, typ: type | tuple[type, ...]) -> None:

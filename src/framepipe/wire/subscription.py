@@ -234,6 +234,11 @@ class Subscription:
         if msg.ring_slot is not None:
             if self.rings is None:
                 return None  # a descriptor for ring readers (we subscribe to everything)
+            if self.rings.row not in msg.header.get("readers", ()):
+                # not written for us: sent before the publisher knew we read its ring (our
+                # subscription to descriptors can be in place before it heard our marker);
+                # the frame comes as pixels, which we still subscribe to
+                return None
             if self._pixels_subscribed:
                 # the publisher sends us descriptors now, and every frame before this one
                 # came already (one pipe, in order): the pixels are no longer needed
