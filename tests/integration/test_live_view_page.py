@@ -185,6 +185,6 @@ def test_idle_saturating_ended_and_new_acquisition_in_a_real_browser(
             assert abs(frame["top"] - spectrum["top"]) < 1 and abs(frame["height"] - spectrum["height"]) < 1, box
             assert frame["right"] < spectrum["left"], box
             assert all(h <= box["line"] + 1 for h in box["captions"]), f"a caption wrapped at {width} px: {box}"
-            browser.screenshot(shots / f"live-4-{width}px.png")
+            browser.screenshot(tmp_path / f"live-4-{width}px.png")
     viewer.signal(15)
     assert viewer.wait(30) == 0

@@ -78,11 +78,12 @@ DRAIN_BATCH = 512
 VIEWS_KEPT = 4
 
 
-def _level(value: float) -> float | None:
-    """A colour bar's end for JSON: a count as it is, a log power to 3 decimals (None: NaN)."""
+def _level(value: float, counts: bool = False) -> float | None:
+    """A colour bar's end for JSON: whole counts for integer frames (a percentile falls between
+    two), else 3 decimals (a log power, a float frame); None for NaN."""
     if not math.isfinite(value):
         return None
-    return value if value.is_integer() else round(value, 3)
+    return round(value) if counts else round(value, 3)
 
 
 class StreamWatch:
@@ -367,7 +368,7 @@ class Viewer(Component):
             pixel_format = pixel_format if isinstance(pixel_format, str) else None
             picture = frame_picture(frame.array, max_side=max_side, pixel_format=pixel_format)
             frame_png = encode_png(picture.image)
-            meta["levels"] = [_level(v) for v in picture.levels]
+            meta["levels"] = [_level(v, counts=frame.array.dtype.kind in "ui") for v in picture.levels]
             saturated = saturation(frame.array, pixel_format)
             meta["saturation"] = dataclasses.asdict(saturated) if saturated is not None else None
         if result is not None:
