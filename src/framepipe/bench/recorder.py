@@ -144,3 +144,23 @@ def measure(
         "file_layer": layer,
         "ratio": round(fps / raw["fps"], 3) if raw["fps"] else None,
     }
+
+
+def cpu_comparison(compressing: list[dict[str, Any]], as_received: list[dict[str, Any]]) -> dict[str, Any]:
+    """The recorder fed compressed frames against the compressing one: CPU per frame, the
+    lowest of each side's runs (the run the neighbours disturbed least; CPU, not frames/s,
+    is the figure compared), and their ratio (the issue's target: ≤ 0.3)."""
+
+    def cpu(run: dict[str, Any]) -> float:
+        return run["framepipe"].get("recorder_cpu_ms_per_frame") or float("inf")
+
+    ours, today = min(as_received, key=cpu), min(compressing, key=cpu)
+    ratio = cpu(ours) / cpu(today) if cpu(ours) != float("inf") and cpu(today) != float("inf") else None
+    return {
+        "framepipe": ours["framepipe"],
+        "wire_ratio": ours.get("wire_ratio"),
+        "compressing_recorder_cpu_ms_per_frame": cpu(today) if ratio is not None else None,
+        "recorder_cpu_ms_per_frame_runs": [r["framepipe"].get("recorder_cpu_ms_per_frame") for r in as_received],
+        "compressing_cpu_ms_per_frame_runs": [r["framepipe"].get("recorder_cpu_ms_per_frame") for r in compressing],
+        "recorder_cpu_vs_compressing": round(ratio, 3) if ratio is not None else None,
+    }

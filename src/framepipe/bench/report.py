@@ -154,10 +154,17 @@ def table(results: dict[str, Any]) -> str:
         ]
     wired = (rec or {}).get("wire_compressed")
     if wired:
+        versus = (
+            f"  ({wired['recorder_cpu_vs_compressing']} of the compressing recorder's"
+            f" {_fmt(wired.get('compressing_recorder_cpu_ms_per_frame'), '.2f')} ms, lowest CPU of each;"
+            " chunks stored as received)"
+            if wired.get("recorder_cpu_vs_compressing") is not None
+            else "  (chunks stored as received; CPU not measured in so short a run)"
+        )
         lines.append(
             f"  fed compressed     {wired['framepipe']['fps']:>8.1f} frames/s"
             f"  CPU {_fmt(wired['framepipe'].get('recorder_cpu_ms_per_frame'), '.2f')} ms/frame in the recorder"
-            f"  ({wired.get('recorder_cpu_vs_compressing')} of the compressing recorder; chunks stored as received)"
+            + versus
         )
     w = results.get("wire")
     if w:
