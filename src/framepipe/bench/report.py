@@ -166,6 +166,11 @@ def table(results: dict[str, Any]) -> str:
             f"  CPU {_fmt(wired['framepipe'].get('recorder_cpu_ms_per_frame'), '.2f')} ms/frame in the recorder"
             + versus
         )
+        if wired.get("write_floor_cpu_ms_per_frame") is not None:
+            lines.append(
+                f"  the kernel alone   storing the same chunks with os.write: CPU"
+                f" {wired['write_floor_cpu_ms_per_frame']:.2f} ms/frame (the floor under both recorders)"
+            )
     w = results.get("wire")
     if w:
         c = w["ceilings"]
