@@ -3,6 +3,9 @@
 - chaos: 2000 frames through 3 workers; after a clean start, one worker is SIGKILLed every
   100 frames and a replacement started. The sink must hold every frame id exactly once
   (its --summary-json, the results stream, and the results HDF5 file read with h5py).
+  Run twice: raw frames read by the ventilator from the camera, and frames compressed once
+  by a publisher (``publisher.wire_compression = "bitshuffle-lz4"``), forwarded compressed
+  by the ventilator, re-dispatched compressed, decoded by the workers.
 - hung worker: SIGSTOP one worker; its frames are re-dispatched and the run goes on; on
   SIGCONT its late results reach the sink and are dropped as duplicates.
 
@@ -36,7 +39,17 @@ H, W, SEED = 64, 64, 3
 FPS = 100.0
 
 
-def _configure(dep: Deployment, n: int, **extra: object) -> None:
+def _configure(dep: Deployment, n: int, wire: str = "none", **extra: object) -> None:
+    """``wire="none"``: the ventilator reads the camera (the work path alone). A compressed
+    wire needs the publisher (it compresses): the ventilator subscribes to it, the only
+    subscriber it waits for."""
+    if wire != "none":
+        extra = {
+            "ventilator.source": "publisher",
+            "publisher.wire_compression": wire,
+            "publisher.subscribers": ["ventilator"],
+            **extra,
+        }
     dep.settings.update(
         {
             "camera.count": n,
@@ -95,12 +108,14 @@ def _check_results_file(path: Path, n: int) -> None:
         assert bool(ledger["complete"]) and int(ledger["missing"]) == 0
 
 
-def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment) -> None:
+@pytest.mark.parametrize("wire", ["none", "bitshuffle-lz4"])
+def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment, wire: str) -> None:
     n, warmup, every = 2000, 300, 100
     # paced, so that workers die every ~second, which a replacement can keep up with
-    _configure(deployment, n, **{"camera.fps": FPS})
+    _configure(deployment, n, wire, **{"camera.fps": FPS})
     sink, recorder, pool, watcher = _start_core(deployment, 3)
     vent = deployment.start("ventilator", "ventilator", "--summary-json", str(deployment.dir / "ventilator.json"))
+    publisher = deployment.start("publisher", "publisher") if wire != "none" else None
     live = list(pool)
     kills: list[tuple[float, str]] = []  # (monotonic time of SIGKILL, worker name)
     detected_sink: dict[str, float] = {}
@@ -136,7 +151,7 @@ def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment) -> None
                         detected_sink[name] = time.monotonic() - t_kill
                     if name not in detected_vent and f"worker {name} lost" in vlog:
                         detected_vent[name] = time.monotonic() - t_kill
-        for proc in (vent, sink, recorder):
+        for proc in (vent, sink, recorder, *([publisher] if publisher else [])):
             assert proc.wait(120) == 0, f"{proc.name} failed:\n{proc.log()[-4000:]}"
         for proc in live:
             _stop_worker(proc)
@@ -144,6 +159,15 @@ def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment) -> None
     finally:
         watcher.close()
 
+    vent_summary = read_json(deployment.dir / "ventilator.json")
+    raw_bytes = n * H * W * 2  # uint16
+    if publisher is not None:
+        # the frames really travelled compressed: the payloads the ventilator took in (and
+        # forwarded, re-dispatches too) are the publisher's chunks, smaller than the pixels
+        assert f"wire_compression={wire}" in publisher.log()
+        assert 0 < vent_summary["bytes"] < raw_bytes, vent_summary
+    else:
+        assert vent_summary["bytes"] == raw_bytes, vent_summary
     summary = read_json(deployment.dir / "sink.json")
     assert summary["received"] == n and summary["missing"] == 0 and summary["expected"] == n
     assert sum(summary["per_worker"].values()) == n
@@ -167,12 +191,12 @@ def test_chaos_sigkill_a_worker_every_100_frames(deployment: Deployment) -> None
     assert max(detected_sink.values()) < timeout + 5.0
 
     # measurements for the closing note (printed, and appended to a report if asked)
-    vent_summary = read_json(deployment.dir / "ventilator.json")
     arrivals = watcher.arrivals
     t_first = min(arrivals.values())
     t_warm = sorted(arrivals.values())[warmup - 1]
     t_last = max(arrivals.values())
     report = {
+        "wire": wire,
         "frames": n,
         "kills": len(kills),
         "workers_that_did_work": len(summary["per_worker"]),

@@ -279,3 +279,41 @@ def _start_message(preview: zmq.Socket[bytes], acquisition: int, timeout_s: floa
         if message.kind == "start" and message.header["acquisition"] == acquisition:
             return message.header
     raise AssertionError(f"no start message for acquisition {acquisition} on the preview within {timeout_s:g} s")
+
+
+@pytest.mark.parametrize(("pixel_format", "dtype"), [("Mono8", np.uint8), ("Mono12", np.uint16)])
+def test_compression_ratio_of_the_emulated_camera(deployment: Deployment, pixel_format: str, dtype: type) -> None:
+    """Bytes on the wire for the emulator's frames (issue 15's ratio on the Basler emulator):
+    the publisher compresses them once, the recorder stores the chunks as received and says
+    the ratio in its ledger; the pixels are those the camera gave. Printed for
+    docs/performance.md. (The emulator's test pattern is a smooth ramp without noise: it
+    compresses far better than a real sensor's frames.)"""
+    _basler(deployment, pixel_format=pixel_format, grab_strategy="one_by_one")
+    deployment.settings["publisher.wire_compression"] = "bitshuffle-lz4"
+    deployment.write_config()
+    rec = deployment.start("recorder", "record", "--name", "recorder-frames")
+    rec.wait_for("ready:")
+    pub = deployment.start("publisher", "publisher", env=EMU)
+    assert pub.wait(120) == 0, pub.log()[-3000:]
+    assert rec.wait(60) == 0, rec.log()[-3000:]
+    assert "wire_compression=bitshuffle-lz4" in pub.log()
+
+    from framepipe.core import bitshuffle
+
+    with h5py.File(deployment.data / "run_frames.h5", "r") as f:
+        frames = f["entry/data/frames"]
+        ledger = dict(f["entry/ledger"].attrs)
+        assert frames.shape == (N, 1024, 1024) and frames.dtype == dtype
+        first = frames[0]
+        stored = [frames.id.get_chunk_info(k).size for k in range(N)]
+        # stored as received: the chunk in the file is the one our codec makes of those pixels
+        _, chunk = frames.id.read_direct_chunk((0, 0, 0))
+        assert bytes(chunk) == bitshuffle.encode(first).tobytes()
+    assert first.std() > 0, "the emulator's test pattern, not a blank frame"
+    assert ledger["wire_encoding"] == "bitshuffle-lz4" and int(ledger["chunks_as_received"]) == N
+    raw = N * first.nbytes
+    ratio = float(ledger["wire_ratio"])
+    assert ratio == pytest.approx(raw / sum(stored), rel=1e-3)
+    assert ratio > 1.0, "the emulator's frames compress"
+    report = {"camera": "basler-emulator", "pixel_format": pixel_format, "wire_ratio": ratio}
+    print(json.dumps({**report, "wire_kb_per_frame": sum(stored) // N // 1024}))

@@ -50,11 +50,12 @@ class FakeSource:
     def status(self) -> dict[str, Any]:
         newest = self.latest_view()
         if newest is None:
-            return {"view_id": None, "streams": {}}
+            return {"view_id": None, "state": "no run", "streams": {"frames": {"state": "waiting"}}}
         return {
             "view_id": newest.view_id,
+            "state": "streaming",
             **newest.meta,
-            "streams": {"frames": {"frames_per_s": 4.0, "received": 30, "dropped": 2}},
+            "streams": {"frames": {"state": "streaming", "frames_per_s": 4.0, "received": 30, "dropped": 2}},
             "updates_per_s": 2.5,
             "decimated": 28,
         }
@@ -87,7 +88,10 @@ class FakeDeployment:
 
 def two_views() -> FakeSource:
     meta = {"frame_id": 17, "shape": [4, 6], "dtype": "uint16", "spectrum": "worker <w1> (power)"}
-    return FakeSource([View(1, b"frame-1", b"spectrum-1", meta), View(2, b"frame-2", b"spectrum-2", meta)])
+    values = np.arange(24, dtype=np.uint16).reshape(4, 6)
+    return FakeSource(
+        [View(1, b"frame-1", b"spectrum-1", meta), View(2, b"frame-2", b"spectrum-2", meta, values=values)]
+    )
 
 
 @pytest.fixture
@@ -168,15 +172,36 @@ def test_the_page_is_the_package_file_filled_in_and_escaped(
     assert "{{" not in page
     assert "<title>framepipe · run &lt;1&gt; &amp; co</title>" in page
     assert 'src="frame.png?v=2"' in page and 'src="spectrum.png?v=2"' in page
-    assert "frame 17 · 4×6 uint16 · frames: 4.0 frames/s, 30 received, 2 dropped · 2.5 updates/s" in page
+    assert (
+        "streaming · frame 17 · 4×6 uint16 · frames: streaming, 4.0 frames/s, 30 received, 2 dropped · 2.5 updates/s"
+        in page
+    )
     assert "worker &lt;w1&gt; (power)" in page and "let shown = 2;" in page and "const period = 125;" in page
     assert 'const tokenFor = "nothing";' in page
 
 
-def test_before_the_first_view_the_page_waits_with_hidden_images() -> None:
-    page = render_page({"view_id": None, "streams": {}}, SETTINGS)
-    assert "waiting for frames…" in page and "let shown = null;" in page
-    assert 'src="frame.png" hidden' in page and 'src="spectrum.png" hidden' in page
+def test_before_the_first_view_the_page_says_no_run_and_asks_for_no_image() -> None:
+    page = render_page({"view_id": None, "state": "no run", "streams": {"frames": {"state": "waiting"}}}, SETTINGS)
+    assert '<div id="stats">no run · frames waiting</div>' in page and "let shown = null;" in page
+    assert 'data-loaded-with="null" hidden>' in page and '<img id="spectrum" alt="power spectrum" hidden>' in page
+    assert 'class="note">no run</div>' in page and "frame.png" not in page.split("<script>")[0]
+
+
+def test_the_status_embedded_in_the_script_cannot_end_it() -> None:
+    page = render_page({"view_id": None, "state": "no run", "streams": {}, "x": "</script><b>"}, SETTINGS)
+    assert "</script><b>" not in page and "\\u003c/script>\\u003cb>" in page
+
+
+def test_the_pixel_readout_gives_one_count_of_the_view_asked_for(
+    serve: Callable[..., tuple[httpx.Client, FakeDeployment]],
+) -> None:
+    api, _ = serve()
+    r = api.get("/api/v1/view/pixel", params={"v": 2, "x": 5, "y": 3})
+    assert r.status_code == 200 and r.json() == {"view_id": 2, "frame_id": 17, "x": 5, "y": 3, "value": 23}
+    assert api.get("/pixel.json", params={"x": 0, "y": 1}).json()["value"] == 6  # the newest view
+    assert api.get("/pixel.json", params={"v": 2, "x": 6, "y": 0}).status_code == 404  # outside the frame
+    assert api.get("/pixel.json", params={"v": 1, "x": 0, "y": 0}).status_code == 404  # no values kept
+    assert api.get("/pixel.json", params={"x": -1, "y": 0}).status_code == 422
 
 
 @pytest.mark.parametrize(

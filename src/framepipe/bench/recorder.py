@@ -15,6 +15,7 @@ file format and the cost of receiving the stream can be told apart.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,32 @@ def raw_h5py_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str
     fps = steady_rate(frames, t_first, t_last) or 0.0
     path.unlink(missing_ok=True)
     return {"fps": round(fps, 1), "cpu_ms_per_frame": round(1000 * cpu / frames, 3), "close_s": round(close_s, 3)}
+
+
+def write_floor(path: Path, *, frames: int, size: int, dtype: str) -> float:
+    """CPU ms per frame of writing the frames' bitshuffle-LZ4 chunks with plain ``os.write``
+    into a new file next to the recorder's, written behind as the recorder's are: what the
+    kernel alone costs to store those bytes, the floor under a recorder storing received chunks."""
+    from framepipe.core import bitshuffle
+    from framepipe.storage.write_behind import WriteBehind
+
+    chunks = [
+        bitshuffle.encode(synthetic_frame(k, size, size, dtype, reel_frames=0)).tobytes()
+        for k in range(DISTINCT_FRAMES)
+    ]
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        behind = WriteBehind(fd)
+        t0 = os.times()
+        for k in range(frames):
+            os.write(fd, chunks[k % DISTINCT_FRAMES])
+            behind.grown()
+        t1 = os.times()
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return round(1000 * ((t1.user - t0.user) + (t1.system - t0.system)) / frames, 3)
 
 
 def framefile_rate(path: Path, *, frames: int, size: int, dtype: str) -> dict[str, Any]:
@@ -128,6 +155,7 @@ def measure(
     h5_path.unlink()
     raw = raw_h5py_rate(data_dir / "raw_h5py.h5", frames=frames, size=size, dtype=dtype)
     layer = framefile_rate(data_dir / "framefile.h5", frames=frames, size=size, dtype=dtype)
+    floor = write_floor(data_dir / "write_floor.bin", frames=frames, size=size, dtype=dtype)
     return {
         "frames": frames,
         "wire": wire,
@@ -142,5 +170,28 @@ def measure(
         },
         "raw_h5py": {**raw, "mb_per_s": round(raw["fps"] * frame_bytes / 1e6, 1)},
         "file_layer": layer,
+        "write_floor_cpu_ms_per_frame": floor,
         "ratio": round(fps / raw["fps"], 3) if raw["fps"] else None,
+    }
+
+
+def cpu_comparison(compressing: list[dict[str, Any]], as_received: list[dict[str, Any]]) -> dict[str, Any]:
+    """The recorder fed compressed frames against the compressing one: CPU per frame, the
+    lowest of each side's runs (the run the neighbours disturbed least; CPU, not frames/s,
+    is the figure compared), and their ratio (the issue's target: ≤ 0.3)."""
+
+    def cpu(run: dict[str, Any]) -> float:
+        return run["framepipe"].get("recorder_cpu_ms_per_frame") or float("inf")
+
+    ours, today = min(as_received, key=cpu), min(compressing, key=cpu)
+    ratio = cpu(ours) / cpu(today) if cpu(ours) != float("inf") and cpu(today) != float("inf") else None
+    return {
+        "framepipe": ours["framepipe"],
+        "wire_ratio": ours.get("wire_ratio"),
+        "compressing_recorder_cpu_ms_per_frame": cpu(today) if ratio is not None else None,
+        "recorder_cpu_ms_per_frame_runs": [r["framepipe"].get("recorder_cpu_ms_per_frame") for r in as_received],
+        "compressing_cpu_ms_per_frame_runs": [r["framepipe"].get("recorder_cpu_ms_per_frame") for r in compressing],
+        "recorder_cpu_vs_compressing": round(ratio, 3) if ratio is not None else None,
+        # the kernel's part, which neither recorder can avoid: its lowest in these runs
+        "write_floor_cpu_ms_per_frame": min(r["write_floor_cpu_ms_per_frame"] for r in [*compressing, *as_received]),
     }

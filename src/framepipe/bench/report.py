@@ -204,11 +204,23 @@ def table(results: dict[str, Any]) -> str:
         ]
     wired = (rec or {}).get("wire_compressed")
     if wired:
+        versus = (
+            f"  ({wired['recorder_cpu_vs_compressing']} of the compressing recorder's"
+            f" {_fmt(wired.get('compressing_recorder_cpu_ms_per_frame'), '.2f')} ms, lowest CPU of each;"
+            " chunks stored as received)"
+            if wired.get("recorder_cpu_vs_compressing") is not None
+            else "  (chunks stored as received; CPU not measured in so short a run)"
+        )
         lines.append(
             f"  fed compressed     {wired['framepipe']['fps']:>8.1f} frames/s"
             f"  CPU {_fmt(wired['framepipe'].get('recorder_cpu_ms_per_frame'), '.2f')} ms/frame in the recorder"
-            f"  ({wired.get('recorder_cpu_vs_compressing')} of the compressing recorder; chunks stored as received)"
+            + versus
         )
+        if wired.get("write_floor_cpu_ms_per_frame") is not None:
+            lines.append(
+                f"  the kernel alone   storing the same chunks with os.write: CPU"
+                f" {wired['write_floor_cpu_ms_per_frame']:.2f} ms/frame (the floor under both recorders)"
+            )
     w = results.get("wire")
     if w:
         c = w["ceilings"]

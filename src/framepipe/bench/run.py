@@ -199,31 +199,20 @@ def run(opts: Options) -> dict[str, Any]:
         results["transport"] = _best_pair(runs, "framepipe", "raw_pyzmq")
         results["transport"]["framepipe_shm"] = _best([r["framepipe_shm"] for r in runs])
     if "recorder" in opts.only:
-        _say(f"recorder: {plan.recorder_frames} frames each")
-        runs = [
-            recorder.measure(out, frames=plan.recorder_frames, size=opts.size, dtype=opts.dtype)
-            for _ in range(plan.repeat)
-        ]
+        _say(f"recorder: {plan.recorder_frames} frames each, compressing and fed compressed frames, alternately")
+        # interleaved, so a busy minute hits both recorders alike: today's compressing recorder,
+        # and the same recorder fed frames compressed on the wire, storing them as received
+        runs, wired = [], []
+        for _ in range(plan.repeat):
+            runs.append(recorder.measure(out, frames=plan.recorder_frames, size=opts.size, dtype=opts.dtype))
+            wired.append(
+                recorder.measure(out, frames=plan.recorder_frames, size=opts.size, dtype=opts.dtype, wire=wire.NAME)
+            )
         results["recorder"] = _best_pair(runs, "framepipe", "raw_h5py")
         results["recorder"]["file_layer"] = _best([r["file_layer"] for r in runs])
         raw_fps = results["recorder"]["raw_h5py"]["fps"]
         results["recorder"]["file_layer_ratio"] = round(results["recorder"]["file_layer"]["fps"] / raw_fps, 3)
-        if "wire" in opts.only:
-            # the same recorder fed compressed frames, stored as received: its CPU per frame
-            # against the compressing recorder's just measured
-            _say(f"recorder, frames compressed on the wire: {plan.recorder_frames} frames each")
-            wired = [
-                recorder.measure(out, frames=plan.recorder_frames, size=opts.size, dtype=opts.dtype, wire=wire.NAME)
-                for _ in range(plan.repeat)
-            ]
-            best = _best_pair(wired, "framepipe", "raw_h5py")
-            ours = best["framepipe"].get("recorder_cpu_ms_per_frame")
-            today = results["recorder"]["framepipe"].get("recorder_cpu_ms_per_frame")
-            results["recorder"]["wire_compressed"] = {
-                "framepipe": best["framepipe"],
-                "wire_ratio": best.get("wire_ratio"),
-                "recorder_cpu_vs_compressing": round(ours / today, 3) if ours and today else None,
-            }
+        results["recorder"]["wire_compressed"] = recorder.cpu_comparison(runs, wired)
     if "wire" in opts.only:
         _say(f"wire compression: {opts.size}² {opts.dtype}, {plan.wire_s:g} s per figure")
         results["wire"] = wire.measure(

@@ -45,6 +45,7 @@ import numpy as np
 from framepipe.core.errors import RecorderError
 from framepipe.core.outputs import Output
 from framepipe.storage.compression import Chunk, Codec
+from framepipe.storage.write_behind import WriteBehind
 
 #: rows per chunk of the per-frame columns (4 KiB of int64: rewriting it per frame is cheap)
 COLUMN_CHUNK = 512
@@ -110,6 +111,9 @@ class FrameFile:
         #: results files: the declared outputs (set_outputs); the first, if an array, is ``frames``
         self.outputs: list[Output] | None = None
         self._output_arrays: dict[str, h5py.Dataset] = {}
+        #: the written part leaves the page cache as it reaches the disk (write_behind.py)
+        self._write_behind = WriteBehind(None)
+        self._geometry: tuple[tuple[int, ...], np.dtype[Any]] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -124,6 +128,7 @@ class FrameFile:
             raise RecorderError(f"{self.path}: file exists; framepipe never overwrites data") from e
         except OSError as e:
             raise RecorderError(f"{self.path}: cannot create: {describe(e)}") from e
+        self._write_behind = WriteBehind(self._descriptor())
         try:
             entry = self._h5.create_group("entry")
             entry.attrs["NX_class"] = "NXentry"
@@ -144,6 +149,17 @@ class FrameFile:
         except OSError as e:
             self.abort()
             raise RecorderError(f"{self.path}: cannot write the layout: {describe(e)}") from e
+
+    def _descriptor(self) -> int | None:
+        """The file's descriptor under HDF5's default (sec2) driver; None under another."""
+        assert self._h5 is not None
+        if self._h5.driver != "sec2":
+            return None
+        try:
+            handle = self._h5.id.get_vfd_handle()
+        except (OSError, ValueError, TypeError):
+            return None
+        return handle if isinstance(handle, int) else None
 
     def _add_column(self, data: h5py.Group, name: str, dtype: str = "i8") -> None:
         self._columns[name] = data.create_dataset(
@@ -292,6 +308,7 @@ class FrameFile:
                 col.id.set_extent((n + 1,))
                 col.id.write_direct_chunk((start,), buf)
             self.n = n + 1
+            self._write_behind.grown()
             if self.first_id is None:
                 self.first_id = frame_id
             self.last_id = frame_id
@@ -304,10 +321,13 @@ class FrameFile:
         if self._frames is None:
             self._start(array.shape, array.dtype)
         assert self._frames is not None
-        if self._frames.shape[1:] != array.shape or self._frames.dtype != array.dtype:
+        # the frame geometry, read from h5py once (its shape and dtype properties cost tens of µs a call)
+        if self._geometry is None:
+            self._geometry = (self._frames.shape[1:], self._frames.dtype)
+        if self._geometry != (array.shape, array.dtype):
             raise RecorderError(
                 f"{self.path}: frame {frame_id} is {array.dtype}{array.shape}, "
-                f"the file holds {self._frames.dtype}{self._frames.shape[1:]}"
+                f"the file holds {self._geometry[1]}{self._geometry[0]}"
             )
         n = self.n
         self._frames.id.set_extent((n + 1, *array.shape))

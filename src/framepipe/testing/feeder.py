@@ -1,6 +1,6 @@
-"""A hand-driven frames stream for recorder tests: real XPUB + ROUTER sockets on loopback,
-messages encoded with framepipe.wire.protocol, so a test decides exactly which frame ids and
-sequence numbers a recorder gets (and which it does not)."""
+"""A hand-driven frames stream for recorder and viewer tests: real XPUB + ROUTER sockets on
+loopback, messages encoded with framepipe.wire.protocol, so a test decides exactly which frame
+ids, sequence numbers and pixel values a subscriber gets (and which it does not)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,20 @@ class StreamFeeder:
             assert time.monotonic() < deadline, f"recorder(s) did not connect: hellos={self.hellos}"
             self._service(100)
 
+    def wait_for_subscriptions(self, n: int = 1, timeout: float = 60.0) -> None:
+        """Until ``n`` SUB sockets subscribed: passive subscribers (a viewer) say no hello."""
+        deadline = time.monotonic() + timeout
+        while self.subscriptions < n:
+            assert time.monotonic() < deadline, f"{self.subscriptions} of {n} subscription(s) arrived"
+            self._service(100)
+
+    def next_acquisition(self) -> None:
+        """The next acquisition: its id, a sequence from 0 again; its start goes with its first send."""
+        self.acquisition += 1
+        self.seq = 0
+        self.published = []
+        self.started = False
+
     def send(self, frame_id: int, array: np.ndarray, encoding: str = "none") -> None:
         if not self.started:
             self.start()
@@ -108,10 +122,12 @@ class StreamFeeder:
             frame_ids=to_ranges(self.published), acquisition=self.acquisition,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while len(self.byes) < n_byes:
-            assert time.monotonic() < deadline, f"no bye from the recorder(s): {self.byes}"
+        while True:  # at least once: passive subscribers say no bye
             self.pub.send_multipart(eos)
             self._service(200)
+            if len(self.byes) >= n_byes:
+                return
+            assert time.monotonic() < deadline, f"no bye from the recorder(s): {self.byes}"
 
     def close(self) -> None:
         self.pub.close(linger=0)

@@ -278,8 +278,21 @@ def create_app(client: DeploymentClient, access: Access, viewer: ViewSource | No
         """The power spectrum of view ``v`` (the newest if it is gone or not given)."""
         return image("spectrum", v)
 
+    @app.get(f"{PREFIX}/view/pixel", dependencies=[Read], tags=["live view"])
+    def view_pixel(
+        x: Annotated[int, Query(ge=0, le=1 << 20)], y: Annotated[int, Query(ge=0, le=1 << 20)], v: int | None = None
+    ) -> JSONResponse:
+        """The count(s) of the pixel at column ``x``, row ``y`` of the frame of view ``v`` (the
+        newest if it is gone): the page's readout under the cursor, one value per request."""
+        shown = live().latest_view(v)
+        found = None if shown is None else shown.pixel(x, y)
+        if found is None:
+            raise HTTPException(404, "no frame on show, or no such pixel in it")
+        return JSONResponse(found, headers=NO_STORE)
+
     # the page's own relative paths (as the view-only page had them)
     app.add_api_route("/status.json", view_status, dependencies=[Read], include_in_schema=False)
+    app.add_api_route("/pixel.json", view_pixel, dependencies=[Read], include_in_schema=False)
     app.add_api_route("/frame.png", view_frame, dependencies=[Read], include_in_schema=False)
     app.add_api_route("/spectrum.png", view_spectrum, dependencies=[Read], include_in_schema=False)
 

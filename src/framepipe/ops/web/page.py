@@ -14,6 +14,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from framepipe.subscribers.viewer.images import INFERNO_ANCHORS
+
 
 @dataclasses.dataclass(frozen=True)
 class PageSettings:
@@ -31,32 +33,68 @@ def page_template() -> str:
     return resources.files("framepipe.ops.web").joinpath("page.html").read_text(encoding="utf-8")
 
 
+def _streams_text(status: dict[str, Any]) -> str:
+    return " · ".join(f"{name} {s['state']}" for name, s in (status.get("streams") or {}).items())
+
+
+def _acquisition_text(acquisition: dict[str, Any] | None) -> str:
+    return f"acquisition {acquisition['id']} '{acquisition['name']}'" if acquisition else ""
+
+
+def note_text(status: dict[str, Any]) -> str:
+    """What the image boxes say when no frame is on show (the page's ``note``)."""
+    state = status.get("state")
+    if state == "started":
+        return f"{_acquisition_text(status.get('acquisition'))} started: waiting for its first frame"
+    if state in (None, "no run"):
+        return "no run"
+    return "ended: no frame to show" if state == "ended" else "waiting for frames…"
+
+
 def stats_text(status: dict[str, Any]) -> str:
     """The live view's stats line; the page's script (``fmt``) writes the same from later statuses."""
     if status.get("view_id") is None:
-        return "waiting for frames…"
-    parts = [f"frame {status['frame_id']}"]
+        state = status.get("state") or "no run"
+        first = note_text(status) if state == "started" else state
+        return " · ".join(p for p in (first, _streams_text(status)) if p)
+    parts = [str(status.get("state", ""))]
+    if status.get("acquisition"):
+        parts.append(_acquisition_text(status["acquisition"]))
+    parts.append(f"frame {status['frame_id']}")
     if status.get("shape"):
         parts.append(f"{'×'.join(str(n) for n in status['shape'])} {status.get('dtype', '')}")
     for name, s in status["streams"].items():
-        parts.append(f"{name}: {s['frames_per_s']} frames/s, {s['received']} received, {s['dropped']} dropped")
+        parts.append(
+            f"{name}: {s['state']}, {s['frames_per_s']} frames/s, {s['received']} received, {s['dropped']} dropped"
+        )
     parts.append(f"{status['updates_per_s']} updates/s")
     parts.append(f"decimated {status['decimated']}")
     return " · ".join(parts)
 
 
+def _script_json(value: Any) -> str:
+    """JSON to embed in the page's script (no ``</script>`` can end it early)."""
+    return json.dumps(value).replace("<", "\\u003c")
+
+
 def render_page(status: dict[str, Any], settings: PageSettings) -> str:
-    """The page with ``status`` (the live view's) filled in: its stats line and its view's images."""
+    """The page with ``status`` (the live view's) filled in: its stats line, its view's images
+    (no image at all, never a broken one, when there is no view) and what its script starts from."""
     view_id = status.get("view_id")
-    initial = f"?v={view_id}" if view_id is not None else ""
-    hidden = "" if view_id is not None else " hidden"
+    shown = view_id is not None
     return (
         page_template()
         .replace("{{TITLE}}", html.escape(settings.title))
         .replace("{{STATS}}", html.escape(stats_text(status)))
         .replace("{{SPECTRUM}}", html.escape(str(status.get("spectrum", ""))))
-        .replace("{{INITIAL}}", initial)
-        .replace("{{HIDDEN}}", hidden)
+        .replace("{{FRAME_SRC}}", f' src="frame.png?v={view_id}"' if shown else "")
+        .replace("{{SPECTRUM_SRC}}", f' src="spectrum.png?v={view_id}"' if shown else "")
+        .replace("{{HIDDEN}}", "" if shown else " hidden")
+        .replace("{{NOTE_HIDDEN}}", " hidden" if shown else "")
+        .replace("{{NOTE}}", html.escape(note_text(status)))
+        .replace("{{READOUT}}", "")
+        .replace("{{INFERNO}}", ", ".join(f"rgb({r}, {g}, {b})" for r, g, b in INFERNO_ANCHORS.astype(int)))
+        .replace("{{STATUS}}", _script_json(status))
         .replace("{{VIEW}}", json.dumps(view_id))
         .replace("{{PERIOD}}", str(settings.period_ms))
         .replace("{{TOKEN_FOR}}", json.dumps(settings.token_for))

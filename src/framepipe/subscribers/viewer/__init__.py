@@ -2,7 +2,8 @@
 
 - ``component``: the :class:`Viewer` component: watches the preview streams, renders views;
 - ``views``: a rendered view, and the protocols of what serves them (``framepipe.ops.web``);
-- ``images``: frames and spectra as pictures (contrast, colour map, PNG); ``inspect`` uses them too.
+- ``images``: frames and spectra as pictures (contrast, colour map, PNG); ``inspect`` uses them too;
+- ``saturation``: how many pixels sit at the camera's full scale (the page's warning).
 """
 
 from framepipe.subscribers.viewer.component import Viewer

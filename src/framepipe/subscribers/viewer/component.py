@@ -26,12 +26,21 @@ Never slows the pipeline:
 The frame and the spectrum shown side by side belong to the same frame id: the viewer
 keeps the last few frames (bounded by count and bytes) to pair with the newest result; when
 it watches frames only, or the result's frame is gone, it computes the spectrum itself.
-After an end of stream the viewer keeps the last image and waits for the next run.
+After an end of stream the viewer keeps the last image and waits for the next run. A new
+acquisition's start drops the views of the last one: what the page shows (frame id, counts,
+levels, saturation) always belongs to the frame on show, never to the previous run.
+
+Each view carries what the page needs beyond the pictures: the counts black and white stand
+for (the colour bar), the pixels at the camera's full scale (the saturation warning,
+:mod:`~framepipe.subscribers.viewer.saturation`), and a reference to the frame itself, so
+the pixel readout asks for one value at a time (:meth:`View.pixel`).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +53,14 @@ from framepipe.core.counters import Count
 from framepipe.core.errors import ConfigError
 from framepipe.core.ledger import SequenceTracker
 from framepipe.runtime.component import Component
-from framepipe.subscribers.viewer.images import encode_png, frame_image, frame_spectrum_image, spectrum_image
+from framepipe.subscribers.viewer.images import (
+    BGR_FORMATS,
+    encode_png,
+    frame_picture,
+    frame_spectrum_picture,
+    spectrum_picture,
+)
+from framepipe.subscribers.viewer.saturation import saturation
 from framepipe.subscribers.viewer.views import Front, View
 from framepipe.wire.messages import AcquisitionStart, EndOfStream
 from framepipe.wire.protocol import Message
@@ -60,6 +76,14 @@ WATCHED_S = 5.0
 DRAIN_BATCH = 512
 #: rendered views kept, so a page gets the image pair it was told about
 VIEWS_KEPT = 4
+
+
+def _level(value: float, counts: bool = False) -> float | None:
+    """A colour bar's end for JSON: whole counts for integer frames (a percentile falls between
+    two), else 3 decimals (a log power, a float frame); None for NaN."""
+    if not math.isfinite(value):
+        return None
+    return round(value) if counts else round(value, 3)
 
 
 class StreamWatch:
@@ -93,9 +117,20 @@ class StreamWatch:
             self.gaps_before += self.sub.sequence.gaps
         # a repeated end-of-stream of a run already closed is not a new run: nothing counted
         self.sub.eos = None
+        if self.acquisition is not None:
+            self.acquisition["open"] = False
         self.sub.sequence = SequenceTracker()
         self.data_since_eos = 0
         self.joined_at_seq = None
+
+    @property
+    def state(self) -> str:
+        """waiting (nothing yet), started (an acquisition's start, no data yet), streaming, ended."""
+        if self.data_since_eos:
+            return "streaming"
+        if self.acquisition is not None and self.sub.eos is None and self.acquisition.get("open"):
+            return "started"
+        return "ended" if self.runs_ended else "waiting"
 
     def update_rate(self, now: float) -> None:
         dt = now - self._rate_t
@@ -113,7 +148,7 @@ class StreamWatch:
             # frames missed while watching, as opposed to before the viewer joined
             "dropped": max(0, self.gaps - self.missed_before_joining),
             "runs_ended": self.runs_ended,
-            "state": "streaming" if self.data_since_eos else ("ended" if self.runs_ended else "waiting"),
+            "state": self.state,
             "acquisition": self.acquisition,
         }
 
@@ -138,6 +173,12 @@ class Viewer(Component):
         self._last_request = 0.0
         self._updates: collections.deque[float] = collections.deque(maxlen=64)
         self._server: Front | None = None
+        #: the acquisition under way or last seen (its start: id, name, run_id), None before any
+        self.acquisition: dict[str, Any] | None = None
+        self._camera: dict[str, Any] = {}
+        # what "decimated" counts: this acquisition's frames received, and views made of them
+        self._acq_received = 0
+        self._acq_views = 0
 
     # ---------------------------------------------------------------- lifecycle
     def run(self) -> int:
@@ -220,8 +261,10 @@ class Viewer(Component):
                 watch.end_of_run()
                 watch.sub.sequence.see(msg.seq)
             if isinstance(msg.control, AcquisitionStart):
-                watch.acquisition = {"id": msg.control.acquisition, "name": msg.control.name}
-                self.log.info("%s: acquisition %d '%s'", watch.stream, msg.control.acquisition, msg.control.name)
+                start = msg.control
+                watch.acquisition = {"id": start.acquisition, "name": start.name, "open": True}
+                self.log.info("%s: acquisition %d '%s'", watch.stream, start.acquisition, start.name)
+                self._begin(start)
                 continue
             if isinstance(msg.control, EndOfStream):
                 if watch.data_since_eos:
@@ -246,8 +289,28 @@ class Viewer(Component):
             watch.received += 1
             self.counters[f"received_{watch.stream}"] += 1
             watch.latest = msg
+            if watch.stream == "frames" or "frames" not in self.watches:
+                self._acq_received += 1
             if watch.stream == "frames" and "results" in self.watches:
                 self._keep_for_pairing(msg)
+
+    def _begin(self, start: AcquisitionStart) -> None:
+        """A new acquisition (its start on the first stream that brings it): the last one's
+        views, frames and counts go, so nothing on the page belongs to a frame not shown."""
+        key = {"id": start.acquisition, "name": start.name, "run_id": start.run_id}
+        if self.acquisition == key:
+            return  # the same start on the other stream
+        self.acquisition = key
+        self._camera = dict(start.camera or {})
+        self._acq_received = self._acq_views = 0
+        self.recent_frames.clear()
+        self._recent_bytes = 0
+        for watch in self.watches.values():
+            watch.latest = None
+        self._shown_key = None
+        with self._views_changed:
+            self.views.clear()
+            self._views_changed.notify_all()
 
     def _keep_for_pairing(self, msg: Message) -> None:
         assert msg.array is not None
@@ -293,13 +356,21 @@ class Viewer(Component):
             return False
         max_side = self.cfg.max_side
         meta: dict[str, Any] = {"frame_id": shown.frame_id, "t_acq_ns": shown.header["t_acq_ns"]}
+        acq = self.acquisition
+        if acq is not None and shown.header.get("acquisition", acq["id"]) == acq["id"]:
+            meta["acquisition"] = {"id": acq["id"], "name": acq["name"]}
         frame_png = spectrum_png = None
+        pixel_format = None
         if frame is not None:
             assert frame.array is not None
             meta["shape"], meta["dtype"] = list(frame.array.shape), frame.array.dtype.name
-            frame_png = encode_png(
-                frame_image(frame.array, max_side=max_side, pixel_format=frame.header.get("pixel_format"))
-            )
+            pixel_format = frame.header.get("pixel_format") or self._camera.get("pixel_format")
+            pixel_format = pixel_format if isinstance(pixel_format, str) else None
+            picture = frame_picture(frame.array, max_side=max_side, pixel_format=pixel_format)
+            frame_png = encode_png(picture.image)
+            meta["levels"] = [_level(v, counts=frame.array.dtype.kind in "ui") for v in picture.levels]
+            saturated = saturation(frame.array, pixel_format)
+            meta["saturation"] = dataclasses.asdict(saturated) if saturated is not None else None
         if result is not None:
             assert result.array is not None
             representation = str(result.header.get("representation", "power"))
@@ -307,21 +378,31 @@ class Viewer(Component):
             width = frame_shape[1] if isinstance(frame_shape, list) and len(frame_shape) >= 2 else None
             if not isinstance(width, int) or not 0 < width <= 2 * result.array.shape[1]:
                 width = None
-            img = spectrum_image(result.array, representation=representation, width=width, max_side=max_side)
+            img = spectrum_picture(result.array, representation=representation, width=width, max_side=max_side)
             meta["spectrum"] = f"worker {result.header.get('worker', '?')} ({representation})"
             meta.setdefault("shape", frame_shape)
             meta.setdefault("dtype", result.header.get("frame_dtype"))
         else:
             assert frame is not None and frame.array is not None
-            img = frame_spectrum_image(frame.array, max_side=max_side)
+            img = frame_spectrum_picture(frame.array, max_side=max_side)
             meta["spectrum"] = "computed by the viewer"
-        spectrum_png = encode_png(img)
+        spectrum_png = encode_png(img.image)
+        meta["spectrum_levels"] = [_level(v) for v in img.levels]
         self._shown_key = key
         self._view_id += 1
+        self._acq_views += 1
         self.counters[Count.VIEWS] += 1
         self._updates.append(time.monotonic())
+        view = View(
+            self._view_id,
+            frame_png,
+            spectrum_png,
+            meta,
+            values=frame.array if frame is not None else None,
+            bgr=bool(pixel_format and pixel_format.lower() in BGR_FORMATS),
+        )
         with self._views_changed:
-            self.views[self._view_id] = View(self._view_id, frame_png, spectrum_png, meta)
+            self.views[self._view_id] = view
             while len(self.views) > VIEWS_KEPT:
                 self.views.popitem(last=False)
             self._views_changed.notify_all()
@@ -354,17 +435,19 @@ class Viewer(Component):
         view = self.latest_view()
         updates = list(self._updates)
         recent = [t for t in updates if t > self._last_request - 2.0]
-        received = sum(w.received for w in self.watches.values() if w.stream == "frames") or sum(
-            w.received for w in self.watches.values()
-        )
+        states = [w.state for w in self.watches.values()]
         out: dict[str, Any] = {
             "viewer": self.name,
+            # streaming, started (an acquisition began, no frame yet), ended, or "no run" yet
+            "state": next((s for s in ("streaming", "started", "ended") if s in states), "no run"),
+            "acquisition": self.acquisition and {"id": self.acquisition["id"], "name": self.acquisition["name"]},
             "view_id": view.view_id if view else None,
             **(view.meta if view else {}),
             "updates_per_s": round(len(recent) / 2.0, 1),
             "max_updates_per_s": self.cfg.max_updates_per_s,
             "shown": self.counters[Count.VIEWS],
-            "decimated": max(0, received - self.counters[Count.VIEWS]),
+            # this acquisition's frames not shown: the newest frame wins between updates
+            "decimated": max(0, self._acq_received - self._acq_views),
             "rejected": self.counters[Count.REJECTED],
             "streams": {s: w.status() for s, w in self.watches.items()},
         }
