@@ -113,9 +113,12 @@ class Ventilator(Component):
         self.local: zmq.Socket[Any] | None = None
         self.local_monitor: zmq.Socket[Any] | None = None
         if self.config.transport.shared_memory:
+            # no ZMTP heartbeat timeout here: libzmq 4.3.5 aborts a worker whose ipc
+            # connection was closed that way while it was stopped with a full queue
+            # (stream_engine_base.cpp:310, !_io_error, on SIGCONT). A hung worker is still
+            # found: the sink stops hearing it and names it lost, and its frames are handed
+            # back then (or at redispatch_after_s).
             self.local = self.socket(zmq.PUSH, sndhwm=cfg.hwm_frames)
-            self.local.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-            self.local.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(sink.worker_timeout_s * 1000))
             self.bind(self.local, self.config.local_tasks_url(), "tasks")
             self.local_monitor = self.local.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
             self._sockets.insert(0, self.local_monitor)

@@ -305,7 +305,7 @@ class Broadcast:
         readers = [self.row_of(n) for n in self.on_ring]
         if self.on_ring and not self._send(encode_slot(header, *where, readers=readers)):
             return False
-        return self.publish(pixels, frame_id)
+        return self.publish(pixels, frame_id, in_ring=bool(self.on_ring))
 
     def transport(self) -> dict[str, str]:
         """Each subscriber's path: ``shared memory`` or ``tcp`` (status and tests)."""
@@ -415,12 +415,15 @@ class Broadcast:
         frame_id: int,
         frame: Any = None,
         header: dict[str, Any] | None = None,
+        *,
+        in_ring: bool = False,
     ) -> bool:
         """Send one data message; in lossless mode waits (serving sync) while subscribers are full.
 
         ``frame`` and ``header`` (the frame's array and header; ``parts`` is its raw or
         compressed message): written into the ring for the subscribers that read it
-        there, who get its descriptor instead. ``parts`` may be a function making them: it
+        there, who get its descriptor instead (``in_ring``: a descriptor already went, the
+        sink's forward of a worker's ring). ``parts`` may be a function making them: it
         is called only if the pixels go on the socket (compressing costs CPU), and
         :attr:`pixels_sent` is what went (None: the ring only).
         Returns False if the owner was stopped and the subscribers stayed full for
@@ -434,12 +437,15 @@ class Broadcast:
                 gen = self.ring.write(slot, frame, rows, self.seq)
                 if not self._send(encode_slot(header, self.ring.name, slot, gen, readers=rows)):
                     return False
+                in_ring = True
             elif self.owner.stopping and self.lossless:
                 return False
             else:
                 self.ring_drops += 1
         self.pixels_sent = None
-        on_socket = self.pixels_wanted or not self.on_ring
+        # the data goes on the socket unless its descriptor went instead and nobody else
+        # (another host, a tool) takes everything
+        on_socket = self.pixels_wanted or not in_ring
         if on_socket or self.preview_watched:
             message = parts() if callable(parts) else parts
             if on_socket:
