@@ -33,6 +33,7 @@ import zmq
 
 from framepipe.cameras import Camera, open_camera
 from framepipe.config import CameraConfig, Config, PublisherConfig, run_id_now
+from framepipe.core import bitshuffle
 from framepipe.core.acquisition import AcquisitionBook, Phase
 from framepipe.core.counters import Count
 from framepipe.core.errors import CameraError, ConfigError, ProtocolError
@@ -100,7 +101,9 @@ class Publisher(Component):
             self.camera_metadata = camera.metadata()
             self.stream = self._broadcast(cfg)
             cam = self.config.camera
-            self.stream.make_ring(cam.width * cam.height * np.dtype(cam.dtype).itemsize)
+            raw = cam.width * cam.height * np.dtype(cam.dtype).itemsize
+            # a compressed chunk of noise is a little larger than the pixels: room for it
+            self.stream.make_ring(raw + raw // 64 + 4096)
             router = self.socket(zmq.ROUTER)
             self.bind(router, cfg.bind_url(cfg.control_port), "acquisition-control")
             self.control = SyncServer(router, 0)
@@ -431,7 +434,7 @@ class Publisher(Component):
                     acquisition=acq.id,
                     **frame.extra,
                 )
-                if not stream.publish(partial(self._frame_parts, header, frame), frame.frame_id, frame.array, header):
+                if not self._send_frame(header, frame):
                     break
                 self.latest = frame
                 acq.published += 1
@@ -451,6 +454,18 @@ class Publisher(Component):
         if code == 0 and (self.stopping or self._stop_acquisition):
             reason = "stopped"
         return reason, code
+
+    def _send_frame(self, header: dict[str, Any], frame: Frame) -> bool:
+        """One frame on the stream: into the ring for same-host readers (the chunk, when
+        frames are compressed: made once, here, for every reader and every hop), and on
+        the socket for the others."""
+        stream = self.stream
+        if stream.on_ring and self.wire_encoding == bitshuffle.NAME:
+            parts = self._frame_parts(header, frame)
+            chunk = np.frombuffer(parts[1], np.uint8)
+            in_ring = {**header, "encoding": bitshuffle.NAME, "encoded_bytes": chunk.nbytes}
+            return stream.publish(parts, frame.frame_id, chunk, in_ring)
+        return stream.publish(partial(self._frame_parts, header, frame), frame.frame_id, frame.array, header)
 
     @property
     def wire_encoding(self) -> str:

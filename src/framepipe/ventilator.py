@@ -331,9 +331,9 @@ class Ventilator(Component):
         return self._finish(code)
 
     def _accept(self, frame_id: int, parts: list[Any], msg: Message | None = None) -> None:
-        """Hold a frame until it is acknowledged: ``parts`` = [header, payload, ring slot
-        (ring, slot, generation) or None]; ``msg``, a frame from the ring, is released if
-        the window does not take it."""
+        """Hold a frame until it is acknowledged: ``parts`` = [header, payload (for a frame
+        in the publisher's ring: a view of its slot), the ring frame's message or None];
+        ``msg``, a frame from the ring, is released if the window does not take it."""
         if not self.window.accept(frame_id, parts):
             self.warn.warning("dup-source", "frame %d arrived twice from the source: ignored", frame_id)
             if msg is not None and self.source is not None:
@@ -379,7 +379,9 @@ class Ventilator(Component):
                 self.source.release(msg)
                 continue
             if msg.ring_slot is not None:
-                self._accept(msg.frame_id, [msg.header, msg.array, msg], msg)
+                # the slot's pixels, or the publisher's chunk as it is (never decoded here)
+                payload = msg.payload if msg.encoding is not None else msg.array
+                self._accept(msg.frame_id, [msg.header, payload, msg], msg)
             else:
                 self._accept(msg.frame_id, [msg.header, msg.payload, None])
         return False

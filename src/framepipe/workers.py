@@ -227,10 +227,11 @@ class Worker(Component):
             return
         try:
             if msg.ring_slot is not None:
-                frame = self.rings.read(msg.header)[0]  # in place, in the publisher's ring
+                msg.in_ring(self.rings.read(msg.header))  # in place, in the publisher's ring
                 self.counters[Count.FROM_RING] += 1
-            else:
-                frame = frame_array(msg, self._frame_buffers)  # decompressed into a reused buffer
+            # a compressed frame (on the wire, or the publisher's chunk in its ring) is
+            # decompressed into a reused buffer; a raw one is used where it is
+            frame = frame_array(msg, self._frame_buffers)
         except ProtocolError as e:
             self.reject(e, "tasks")
             if msg.ring_slot is not None and str(e).startswith("unknown ring"):

@@ -20,13 +20,13 @@ N, H, W = 500, 64, 96
 
 @pytest.mark.parametrize(
     ("wire", "shm"),
-    [("none", True), ("none", False), ("bitshuffle-lz4", False)],
-    ids=["shared-memory", "tcp", "tcp-bitshuffle-lz4"],
+    [("none", True), ("bitshuffle-lz4", True), ("none", False), ("bitshuffle-lz4", False)],
+    ids=["shared-memory", "shared-memory-bitshuffle-lz4", "tcp", "tcp-bitshuffle-lz4"],
 )
 def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: str, shm: bool) -> None:
-    """Through shared memory (every component on this host reads the publisher's ring),
-    by TCP raw, and compressed once at the publisher (workers decode, the frames recorder
-    stores the chunks as they came): the same files, pixel-exact."""
+    """Through shared memory (every component on this host reads the publisher's ring) and
+    by TCP, raw and compressed once at the publisher (the ring then holds its chunks: workers
+    decode, the frames recorder stores the chunks as they came): the same files, pixel-exact."""
     deployment.settings.update(
         {
             "transport.shared_memory": shm,

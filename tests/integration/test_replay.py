@@ -79,6 +79,8 @@ def test_replay_sends_the_stored_chunks_compressed(deployment: Deployment) -> No
     _record(deployment, "orig", kind="synthetic", count=N, height=H, width=W, dtype="uint16", seed=3)
     first = deployment.data / "orig_frames.h5"
     deployment.settings["publisher.wire_compression"] = "bitshuffle-lz4"
+    # compressed frames travel between hosts; on one, the publisher's ring carries them raw
+    deployment.settings["transport.shared_memory"] = False
     deployment.settings.update({"run.name": "chunks", "publisher.subscribers": ["recorder-frames"]})
     deployment.settings.update({"camera.kind": "replay", "camera.path": str(first), "camera.count": 0})
     deployment.settings.update({"camera.replay_pace": "fps", "camera.fps": 0.0})

@@ -290,6 +290,9 @@ def test_compression_ratio_of_the_emulated_camera(deployment: Deployment, pixel_
     compresses far better than a real sensor's frames.)"""
     _basler(deployment, pixel_format=pixel_format, grab_strategy="one_by_one")
     deployment.settings["publisher.wire_compression"] = "bitshuffle-lz4"
+    deployment.settings["transport.shared_memory"] = (
+        False  # compressed frames leave the host; on it, the ring carries them raw
+    )
     deployment.write_config()
     rec = deployment.start("recorder", "record", "--name", "recorder-frames")
     rec.wait_for("ready:")

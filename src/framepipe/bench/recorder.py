@@ -134,6 +134,9 @@ def measure(
     }
     sections["publisher"]["subscribers"] = ["recorder-frames"]
     sections["publisher"]["wire_compression"] = wire
+    # frames over the wire, as from another host: on this one they would come through the
+    # publisher's ring, raw, whatever the wire's compression (transport.shared_memory)
+    sections["transport"] = {"shared_memory": False}
     me = [sys.executable, "-m", "framepipe.bench.transport"]
     with Fleet(run_dir) as fleet:
         config = write_config(run_dir / "deployment.toml", sections)

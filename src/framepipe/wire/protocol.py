@@ -165,7 +165,18 @@ class Message:
 
     def in_ring(self, arrays: list[np.ndarray]) -> None:
         """The data of a descriptor (a frame's pixels; a result's outputs, in order), read
-        in place from its ring by the receiver."""
+        in place from its ring by the receiver. A frame the publisher compressed is its
+        chunk's bytes (``encoding``): checked like a received chunk (ProtocolError
+        ``bad_encoding``), decoded when used."""
+        if self.encoding is not None:
+            chunk = arrays[0]
+            view = memoryview(chunk).cast("B")  # type: ignore[arg-type]
+            try:
+                bitshuffle.check(view, self.header["shape"], np.dtype(self.header["dtype"]))
+            except bitshuffle.ChunkError as e:
+                raise ProtocolError(f"{self.encoding} chunk in the ring: {e}", kind="bad_encoding") from None
+            self.payload = chunk
+            return
         for array in arrays:
             array.flags.writeable = False
         self._array = arrays[0]
@@ -506,6 +517,13 @@ def _decode_slot(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes
         dtype, shape = _frame_layout(header)
         if math.prod(shape) * dtype.itemsize > max_payload_bytes:
             raise ProtocolError("slot frame exceeds the size limit", kind="oversized")
+        encoding = header.get("encoding")
+        if encoding is not None:  # the slot holds the publisher's chunk, not the pixels
+            if encoding not in ENCODINGS[1:]:
+                raise ProtocolError(f"unknown encoding {encoding!r}", kind="bad_encoding")
+            _check_field(header, "encoded_bytes", int)
+            if not 0 < header["encoded_bytes"] <= max_payload_bytes:
+                raise ProtocolError("encoded_bytes out of range", kind="bad_field")
     for field in ("slot", "gen"):
         _check_field(header, field, int)
     ring = header.get("ring")
@@ -523,7 +541,7 @@ def _decode_slot(header: dict[str, Any], parts: Sequence[Any], max_payload_bytes
     where = (ring, header["slot"], header["gen"])
     if outputs:
         return Message(kind="result", header=header, outputs=outputs, ring_slot=where)
-    return Message(kind="frame", header=header, ring_slot=where)
+    return Message(kind="frame", header=header, ring_slot=where, encoding=header.get("encoding"))
 
 
 def encode_slot(

@@ -466,6 +466,8 @@ class RingReader:
         if "outputs" in header:
             items = [(o["dtype"], tuple(o["shape"])) for o in header["outputs"]]
             arrays = ring.read_many(header["slot"], header["gen"], items)
+        elif "encoding" in header:  # the publisher's compressed chunk, as it made it
+            arrays = [ring.read(header["slot"], header["gen"], "uint8", (header["encoded_bytes"],))]
         else:
             arrays = [ring.read(header["slot"], header["gen"], header["dtype"], header["shape"])]
         if self.row is not None and len(self.held) < 1 << 16:
