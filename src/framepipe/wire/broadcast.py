@@ -305,7 +305,9 @@ class Broadcast:
         readers = [self.row_of(n) for n in self.on_ring]
         if self.on_ring and not self._send(encode_slot(header, *where, readers=readers)):
             return False
-        return self.publish(pixels, frame_id, in_ring=bool(self.on_ring))
+        # the arrays only for those that take everything (another host, a tool): ring readers
+        # had the descriptor, and with nobody at all nothing is copied
+        return self.publish(pixels, frame_id, in_ring=True)
 
     def transport(self) -> dict[str, str]:
         """Each subscriber's path: ``shared memory`` or ``tcp`` (status and tests)."""
