@@ -54,7 +54,6 @@ from framepipe.wire.messages import (
 from framepipe.wire.protocol import (
     TOPIC_ACK,
     TOPIC_WORKERS,
-    Message,
     data_header,
     decode,
     encode_data,
@@ -330,14 +329,14 @@ class Ventilator(Component):
             self._send_queued()
         return self._finish(code)
 
-    def _accept(self, frame_id: int, parts: list[Any], msg: Message | None = None) -> None:
+    def _accept(self, frame_id: int, parts: list[Any]) -> None:
         """Hold a frame until it is acknowledged: ``parts`` = [header, payload (for a frame
         in the publisher's ring: a view of its slot), the ring frame's message or None];
-        ``msg``, a frame from the ring, is released if the window does not take it."""
+        a ring frame the window does not take is released at once."""
         if not self.window.accept(frame_id, parts):
             self.warn.warning("dup-source", "frame %d arrived twice from the source: ignored", frame_id)
-            if msg is not None and self.source is not None:
-                self.source.release(msg)
+            if parts[2] is not None and self.source is not None:
+                self.source.release(parts[2])
             return
         if self.window.counters[Count.ACCEPTED] == 1:
             self.counters[Count.FIRST_NS] = time.time_ns()
@@ -381,7 +380,7 @@ class Ventilator(Component):
             if msg.ring_slot is not None:
                 # the slot's pixels, or the publisher's chunk as it is (never decoded here)
                 payload = msg.payload if msg.encoding is not None else msg.array
-                self._accept(msg.frame_id, [msg.header, payload, msg], msg)
+                self._accept(msg.frame_id, [msg.header, payload, msg])
             else:
                 self._accept(msg.frame_id, [msg.header, msg.payload, None])
         return False

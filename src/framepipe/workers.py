@@ -199,6 +199,14 @@ class Worker(Component):
         except zmq.Again:
             pass  # the sink is not there or is full: it will hear from us with the next result
 
+    def _wait_for_stop(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` on the control socket; True if the sink said stop."""
+        if self.control.poll(max(1, int(seconds * 1000))):
+            if self._stop_requested():
+                self._sink_stop = True
+                return True
+        return False
+
     def _stop_requested(self) -> bool:
         while True:
             try:
@@ -273,7 +281,7 @@ class Worker(Component):
         try:
             out = None
             if self.results is not None and arrays and header.get("failed") is None:
-                out = self.results.put(header, arrays)  # None: by TCP (another host, or full)
+                out = self.results.put(header, arrays, self._wait_for_stop)  # None: by TCP
             if out is None:
                 out = encode_result(header, arrays)
         except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -25,11 +24,11 @@ import numpy as np
 import pytest
 import zmq
 
+from framepipe.testing.browser import CHROMIUM, HEADLESS_FLAGS
 from framepipe.testing.deployment import Deployment, Proc, free_ports
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 H, W = 128, 160
 WINDOW = (1200, 640)
 
@@ -38,14 +37,7 @@ def chromium(*args: str, user_data: Path, timeout: float = 90.0) -> subprocess.C
     return subprocess.run(
         [
             str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={user_data}",
             f"--window-size={WINDOW[0]},{WINDOW[1]}",
             *args,

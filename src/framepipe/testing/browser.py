@@ -22,6 +22,17 @@ from typing import Any
 
 #: the browser's executable, if installed (Debian: chromium; elsewhere chromium-browser)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+#: how every test runs it: headless, no sandbox (root in CI), nothing fetched behind our back
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 class BrowserError(AssertionError):
@@ -46,14 +57,7 @@ class Browser:
         self.proc = subprocess.Popen(
             [
                 CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *HEADLESS_FLAGS,
                 "--remote-debugging-pipe",
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",

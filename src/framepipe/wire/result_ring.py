@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ from framepipe.wire.sockets import SocketOwner
 
 #: how long a result waits for a free slot before it goes by TCP instead
 FULL_WAIT_S = 0.5
+#: while the ring is full, how often it is looked at again
+RECHECK_S = 0.002
 #: slots per worker ring (each one result): the sink's queue and its subscribers' lag
 SLOTS = 16
 
@@ -70,9 +73,13 @@ class ResultRing:
                 self.ring.reset()
             self.sink_instance = instance
 
-    def put(self, header: dict[str, Any], arrays: list[np.ndarray]) -> list[bytes] | None:
+    def put(
+        self, header: dict[str, Any], arrays: list[np.ndarray], wait: Callable[[float], bool]
+    ) -> list[bytes] | None:
         """The result's descriptor with its outputs written into a slot, or None: it goes by
-        TCP. ValueError if an array is not what the header declares (as encode_result)."""
+        TCP. ``wait(seconds)`` is how the owner waits while the ring is full (on its own
+        sockets: True when it must stop). ValueError if an array is not what the header
+        declares (as encode_result)."""
         if not self.active:
             return None
         declared = header["outputs"]
@@ -86,7 +93,7 @@ class ResultRing:
             self._make(need)
         if self.ring is None:
             return None
-        slot = self._free_slot()
+        slot = self._free_slot(wait)
         if slot is None:
             self.full += 1
             self.owner.warn.warning("ring-full", "results ring full for %.1f s: a result goes by TCP", FULL_WAIT_S)
@@ -94,13 +101,15 @@ class ResultRing:
         gen = self.ring.write_many(slot, arrays, set(range(self.rows)))
         return encode_slot(header, self.ring.name, slot, gen)
 
-    def _free_slot(self) -> int | None:
+    def _free_slot(self, wait: Callable[[float], bool]) -> int | None:
+        """A free slot, checked again every :data:`RECHECK_S` (releases are writes to shared
+        memory: nothing to wait on) while the owner waits on its sockets; None after
+        :data:`FULL_WAIT_S` or a stop."""
         assert self.ring is not None
         deadline = time.monotonic() + FULL_WAIT_S
         while (slot := self.ring.free_slot()) is None:
-            if time.monotonic() > deadline or self.owner.stopping:
+            if time.monotonic() > deadline or self.owner.stopping or wait(RECHECK_S):
                 return None
-            time.sleep(0.002)  # the sink and the recorder release as they go: polled, bounded above
         return slot
 
     def _make(self, slot_bytes: int) -> None:
