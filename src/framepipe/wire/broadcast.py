@@ -326,7 +326,8 @@ class Broadcast:
             while slot is None and self.ring is ring:
                 now = time.monotonic()
                 if now >= self._next_blocked_log:
-                    self.owner.log.info("%s: waiting for a slow same-host subscriber (ring full)", self.stream)
+                    # the same words as a full socket's wait (_wait_and_send): it is the same lossless wait
+                    self.owner.log.info("%s: waiting for a slow subscriber (lossless): its ring is full", self.stream)
                     self._next_blocked_log = now + BLOCKED_LOG_S
                 if self.owner.stopping:
                     give_up = give_up or now + STOP_SEND_S
