@@ -40,7 +40,7 @@ from framepipe.wire.protocol import (
     encode_result,
     result_header,
 )
-from framepipe.wire.result_ring import ResultRing
+from framepipe.wire.result_ring import ResultRing, ResultSlot
 from framepipe.wire.ring import RingReader
 from framepipe.wire.sockets import POLL_MS
 
@@ -223,6 +223,10 @@ class Worker(Component):
             if isinstance(msg.control, WorkersAlive) and self.results is not None:
                 self.results.sink_seen(msg.control.host, msg.control.instance)
 
+    def _abandon(self, claimed: ResultSlot | None) -> None:
+        if self.results is not None:
+            self.results.abandon(claimed)
+
     def _process_one(self) -> None:
         parts = self.pull.recv_multipart(copy=False)
         try:
@@ -263,8 +267,10 @@ class Worker(Component):
             # ProcessorError (exit 2) out of run(): the worker stops, its frames go to others
             self.log.info("processor %s: set up for frames %s %s", self.chain.describe(), info.dtype, info.shape)
             self.chain.setup(info)
+        # the sink on this host: the outputs are written straight into a slot of our ring
+        claimed = self.results.claim(self.chain.schema, self._wait_for_stop) if self.results is not None else None
         try:
-            arrays = self.chain.run(frame)
+            arrays = self.chain.run(frame, out=claimed.views if claimed is not None else None)
             ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
             header = result_header(self.chain.schema, **ids, **fields)
         except FrameFailure as e:
@@ -276,12 +282,15 @@ class Worker(Component):
         if msg.ring_slot is not None and not self.rings.ring(msg.ring_slot[0]).still(*msg.ring_slot[1:]):
             # the slot was reused while we computed: the frame was acknowledged already
             # (this was a duplicate), and what we read may be torn: no result from it
+            self._abandon(claimed)
             self.reject(ProtocolError(f"frame {msg.frame_id}: its slot was reused", kind="stale_slot"), "tasks")
             return
         try:
             out = None
             if self.results is not None and arrays and header.get("failed") is None:
-                out = self.results.put(header, arrays, self._wait_for_stop)  # None: by TCP
+                out = self.results.put(header, arrays, self._wait_for_stop, claimed)  # None: by TCP
+            else:
+                self._abandon(claimed)
             if out is None:
                 out = encode_result(header, arrays)
         except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker

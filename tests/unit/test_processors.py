@@ -12,6 +12,8 @@ import scipy.fft
 from framepipe.core.errors import ConfigError, ProcessorError
 from framepipe.core.outputs import Output
 from framepipe.processing import Chain, FrameFailure, FrameInfo, Processor, spectrum
+from framepipe.processing.chain import Step
+from framepipe.processing.interface import NoParams
 
 H, W = 48, 64
 
@@ -209,3 +211,38 @@ def test_a_failing_teardown_is_reported_and_the_others_still_run() -> None:
     chain.setup(FrameInfo((H, W), "uint16"))
     assert chain.teardown() == [f"processor '{__name__}:BadTeardown': teardown failed: OSError: device busy"]
     assert all(step.instance is None for step in chain.steps)
+
+
+def test_outputs_are_written_into_the_given_arrays_by_a_step_that_takes_out_and_copied_for_one_that_does_not() -> None:
+    """The worker hands the chain a slot of its results ring (``out=``): the FFT writes its
+    spectrum straight there (no copy); a step without ``out=`` (roi) has its outputs copied
+    in. Either way the values are those of a run without ``out``."""
+    rois = [{"name": "a", "y": 2, "x": 3, "height": 10, "width": 12}]
+    chain = Chain.build(["roi", "fft"], {"roi": {"rois": rois}, "fft": {}}, default_result="power")
+    schema = chain.setup(FrameInfo((H, W), "uint16"))
+    for frame in frames():
+        expected = chain.run(frame)
+        given = [np.full(o.shape, -1, o.dtype) for o in schema]
+        got = chain.run(frame, out=given)
+        for o, g, e, buf in zip(schema, got, expected, given, strict=True):
+            assert g is buf, f"{o.name} is returned as the array it was written into"
+            np.testing.assert_array_equal(buf, e)
+    fft_step = chain.steps[1]
+    assert fft_step.takes_out and not chain.steps[0].takes_out
+
+
+def test_a_step_that_takes_out_but_returns_another_array_is_copied_in() -> None:
+    class Elsewhere(Processor):
+        def setup(self, params: object, frame_info: FrameInfo) -> list[Output]:
+            return [Output("twice", "float32", frame_info.shape)]
+
+        def process(self, frame: np.ndarray, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+            return {"twice": frame.astype(np.float32) * 2}  # ignores out
+
+    chain = Chain([Step("elsewhere", Elsewhere, NoParams())])
+    chain.setup(FrameInfo((H, W), "uint16"))
+    frame = frames(1)[0]
+    buf = np.zeros((H, W), np.float32)
+    (got,) = chain.run(frame, out=[buf])
+    assert got is buf
+    np.testing.assert_array_equal(buf, frame.astype(np.float32) * 2)

@@ -12,7 +12,7 @@ import pytest
 
 from framepipe.core.errors import ProtocolError
 from framepipe.wire import ring as ringmod
-from framepipe.wire.protocol import data_header, decode, encode_slot
+from framepipe.wire.protocol import data_header, decode, encode_slot, result_header
 from framepipe.wire.ring import Ring, RingError, RingReader, remove_stale
 
 
@@ -184,3 +184,76 @@ def test_a_descriptor_naming_an_unknown_ring_a_slot_out_of_range_or_too_big_a_fr
         assert err.value.kind == kind
     reader.close()
     producer.close()
+
+
+def test_the_free_slot_found_is_one_every_live_holder_released(shm: Path) -> None:
+    """free_slot looks at the next slot in turn, then at all of them at once: whatever it
+    returns must be free by the slot-at-a-time rule, and it finds one whenever one is."""
+    rng = np.random.default_rng(4)
+    producer = Ring.create("framepipe-t-frames-v-1", slots=16, slot_bytes=4096, rows=3)
+    consumers = [Ring.attach(producer.name) for _ in range(3)]
+    for row, c in enumerate(consumers):
+        c.take_row(row)
+    for _ in range(300):
+        for s in range(producer.slots):
+            if rng.random() < 0.6:
+                producer.write(s, frame(s, (8, 8)), {r for r in range(3) if rng.random() < 0.5})
+        for row, c in enumerate(consumers):
+            for s in range(producer.slots):
+                if rng.random() < 0.3:
+                    c.release(row, s, int(producer.gen[s]))
+        producer._next = int(rng.integers(producer.slots))
+        free = {s for s in range(producer.slots) if producer._is_free(s)}
+        got = producer.free_slot()
+        assert (got is None) == (not free)
+        assert got is None or got in free
+    producer.close()
+
+
+def test_a_result_is_written_into_its_slot_by_the_processor_and_only_a_descriptor_leaves(shm: Path) -> None:
+    """The worker's side: a slot claimed before computing, the outputs written into it (the
+    arrays handed out are the slot), the descriptor sent; a claim not sent is given back;
+    a sink that restarted between the claim and the send still holds the slot it is sent."""
+    import logging
+    from types import SimpleNamespace
+
+    from framepipe.core.outputs import Output
+    from framepipe.wire.result_ring import SLOTS, ResultRing
+    from framepipe.wire.ring import host_identity
+
+    log = logging.getLogger("test")
+    owner = SimpleNamespace(log=log, warn=SimpleNamespace(warning=lambda *a: None), stopping=False)
+    results = ResultRing(owner, subscribers=["recorder-results"], run_name="t")  # type: ignore[arg-type]
+    outputs = [Output("spectrum", "float32", (8, 5)), Output("total", "float64", ())]
+    assert results.claim(outputs, lambda s: False) is None, "the sink has not said it is here"
+    results.sink_seen(host_identity(), "sink-1")
+    claimed = results.claim(outputs, lambda s: False)
+    assert claimed is not None and results.ring is not None
+    claimed.views[0][...] = 3.0
+    claimed.views[1][...] = 7.5
+    header = result_header(outputs, frame_id=1, seq=1, t_acq_ns=1)
+    parts = results.put(header, list(claimed.views), lambda s: False, claimed)
+    assert parts is not None and len(parts) == 1, "a descriptor, no payload"
+    assert decode(parts, max_payload_bytes=1 << 20).ring_slot == (results.ring.name, claimed.slot, claimed.gen)
+    reader = Ring.attach(results.ring.name)
+    spectrum, total = reader.read_many(claimed.slot, claimed.gen, [("float32", (8, 5)), ("float64", ())])
+    assert np.all(spectrum == 3.0) and float(total) == 7.5
+    # a claim whose result is not sent from it comes back at once
+    before = results.ring.in_use()
+    dropped = results.claim(outputs, lambda s: False)
+    assert dropped is not None and results.ring.in_use() == before + 1
+    results.abandon(dropped)
+    assert results.ring.in_use() == before
+    # the sink restarts between the claim and the send: the slot is held again when sent
+    again = results.claim(outputs, lambda s: False)
+    assert again is not None
+    results.sink_seen(host_identity(), "sink-2")  # frees every slot
+    assert results.ring.in_use() == 0
+    assert results.put(header, list(again.views), lambda s: False, again) is not None
+    assert results.ring.in_use() == 1
+    # a full ring: no claim (the result goes by TCP), counted
+    while results.claim(outputs, lambda s: True) is not None:  # True: do not wait
+        pass
+    assert results.full == 1 and results.ring.in_use() == SLOTS
+    reader.close()
+    results.close()

@@ -9,6 +9,7 @@ per output from it before the first row. One definition, so all four agree.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -58,7 +59,7 @@ class Output:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
     def describe(self) -> str:
         """``float32(512, 257)``, ``float64 scalar``: for error messages and listings."""

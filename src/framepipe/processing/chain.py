@@ -24,6 +24,7 @@ frame only (:class:`FrameFailure`, one line); the worker goes on with the next.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -83,6 +84,8 @@ class Step:
     declared: list[Output] = dataclasses.field(default_factory=list)
     #: whether its ``frame`` output goes to the next step
     hands_on: bool = False
+    #: whether its ``process`` takes ``out=`` (arrays to write its outputs into)
+    takes_out: bool = False
 
     @property
     def name(self) -> str:
@@ -178,6 +181,7 @@ class Chain:
             except Exception as e:
                 raise ProcessorError(f"processor {step.spec!r}: setup failed: {one_line(e)}") from None
             step.declared = declared
+            step.takes_out = takes_out(step.instance)
             handed = next((d for d in declared if d.name == FRAME_OUTPUT), None)
             step.hands_on = handed is not None and not last
             sent = [k for k, d in enumerate(declared) if not (step.hands_on and d.name == FRAME_OUTPUT)]
@@ -208,13 +212,27 @@ class Chain:
         return problems
 
     # ------------------------------------------------------------------ per frame
-    def run(self, frame: np.ndarray) -> list[np.ndarray]:
+    def run(self, frame: np.ndarray, out: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """One frame's outputs, in schema order; FrameFailure (one line) if a step raises or
-        gives outputs that differ from what it declared."""
-        out: list[np.ndarray] = []
+        gives outputs that differ from what it declared.
+
+        ``out``: an array per schema output (a slot of the worker's results ring) that the
+        outputs are to end up in, and are returned as. A step whose ``process`` takes
+        ``out=`` is given its own by name and may write into them (no copy); whatever a
+        step returns elsewhere is copied in.
+        """
+        results: list[np.ndarray] = []
         for step, sent in zip(self.steps, self._sent, strict=True):
+            given = None
+            if out is not None:
+                given = [out[len(results) + i] for i in range(len(sent))]
             try:
-                values = step.instance.process(frame)
+                if given is not None and step.takes_out:
+                    values = step.instance.process(
+                        frame, out={step.declared[k].name: view for k, view in zip(sent, given, strict=True)}
+                    )
+                else:
+                    values = step.instance.process(frame)
             except Exception as e:
                 raise FrameFailure(f"{step.spec}: {one_line(e)}") from None
             declared = step.declared
@@ -226,11 +244,25 @@ class Chain:
                 raise FrameFailure(f"{step.spec}: output {e.args[0]!r} is missing") from None
             except ValueError as e:
                 raise FrameFailure(f"{step.spec}: {e}") from None
-            for k in sent:
-                out.append(arrays[k])
+            for i, k in enumerate(sent):
+                if given is None:
+                    results.append(arrays[k])
+                else:
+                    if arrays[k] is not given[i]:
+                        np.copyto(given[i], arrays[k], casting="no")
+                    results.append(given[i])
             if step.hands_on:
                 frame = arrays[next(k for k, d in enumerate(declared) if d.name == FRAME_OUTPUT)]
-        return out
+        return results
+
+
+def takes_out(instance: Any) -> bool:
+    """Whether ``instance.process`` accepts ``out=`` (a keyword, or ``**kwargs``)."""
+    try:
+        params = inspect.signature(instance.process).parameters
+    except (TypeError, ValueError):
+        return False
+    return "out" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _mismatch(step: Step, values: Any) -> None:

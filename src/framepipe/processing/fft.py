@@ -38,11 +38,13 @@ REPRESENTATIONS = ("power", "magnitude", "log_power", "complex")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def spectrum(frame: np.ndarray, result: str = "power") -> np.ndarray:
+def spectrum(frame: np.ndarray, result: str = "power", out: np.ndarray | None = None) -> np.ndarray:
     """The 2-D spectrum of one frame (H, W) or colour frame (H, W, 3) in the given representation.
 
     The input is never modified. Single-threaded on purpose: parallelism comes from
-    running more workers, one per core.
+    running more workers, one per core. ``out``: a float32 (H, W//2 + 1) array to write a
+    real representation into (e.g. a slot of the worker's results ring), returned; the
+    complex one is always a new array (scipy's FFT has no ``out``).
     """
     if result not in REPRESENTATIONS:
         raise ValueError(f"unknown result representation {result!r}; choose from {REPRESENTATIONS}")
@@ -54,7 +56,7 @@ def spectrum(frame: np.ndarray, result: str = "power") -> np.ndarray:
     spec = scipy.fft.rfft2(x, overwrite_x=True, workers=1)
     if result == "complex":
         return spec
-    out = np.abs(spec)
+    out = np.abs(spec, out=out)
     del spec  # free the complex spectrum before the in-place pass (lower peak memory)
     if result == "magnitude":
         return out
@@ -85,5 +87,6 @@ class FFT(Processor):
         dtype = "complex64" if params.result == "complex" else "float32"
         return [Output("spectrum", dtype, (shape[0], shape[1] // 2 + 1))]
 
-    def process(self, frame: np.ndarray) -> Mapping[str, Any]:
-        return {"spectrum": spectrum(frame, self.result)}
+    def process(self, frame: np.ndarray, out: Mapping[str, np.ndarray] | None = None) -> Mapping[str, Any]:
+        target = out.get("spectrum") if out is not None and self.result != "complex" else None
+        return {"spectrum": spectrum(frame, self.result, out=target)}

@@ -19,6 +19,7 @@ Any doubt goes by TCP: another host, a ring that cannot be made, or no free slot
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from framepipe.core.outputs import Output
 from framepipe.wire.protocol import encode_slot
 from framepipe.wire.ring import Ring, RingError, host_identity, packed, remove_stale, segment_prefix
 from framepipe.wire.sockets import SocketOwner
@@ -38,12 +40,23 @@ RECHECK_S = 0.002
 SLOTS = 16
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultSlot:
+    """A slot claimed for one result: the processor writes its outputs into ``views``."""
+
+    ring: Ring
+    slot: int
+    gen: int
+    views: list[np.ndarray]
+
+
 class ResultRing:
     """The worker's side: where results go when the sink is on this host."""
 
     def __init__(self, owner: SocketOwner, subscribers: list[str], run_name: str = "run"):
         self.owner = owner
         self.rows = min(1 + len(subscribers), 64)
+        self._rows = set(range(self.rows))
         self.prefix = segment_prefix(run_name, "results") + f"{os.getpid()}-"
         self.host = host_identity()
         self.ring: Ring | None = None
@@ -73,22 +86,15 @@ class ResultRing:
                 self.ring.reset()
             self.sink_instance = instance
 
-    def put(
-        self, header: dict[str, Any], arrays: list[np.ndarray], wait: Callable[[float], bool]
-    ) -> list[bytes] | None:
-        """The result's descriptor with its outputs written into a slot, or None: it goes by
-        TCP. ``wait(seconds)`` is how the owner waits while the ring is full (on its own
-        sockets: True when it must stop). ValueError if an array is not what the header
-        declares (as encode_result)."""
-        if not self.active:
+    def claim(self, outputs: list[Output], wait: Callable[[float], bool]) -> ResultSlot | None:
+        """A slot taken for the next result, with its outputs' arrays in it for the processor
+        to write into (``out=``), or None: the result goes by TCP (another host, no ring, or
+        none free within :data:`FULL_WAIT_S`). ``wait(seconds)`` is how the owner waits while
+        the ring is full (on its own sockets: True when it must stop). Pass it to :meth:`put`,
+        or :meth:`abandon` it."""
+        if not self.active or not outputs:
             return None
-        declared = header["outputs"]
-        if len(declared) != len(arrays):
-            raise ValueError(f"{len(arrays)} arrays for {len(declared)} declared outputs")
-        for out, array in zip(declared, arrays, strict=True):
-            if array.dtype.name != out["dtype"] or list(array.shape) != out["shape"]:
-                raise ValueError(f"output {out['name']!r} does not match its declaration")
-        need = packed([a.nbytes for a in arrays])[1]
+        need = packed([o.nbytes for o in outputs])[1]
         if self.ring is None or self.ring.slot_bytes < need:
             self._make(need)
         if self.ring is None:
@@ -98,8 +104,46 @@ class ResultRing:
             self.full += 1
             self.owner.warn.warning("ring-full", "results ring full for %.1f s: a result goes by TCP", FULL_WAIT_S)
             return None
-        gen = self.ring.write_many(slot, arrays, set(range(self.rows)))
-        return encode_slot(header, self.ring.name, slot, gen)
+        gen = self.ring.take_slot(slot, self._rows)
+        return ResultSlot(self.ring, slot, gen, self.ring.views(slot, [(o.dtype, o.shape) for o in outputs]))
+
+    def abandon(self, claimed: ResultSlot | None) -> None:
+        """A claimed slot whose result is not sent from it (failed frame, stale frame, stop)."""
+        if claimed is not None and claimed.ring is self.ring and self.ring is not None:
+            self.ring.give_back(claimed.slot)
+
+    def put(
+        self,
+        header: dict[str, Any],
+        arrays: list[np.ndarray],
+        wait: Callable[[float], bool],
+        claimed: ResultSlot | None = None,
+    ) -> list[bytes] | None:
+        """The result's descriptor, its outputs in a slot, or None: it goes by TCP. Outputs
+        the processor wrote into ``claimed``'s arrays are not copied; any other is copied in
+        (without ``claimed``, a slot is claimed here). ValueError if an array is not what the
+        header declares (as encode_result)."""
+        declared = header["outputs"]
+        if len(declared) != len(arrays):
+            self.abandon(claimed)
+            raise ValueError(f"{len(arrays)} arrays for {len(declared)} declared outputs")
+        for out, array in zip(declared, arrays, strict=True):
+            if array.dtype.name != out["dtype"] or list(array.shape) != out["shape"]:
+                self.abandon(claimed)
+                raise ValueError(f"output {out['name']!r} does not match its declaration")
+        if claimed is None:
+            claimed = self.claim([Output.from_wire(o) for o in declared], wait)
+            if claimed is None:
+                return None
+        elif claimed.ring is not self.ring or len(claimed.views) != len(arrays):
+            self.abandon(claimed)
+            return None  # the ring was remade meanwhile: by TCP, once
+        assert self.ring is not None
+        for view, array in zip(claimed.views, arrays, strict=True):
+            if array is not view:
+                np.copyto(view, array, casting="no")
+        self.ring.hold(claimed.slot, self._rows)  # again: a sink restart meanwhile freed it
+        return encode_slot(header, self.ring.name, claimed.slot, claimed.gen)
 
     def _free_slot(self, wait: Callable[[float], bool]) -> int | None:
         """A free slot, checked again every :data:`RECHECK_S` (releases are writes to shared

@@ -29,11 +29,13 @@ or its claiming process no longer exists.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import re
 import secrets
 import struct
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,9 @@ MAGIC = b"FPRING01"
 PAGE = 4096
 #: the most consumer rows a ring has (a bit each in ``holders``)
 MAX_ROWS = 64
+#: a consumer seen alive is not asked again for this long (its death frees its slots at most
+#: this late)
+ALIVE_TTL_S = 0.05
 #: a ring's name: framepipe-<deployment>-<stream>-<instance>-<n>, nothing that leaves SHM_DIR
 NAME_RE = re.compile(r"^framepipe-[A-Za-z0-9_.-]{1,120}$")
 PREFIX = "framepipe-"
@@ -136,6 +141,9 @@ class Ring:
         self.proxy_row: int | None = None
         self._buf = buf
         self._next = 0
+        #: pid → when it was last seen alive (monotonic s): a full ring is scanned often,
+        #: and a kill(pid, 0) per held slot per scan was a fifth of the publisher's CPU
+        self._seen_alive: dict[int, float] = {}
 
     # ---------------------------------------------------------------- making and attaching
     @classmethod
@@ -231,13 +239,27 @@ class Ring:
 
     # ---------------------------------------------------------------- the producer
     def free_slot(self) -> int | None:
-        """A slot every holder released (round robin from the last one), or None: the ring is full."""
-        for i in range(self.slots):
-            s = (self._next + i) % self.slots
-            if self._is_free(s):
-                self._next = (s + 1) % self.slots
-                return s
-        return None
+        """A slot every holder released (round robin from the last one), or None: the ring is full.
+
+        The next slot in turn is looked at first (the oldest: free unless the ring is full
+        or a consumer lags); otherwise every slot at once, a row at a time: a full ring is
+        asked again and again while a lossless producer waits.
+        """
+        s = self._next
+        if self._is_free(s):
+            self._next = (s + 1) % self.slots
+            return s
+        pending = np.zeros(self.slots, bool)
+        for row in range(self.rows):
+            if not self._row_gone(row):
+                pending |= (self.holders & np.uint64(1 << row)).astype(bool) & (self.released[row] < self.gen)
+        free = np.flatnonzero(~pending)
+        if not free.size:
+            return None
+        later = free[free >= s]
+        s = int(later[0] if later.size else free[0])
+        self._next = (s + 1) % self.slots
+        return s
 
     def _is_free(self, s: int) -> bool:
         holders = int(self.holders[s])
@@ -253,7 +275,17 @@ class Ring:
         pid = int(self.claim[row])
         if pid == 0 and self.proxy_row is not None and row != self.proxy_row:
             return self._row_gone(self.proxy_row)
-        return pid != 0 and not _pid_alive(pid)
+        if pid == 0:
+            return False
+        now = time.monotonic()
+        if now - self._seen_alive.get(pid, -ALIVE_TTL_S) < ALIVE_TTL_S:
+            return False
+        if not _pid_alive(pid):
+            return True
+        if len(self._seen_alive) > 4 * MAX_ROWS:
+            self._seen_alive.clear()
+        self._seen_alive[pid] = now
+        return False
 
     def write(self, slot: int, array: np.ndarray, rows: set[int], seq: int = 0) -> int:
         """Copy ``array`` (sequence number ``seq``) into ``slot`` for consumer ``rows``;
@@ -293,7 +325,7 @@ class Ring:
         if not 0 <= slot < self.slots:
             raise ProtocolError(f"slot {slot} out of range (ring {self.name} has {self.slots})", kind="bad_slot")
         dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+        count = math.prod(shape)
         if at + count * dt.itemsize > self.slot_bytes:
             raise ProtocolError(
                 f"{dt.name}{list(shape)} does not fit a slot of {self.slot_bytes} bytes", kind="bad_slot"
@@ -304,17 +336,37 @@ class Ring:
     def write_many(self, slot: int, arrays: list[np.ndarray], rows: set[int]) -> int:
         """Copy ``arrays`` (a result's outputs) into ``slot``, one after the other
         (:func:`packed`); returns the slot's new generation."""
+        gen = self.take_slot(slot, rows)
+        for view, array in zip(self.views(slot, [(a.dtype, a.shape) for a in arrays]), arrays, strict=True):
+            np.copyto(view, array, casting="no")
+        return gen
+
+    def take_slot(self, slot: int, rows: set[int]) -> int:
+        """Producer: ``slot`` is being written, for consumer ``rows``; its new generation.
+        The generation moves first, so a late reader of what the slot held sees it changed;
+        the slot stays held (not free) until the rows release it or :meth:`give_back`."""
         gen = int(self.gen[slot]) + 1
         self.gen[slot] = gen
-        self.holders[slot] = sum(1 << r for r in rows)
-        for array, at in zip(arrays, packed([a.nbytes for a in arrays])[0], strict=True):
-            np.copyto(self.view(slot, array.dtype, array.shape, at), array, casting="no")
+        self.hold(slot, rows)
         return gen
+
+    def hold(self, slot: int, rows: set[int]) -> None:
+        """Producer: ``slot`` (its generation unchanged) is held by ``rows`` until they release it."""
+        self.holders[slot] = sum(1 << r for r in rows)
+
+    def give_back(self, slot: int) -> None:
+        """Producer: a slot taken with :meth:`take_slot` is not sent after all: free again."""
+        self.holders[slot] = 0
+
+    def views(self, slot: int, items: list[tuple[Any, tuple[int, ...]]]) -> list[np.ndarray]:
+        """Arrays of (dtype, shape) packed one after the other in ``slot`` (:func:`packed`),
+        no copy: for the producer to write into, or a reader to read (check the generation)."""
+        offsets, _ = packed([math.prod(shape) * np.dtype(dt).itemsize for dt, shape in items])
+        return [self.view(slot, dt, shape, at) for (dt, shape), at in zip(items, offsets, strict=True)]
 
     def read_many(self, slot: int, gen: int, items: list[tuple[str, tuple[int, ...]]]) -> list[np.ndarray]:
         """Arrays of (dtype, shape) packed in ``slot`` (:func:`packed`), if it still holds ``gen``."""
-        offsets, _ = packed([int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for dt, shape in items])
-        arrays = [self.view(slot, dt, shape, at) for (dt, shape), at in zip(items, offsets, strict=True)]
+        arrays = self.views(slot, items)
         if int(self.gen[slot]) != gen:
             raise ProtocolError(f"slot {slot} of {self.name} was reused (generation {gen} gone)", kind="stale_slot")
         return arrays
