@@ -126,7 +126,11 @@ def table(results: dict[str, Any]) -> str:
         "kernel (one core, no sockets)",
     ]
     for k in results.get("kernel", []):
-        lines.append(f"  {k['size']}×{k['size']} {k['dtype']:<7} {k['fps']:>8.1f} frames/s  {k['ms_per_frame']:.2f} ms")
+        line = f"  {k['size']}×{k['size']} {k['dtype']:<7} {k['fps']:>8.1f} frames/s  {k['ms_per_frame']:.2f} ms"
+        if k.get("fps_samples"):
+            samples = k["fps_samples"]
+            line += f"  ceiling: fastest of {len(samples)}, one before each pipeline run (slowest {min(samples):.1f})"
+        lines.append(line)
     procs = results.get("processors")
     if procs:
         pipe = max((r["fps"] for r in results.get("pipeline", [])), default=None)
