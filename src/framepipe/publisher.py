@@ -413,7 +413,9 @@ class Publisher(Component):
         stream = self.stream
         grab_timeout = self.config.camera.grab_timeout_s
         reason, code = "complete", 0
-        sockets = [*stream.sockets(), self.control.sock]
+        between = zmq.Poller()  # made once: Socket.poll() makes a poller per call, per frame
+        for sock in (*stream.sockets(), self.control.sock):
+            between.register(sock, zmq.POLLIN)
         acq = self.book.current
         assert acq is not None
         try:
@@ -445,7 +447,7 @@ class Publisher(Component):
                     self.counters[Count.WIRE_BYTES] += memoryview(stream.pixels_sent[1]).nbytes
                 self.counters[Count.LAST_NS] = time.time_ns()
                 # between frames: subscription changes, late hellos, control, without waiting
-                if any(s.poll(0) for s in sockets):
+                if between.poll(0):
                     self._serve(timeout_ms=0)
                 stream.heartbeat(self.config.publisher.heartbeat_s)  # a slow camera still looks alive
         except CameraError as e:

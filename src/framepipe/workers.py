@@ -269,6 +269,7 @@ class Worker(Component):
             self.chain.setup(info)
         # the sink on this host: the outputs are written straight into a slot of our ring
         claimed = self.results.claim(self.chain.schema, self._wait_for_stop) if self.results is not None else None
+        cpu0 = time.thread_time_ns()
         try:
             arrays = self.chain.run(frame, out=claimed.views if claimed is not None else None)
             ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
@@ -279,6 +280,7 @@ class Worker(Component):
             self.warn.warning("failed", "frame %d failed: %s", msg.frame_id, e)
             ids = {"frame_id": msg.frame_id, "seq": msg.seq, "t_acq_ns": h["t_acq_ns"], "t_done_ns": time.time_ns()}
             header = result_header([], **ids, failed=str(e), **fields)
+        self.counters[Count.PROCESSOR_CPU_NS] += time.thread_time_ns() - cpu0
         if msg.ring_slot is not None and not self.rings.ring(msg.ring_slot[0]).still(*msg.ring_slot[1:]):
             # the slot was reused while we computed: the frame was acknowledged already
             # (this was a duplicate), and what we read may be torn: no result from it

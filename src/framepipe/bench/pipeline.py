@@ -146,7 +146,9 @@ def run_once(
             raise BenchError(f"pipeline W={workers}: sink received {sink.get('received')} of {frames} frames")
         fps = rate(sink, "received")
         frame_bytes = size * size * np.dtype(dtype).itemsize
-        busy = [procs[f"worker-{i}"].summary().get("busy_ns", 0) for i in range(workers)]
+        summaries = [procs[f"worker-{i}"].summary() for i in range(workers)]
+        busy = [w.get("busy_ns", 0) for w in summaries]
+        processor_ns = sum(w.get("processor_cpu_ns", 0) for w in summaries)
         vent = procs["ventilator"].summary()
         return {
             "workers": workers,
@@ -163,6 +165,9 @@ def run_once(
             "mb_per_s": round(fps * frame_bytes / 1e6, 1),
             "per_worker": sink.get("per_worker", {}),
             "worker_busy_ms_per_frame": round(sum(busy) / 1e6 / frames, 3),
+            # the kernel as it ran here, sharing the cores: CPU of the workers' threads in the
+            # processor, per frame (standalone, one core, it is faster: see against_kernel)
+            "processor_cpu_ms_per_frame": round(processor_ns / 1e6 / frames, 3) if processor_ns else None,
             "latency_ms": sink.get("latency_ms", {}),
             "components": component_costs(procs, sink),
             "config": str(config),
@@ -180,6 +185,9 @@ def against_kernel(r: dict[str, Any], kernel_fps: float) -> dict[str, Any]:
     r.update(cpu_budget(r["components"], cores, kernel_fps))
     if r.get("cpu_ms_per_frame") is not None:
         r["outside_kernel_ms"] = round(r["cpu_ms_per_frame"] - 1000 / kernel_fps, 3)
+        if r.get("processor_cpu_ms_per_frame"):
+            # what moving, checking and accounting cost, the kernel's slowdown under load aside
+            r["outside_processor_ms"] = round(r["cpu_ms_per_frame"] - r["processor_cpu_ms_per_frame"], 3)
     return r
 
 

@@ -154,7 +154,7 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", f"pipeline (publisher → ventilator → W workers → sink, real processes), {path}"]
         lines.append(
             f"  {'W':>2} {'frames/s':>9} {'MB/s':>8} {'ceiling':>8} {'effic.':>7} {'CPU ms':>7} {'outside':>7} "
-            f"{'CPU-bound':>9}  CPU ms/frame per component"
+            f"{'kernel@run':>10} {'rest@run':>8} {'CPU-bound':>9}  CPU ms/frame per component"
         )
         for r in results[key]:
             costs = ", ".join(
@@ -165,13 +165,18 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"  {r['workers']:>2} {r['fps']:>9.1f} {r['mb_per_s']:>8.1f} {r['ceiling_fps']:>8.1f} "
                 f"{r['efficiency']:>7.3f} {_fmt(r.get('cpu_ms_per_frame'), '.2f'):>7} "
-                f"{_fmt(r.get('outside_kernel_ms'), '.2f'):>7} {_fmt(r.get('cpu_bound_fps')):>9}  {costs}"
+                f"{_fmt(r.get('outside_kernel_ms'), '.2f'):>7} {_fmt(r.get('processor_cpu_ms_per_frame'), '.2f'):>10} "
+                f"{_fmt(r.get('outside_processor_ms'), '.2f'):>8} {_fmt(r.get('cpu_bound_fps')):>9}  {costs}"
             )
     if results.get("pipeline"):
         lines.append(
             "  ceiling = min(W, cores) × kernel rate; CPU ms = CPU per frame of all components (steady state);"
         )
         lines.append("  outside = CPU ms − one kernel call: what moving, checking and accounting a frame costs")
+        lines.append(
+            "  kernel@run = the workers' CPU in the processor per frame, in this run (the kernel slowed by the"
+            " load); rest@run = CPU ms − kernel@run"
+        )
         lines.append("  CPU-bound = cores × 1000 ÷ CPU ms: the most these cores allow when every component shares them")
     naive = results.get("naive")
     if naive:

@@ -70,6 +70,8 @@ class Count(enum.StrEnum):
     """Frames the processor failed on: a worker's, the sink's and the results recorder's count."""
     FAILED_IDS = "failed_ids"
     BUSY_NS = "busy_ns"
+    #: CPU time of this worker's thread in the processor (the kernel as it runs here)
+    PROCESSOR_CPU_NS = "processor_cpu_ns"
     # sink
     RECEIVED = "received"
     DUPLICATES = "duplicates"

@@ -10,7 +10,9 @@ A processor is any class with::
 Subclassing :class:`Processor` is a convenience, not a requirement. ``process`` must be
 deterministic per frame: re-dispatch may run a frame twice, on two workers, and the sink
 keeps whichever result comes first. It must not modify ``frame`` (a read-only view of the
-received message). See docs/processors.md.
+received message). ``process`` may take ``out=``: a mapping of its sent outputs' names to
+writable arrays of their declared dtype and shape (a slot of the worker's results ring) to
+compute into and return, saving a copy; ``None`` when there is none. See docs/processors.md.
 """
 
 from __future__ import annotations
