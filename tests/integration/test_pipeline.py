@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -58,8 +61,6 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
     for proc in [pub, vent, sink, *workers, *recorders]:
         assert proc.wait(90) == 0, f"{proc.name} failed:\n{proc.log()[-3000:]}"
 
-    import json
-
     summary = json.loads((deployment.dir / "sink.json").read_text())
     assert summary["received"] == N and summary["missing"] == 0
     assert sum(summary["per_worker"].values()) == N
@@ -98,4 +99,77 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
             sent = synthetic_frame(fid, H, W, "uint16", seed=7, reel_frames=0)
             ref = np.abs(np.fft.rfft2(sent.astype(np.float64))) ** 2
             np.testing.assert_allclose(spectra[row], ref, rtol=1e-4, atol=ref.max() * 1e-6)
+        assert bool(f["entry/ledger"].attrs["complete"])
+
+
+#: runs a component with a /dev/shm of its own, on this host's network (as a container run
+#: with the host's network and its own /dev/shm): the ventilator's local socket connects,
+#: its rings cannot be opened
+PRIVATE_SHM = ("unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$@"', "sh")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_workers_that_cannot_read_the_ring_take_their_tasks_by_tcp_and_nothing_is_lost(
+    deployment: Deployment,
+) -> None:
+    """Any doubt falls back to TCP: workers whose /dev/shm is not the publisher's get
+    descriptors they cannot read on the ventilator's local socket; each rejects one, takes
+    its tasks by TCP from then on (results by TCP too: its host identity differs), and the
+    frames rejected are re-dispatched. The same-host frames recorder still reads the ring.
+    The files hold every frame exactly once, pixel-exact, and the spectra of what the
+    camera produced."""
+    n = 300
+    deployment.settings.update(
+        {
+            "transport.shared_memory": True,
+            "camera.count": n,
+            "camera.height": H,
+            "camera.width": W,
+            "camera.dtype": "uint16",
+            "camera.seed": 7,
+            "camera.reel_frames": 0,
+            "ventilator.redispatch_after_s": 1.0,
+        }
+    )
+    deployment.write_config()
+    sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
+    sink.wait_for("ready:")
+    workers = [deployment.start(f"w{i}", "worker", "--index", str(i), prefix=PRIVATE_SHM) for i in range(2)]
+    for w in workers:
+        ready = re.search(r"(worker-\S+)\s+INFO\s+ready:", w.wait_for("ready:"))
+        assert ready, w.log()
+        sink.wait_for(f"worker {ready.group(1)} joined")
+    recorders = [
+        deployment.start(name, "record", "--name", name, "--summary-json", str(deployment.dir / f"{name}.json"))
+        for name in ("recorder-frames", "recorder-results")
+    ]
+    vent = deployment.start("ventilator", "ventilator")
+    pub = deployment.start("publisher", "publisher")
+    for proc in [pub, vent, sink, *workers, *recorders]:
+        assert proc.wait(90) == 0, f"{proc.name} failed:\n{proc.log()[-3000:]}"
+
+    for w in workers:
+        log = w.log()
+        assert "taking tasks by TCP" in log, log
+        # the descriptors already queued on the local socket at most: then no more come
+        assert log.count("rejected message on tasks") <= 8, log
+    summary = json.loads((deployment.dir / "sink.json").read_text())
+    assert summary["received"] == n and summary["missing"] == 0
+    assert sum(summary["per_worker"].values()) == n and len(summary["per_worker"]) == 2, summary["per_worker"]
+    assert json.loads((deployment.dir / "recorder-frames.json").read_text())["transport"] == "shared memory"
+    with h5py.File(deployment.data / "run_frames.h5", "r") as f:
+        ids = f["entry/data/frame_id"][:]
+        assert sorted(ids.tolist()) == list(range(n))
+        for row, fid in enumerate(ids):
+            np.testing.assert_array_equal(
+                f["entry/data/frames"][row], synthetic_frame(int(fid), H, W, "uint16", seed=7, reel_frames=0)
+            )
+        assert bool(f["entry/ledger"].attrs["complete"])
+    with h5py.File(deployment.data / "run_results.h5", "r") as f:
+        ids = f["entry/data/frame_id"][:]
+        assert sorted(ids.tolist()) == list(range(n)), "each result exactly once"
+        for row in range(0, n, 5):
+            sent = synthetic_frame(int(ids[row]), H, W, "uint16", seed=7, reel_frames=0)
+            ref = np.abs(np.fft.rfft2(sent.astype(np.float64))) ** 2
+            np.testing.assert_allclose(f["entry/data/frames"][row], ref, rtol=1e-4, atol=ref.max() * 1e-6)
         assert bool(f["entry/ledger"].attrs["complete"])

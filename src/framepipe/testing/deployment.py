@@ -72,8 +72,10 @@ class Deployment:
     def argv(self, *args: str) -> list[str]:
         return framepipe_argv(*args, "--config", str(self.config_path))
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(name, self.argv(*args), self.dir / f"{name}.log", child_env(env), self.dir)
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> Proc:
+        """Start a component; ``prefix`` goes before its command line (e.g. a command that
+        runs it in a mount namespace of its own, and execs it)."""
+        proc = Proc(name, [*prefix, *self.argv(*args)], self.dir / f"{name}.log", child_env(env), self.dir)
         self.procs.append(proc)
         return proc
 
