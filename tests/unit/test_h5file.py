@@ -76,6 +76,24 @@ def test_file_reads_back_pixel_exact(tmp_path: Path, kind: str, direct: bool) ->
         assert bool(f["entry/ledger"].attrs["complete"]) and f["entry/ledger/missing_ids"].shape == (0,)
 
 
+def test_the_ledger_lists_damaged_frames_as_a_dataset_an_independent_reader_finds(tmp_path: Path) -> None:
+    """A frame read from a rewritten shared-memory slot: ``damaged_ids`` is a dataset beside
+    ``missing_ids``, ``damaged`` an attribute, and the file is not complete."""
+    path = tmp_path / "d.h5"
+    out = FrameFile(path, attrs={"run": "t", "config": {}}, codec=Codec("none"))
+    out.open()
+    for k, a in enumerate(sample("uint16")[:3]):
+        out.append(a, frame_id=k, t_acq_ns=k, t_recv_ns=k)
+    out.close()
+    ledger = {"complete": False, "written": 3, "missing_ids": [], "damaged": 1, "damaged_ids": [1]}
+    finalize(path, end_time=now_iso(), ledger=ledger)
+    with h5py.File(path, "r") as f:
+        led = f["entry/ledger"]
+        assert not led.attrs["complete"] and led.attrs["damaged"] == 1
+        assert led["damaged_ids"][:].tolist() == [1] and led["missing_ids"].shape == (0,)
+        assert "damaged_ids" not in led.attrs
+
+
 def test_columns_cross_chunk_boundaries(tmp_path: Path) -> None:
     """The per-frame columns rewrite their current 512-row chunk: check well past one."""
     path = tmp_path / "long.h5"

@@ -252,3 +252,20 @@ def test_a_malformed_frame_list_leaves_the_holes_as_missing() -> None:
     ledger = rec.series.ledger(error=None, rejected=1, file_names=["f.h5"])
     assert ledger.end_of_stream and ledger.expected is None
     assert ledger.missing_ids == [1] and not ledger.complete
+
+
+def test_a_frame_read_from_a_rewritten_slot_is_written_listed_as_damaged_and_never_complete() -> None:
+    """Every frame is in the file, but one was read from a shared-memory slot that was
+    rewritten meanwhile: the ledger names it and the series is not complete."""
+    rec = recording()
+    rec.receive(0, 1, 2)
+    rec.series.damaged(1)
+    rec.series.end_of_stream("complete", 0, [0, 1, 2])
+    ledger = rec.series.ledger(error=None, rejected=1, file_names=["a.h5"])
+    assert ledger.missing_ids == [] and ledger.written == 3
+    attrs = ledger.attrs(0)
+    assert attrs["complete"] is False and attrs["damaged"] == 1 and attrs["damaged_ids"] == [1]
+    clean = recording()
+    clean.receive(0, 1)
+    clean.series.end_of_stream("complete", 0, [0, 1])
+    assert "damaged_ids" not in clean.series.ledger(error=None, rejected=0, file_names=["b.h5"]).attrs(0)

@@ -82,6 +82,8 @@ class SeriesLedger:
     missing_ids: list[int]
     #: results: frames the processor failed on (in the stream, with no outputs to write)
     failed_ids: list[int]
+    #: written from a shared-memory slot rewritten while it was read (possibly torn)
+    damaged_ids: list[int]
     first_failure: str
     dropped_upstream: int
     rejected: int
@@ -110,6 +112,8 @@ class SeriesLedger:
         }
         if self.failed_ids or self.first_failure:
             ledger.update(failed=len(self.failed_ids), failed_ids=self.failed_ids, first_failure=self.first_failure)
+        if self.damaged_ids:
+            ledger.update(damaged=len(self.damaged_ids), damaged_ids=self.damaged_ids)
         if self.camera_lost is not None:
             ledger["camera_lost"] = self.camera_lost
         share = self.files[index]
@@ -164,6 +168,9 @@ class RecordingSeries(Generic[T]):
         #: results the processor failed on (listed apart from the missing ones)
         self.failed_ids = IdRanges()
         self.first_failure = ""
+        #: frames written from a shared-memory slot that was rewritten while it was read:
+        #: in the file, but what was read may be torn (never ``complete``)
+        self.damaged_ids = IdRanges()
         self._pending: collections.deque[tuple[int, T]] = collections.deque()
         self._pending_ids: set[int] = set()
         self._open = False
@@ -202,6 +209,11 @@ class RecordingSeries(Generic[T]):
         self.failed_ids.add(frame_id)
         self.first_failure = self.first_failure or reason
         return True
+
+    def damaged(self, frame_id: int) -> None:
+        """Frame ``frame_id`` was written, but its slot was rewritten while it was read: the
+        file holds it, possibly torn. The ledger lists it and the series is not complete."""
+        self.damaged_ids.add(frame_id)
 
     @property
     def pending(self) -> int:
@@ -326,7 +338,7 @@ class RecordingSeries(Generic[T]):
         accounted = eos is not None and self._source_known and not missing and error is None
         return SeriesLedger(
             # complete only against the source's own list of what it produced
-            complete=accounted and not failed,
+            complete=accounted and not failed and not self.damaged_ids,
             accounted=accounted,
             end_of_stream=eos is not None,
             end_reason=reason if reason is not None else ("stopped" if error is None else "error"),
@@ -336,6 +348,7 @@ class RecordingSeries(Generic[T]):
             written=self.written,
             missing_ids=missing,
             failed_ids=list(failed),
+            damaged_ids=list(self.damaged_ids),
             first_failure=self.first_failure,
             dropped_upstream=self.sequence.gaps,
             rejected=rejected,

@@ -222,6 +222,9 @@ def _ledger(entry: h5py.Group, out: dict[str, Any], problems: Problems) -> bool:
         with problems.reading("/entry/ledger/failed_ids"):
             if "failed_ids" in ledger:  # results: frames the processor failed on
                 out["failed_ids"] = [int(i) for i in ledger["failed_ids"][:].ravel()]
+        with problems.reading("/entry/ledger/damaged_ids"):
+            if "damaged_ids" in ledger:  # read from a shared-memory slot rewritten meanwhile
+                out["damaged_ids"] = [int(i) for i in ledger["damaged_ids"][:].ravel()]
     return found
 
 
@@ -429,6 +432,11 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("failed_ids"):
         failed = s["failed_ids"]
         lines.append(f"  {'failed ids':<18}{len(failed)}: {_ranges_text(failed)}  (the processor raised)")
+    if s.get("damaged_ids"):
+        damaged = s["damaged_ids"]
+        lines.append(
+            f"  {'damaged ids':<18}{len(damaged)}: {_ranges_text(damaged)}  (read from a slot rewritten meanwhile)"
+        )
     missing = s.get("missing_ids")
     if missing is None:
         lines.append(f"  {'missing ids':<18}unknown (no ledger)")

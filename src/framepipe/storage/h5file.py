@@ -19,6 +19,8 @@
       /ledger                 NXcollection  attrs: complete, received, written, missing, failed, ...
         missing_ids           (M,) int64    written when the recording ends (finalize)
         failed_ids            (F,) int64    results files: frames the processor failed on
+        damaged_ids           (D,) int64    only if any: frames read from a shared-memory slot
+                                            rewritten meanwhile (possibly torn; not complete)
 
 Crash safety and SWMR: every dataset exists before ``swmr_mode`` is switched on (with the
 first frame, whose shape and dtype fix the frames dataset). Each append extends
@@ -396,11 +398,14 @@ class FrameFile:
 def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, Any]) -> None:
     """Write ``end_time`` and the ledger into a closed file (reopened without SWMR).
 
-    ``ledger["missing_ids"]`` (and ``failed_ids``) become datasets; every other entry an attribute.
+    ``ledger["missing_ids"]`` (and ``failed_ids``, ``damaged_ids``) become datasets; every
+    other entry an attribute.
     """
     ledger = dict(ledger)
-    missing = np.asarray(ledger.pop("missing_ids", []), dtype="i8")
-    failed = ledger.pop("failed_ids", None)
+    id_lists = {"missing_ids": ledger.pop("missing_ids", [])}
+    for key in ("failed_ids", "damaged_ids"):
+        if ledger.get(key) is not None:
+            id_lists[key] = ledger.pop(key)
     try:
         with h5py.File(path, "r+", libver=LIBVER) as h5:
             h5["entry"].attrs["end_time"] = end_time
@@ -408,13 +413,10 @@ def finalize(path: str | os.PathLike[str], *, end_time: str, ledger: dict[str, A
             grp.attrs["NX_class"] = "NXcollection"
             for key, value in ledger.items():
                 grp.attrs[key] = _attr(value if value is not None else -1)
-            if "missing_ids" in grp:
-                del grp["missing_ids"]
-            grp.create_dataset("missing_ids", data=missing)
-            if failed is not None:
-                if "failed_ids" in grp:
-                    del grp["failed_ids"]
-                grp.create_dataset("failed_ids", data=np.asarray(failed, dtype="i8"))
+            for key, ids in id_lists.items():
+                if key in grp:
+                    del grp[key]
+                grp.create_dataset(key, data=np.asarray(list(ids), dtype="i8"))
     except OSError as e:
         raise RecorderError(f"{path}: cannot write the ledger: {describe(e)}") from e
 

@@ -522,7 +522,8 @@ class Recorder(Component):
                 outputs=msg.arrays if msg.outputs else None,
             )
             self.counters[Count.WRITE_NS] += time.time_ns() - t0
-            self.sub.release(msg)  # a frame read from the ring: its slot goes back
+            if not self.sub.release(msg):  # a frame read from the ring: its slot goes back
+                self.series.damaged(msg.frame_id)  # rewritten while we read it: possibly torn
             step = self.series.wrote(msg.frame_id, stored_bytes=self.file.stored_bytes)
             now = time.time_ns()
             if self.series.written == 1:
