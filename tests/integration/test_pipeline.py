@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from framepipe.cameras import synthetic_frame
-from framepipe.testing.deployment import Deployment
+from framepipe.testing.deployment import Deployment, Proc
 
 pytestmark = pytest.mark.integration
 
@@ -43,23 +43,7 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
             "camera.reel_frames": 0,
         }
     )
-    deployment.write_config()
-    sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
-    sink.wait_for("ready:")
-    workers = [deployment.start(f"w{i}", "worker", "--index", str(i)) for i in range(3)]
-    for w in workers:  # all three known to the sink before the ventilator asks it
-        ready = re.search(r"(worker-\S+)\s+INFO\s+ready:", w.wait_for("ready:"))
-        assert ready, w.log()
-        sink.wait_for(f"worker {ready.group(1)} joined")
-    recorders = [
-        deployment.start(n, "record", "--name", n, "--summary-json", str(deployment.dir / f"{n}.json"))
-        for n in ("recorder-frames", "recorder-results")
-    ]
-    vent = deployment.start("ventilator", "ventilator")
-    pub = deployment.start("publisher", "publisher")
-
-    for proc in [pub, vent, sink, *workers, *recorders]:
-        assert proc.wait(90) == 0, f"{proc.name} failed:\n{proc.log()[-3000:]}"
+    workers, vent = run_to_the_end(deployment, workers=3)
 
     summary = json.loads((deployment.dir / "sink.json").read_text())
     assert summary["received"] == N and summary["missing"] == 0
@@ -80,23 +64,51 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
         assert frames_rec["wire_ratio"] > 1.0, frames_rec  # the synthetic frames are noisy: ~1.03
 
     with h5py.File(deployment.data / "run_frames.h5", "r") as f:
+        assert f["entry/data/frames"].chunks == (1, H, W)
+    check_files(deployment, N, spectra_every=7)
+
+
+def run_to_the_end(deployment: Deployment, *, workers: int, prefix: tuple[str, ...] = ()) -> tuple[list[Proc], Proc]:
+    """Sink, ``workers`` workers (each known to the sink before the ventilator asks it; their
+    command lines after ``prefix``), both recorders, ventilator, publisher, from the current
+    settings; every one exits 0. The workers and the ventilator."""
+    deployment.write_config()
+    sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
+    sink.wait_for("ready:")
+    started = [deployment.start(f"w{i}", "worker", "--index", str(i), prefix=prefix) for i in range(workers)]
+    for w in started:
+        ready = re.search(r"(worker-\S+)\s+INFO\s+ready:", w.wait_for("ready:"))
+        assert ready, w.log()
+        sink.wait_for(f"worker {ready.group(1)} joined")
+    recorders = [
+        deployment.start(n, "record", "--name", n, "--summary-json", str(deployment.dir / f"{n}.json"))
+        for n in ("recorder-frames", "recorder-results")
+    ]
+    vent = deployment.start("ventilator", "ventilator")
+    pub = deployment.start("publisher", "publisher")
+    for proc in [pub, vent, sink, *started, *recorders]:
+        assert proc.wait(90) == 0, f"{proc.name} failed:\n{proc.log()[-3000:]}"
+    return started, vent
+
+
+def check_files(deployment: Deployment, n: int, *, spectra_every: int) -> None:
+    """Read back by plain h5py: every frame exactly once and pixel-equal to what the camera
+    made (seed 7, no reel), every result once and the spectrum of its frame; both complete."""
+    with h5py.File(deployment.data / "run_frames.h5", "r") as f:
         ids = f["entry/data/frame_id"][:]
         frames = f["entry/data/frames"]
-        assert sorted(ids.tolist()) == list(range(N))
-        assert frames.shape == (N, H, W) and frames.dtype == np.uint16
-        assert frames.chunks == (1, H, W)
+        assert sorted(ids.tolist()) == list(range(n))
+        assert frames.shape == (n, H, W) and frames.dtype == np.uint16
         for row, fid in enumerate(ids):
             np.testing.assert_array_equal(frames[row], synthetic_frame(int(fid), H, W, "uint16", seed=7, reel_frames=0))
         assert bool(f["entry/ledger"].attrs["complete"])
-
     with h5py.File(deployment.data / "run_results.h5", "r") as f:
         ids = f["entry/data/frame_id"][:]
         spectra = f["entry/data/frames"]
-        assert sorted(ids.tolist()) == list(range(N)), "each result exactly once"
-        assert spectra.shape == (N, H, W // 2 + 1) and spectra.dtype == np.float32
-        for row in range(0, N, 7):
-            fid = int(ids[row])
-            sent = synthetic_frame(fid, H, W, "uint16", seed=7, reel_frames=0)
+        assert sorted(ids.tolist()) == list(range(n)), "each result exactly once"
+        assert spectra.shape == (n, H, W // 2 + 1) and spectra.dtype == np.float32
+        for row in range(0, n, spectra_every):
+            sent = synthetic_frame(int(ids[row]), H, W, "uint16", seed=7, reel_frames=0)
             ref = np.abs(np.fft.rfft2(sent.astype(np.float64))) ** 2
             np.testing.assert_allclose(spectra[row], ref, rtol=1e-4, atol=ref.max() * 1e-6)
         assert bool(f["entry/ledger"].attrs["complete"])
@@ -131,45 +143,16 @@ def test_workers_that_cannot_read_the_ring_take_their_tasks_by_tcp_and_nothing_i
             "ventilator.redispatch_after_s": 1.0,
         }
     )
-    deployment.write_config()
-    sink = deployment.start("sink", "sink", "--summary-json", str(deployment.dir / "sink.json"))
-    sink.wait_for("ready:")
-    workers = [deployment.start(f"w{i}", "worker", "--index", str(i), prefix=PRIVATE_SHM) for i in range(2)]
-    for w in workers:
-        ready = re.search(r"(worker-\S+)\s+INFO\s+ready:", w.wait_for("ready:"))
-        assert ready, w.log()
-        sink.wait_for(f"worker {ready.group(1)} joined")
-    recorders = [
-        deployment.start(name, "record", "--name", name, "--summary-json", str(deployment.dir / f"{name}.json"))
-        for name in ("recorder-frames", "recorder-results")
-    ]
-    vent = deployment.start("ventilator", "ventilator")
-    pub = deployment.start("publisher", "publisher")
-    for proc in [pub, vent, sink, *workers, *recorders]:
-        assert proc.wait(90) == 0, f"{proc.name} failed:\n{proc.log()[-3000:]}"
+    workers, _ = run_to_the_end(deployment, workers=2, prefix=PRIVATE_SHM)
 
     for w in workers:
         log = w.log()
         assert "taking tasks by TCP" in log, log
+        assert "results go through shared memory" not in log, "another /dev/shm: another host to the sink"
         # the descriptors already queued on the local socket at most: then no more come
         assert log.count("rejected message on tasks") <= 8, log
     summary = json.loads((deployment.dir / "sink.json").read_text())
     assert summary["received"] == n and summary["missing"] == 0
     assert sum(summary["per_worker"].values()) == n and len(summary["per_worker"]) == 2, summary["per_worker"]
     assert json.loads((deployment.dir / "recorder-frames.json").read_text())["transport"] == "shared memory"
-    with h5py.File(deployment.data / "run_frames.h5", "r") as f:
-        ids = f["entry/data/frame_id"][:]
-        assert sorted(ids.tolist()) == list(range(n))
-        for row, fid in enumerate(ids):
-            np.testing.assert_array_equal(
-                f["entry/data/frames"][row], synthetic_frame(int(fid), H, W, "uint16", seed=7, reel_frames=0)
-            )
-        assert bool(f["entry/ledger"].attrs["complete"])
-    with h5py.File(deployment.data / "run_results.h5", "r") as f:
-        ids = f["entry/data/frame_id"][:]
-        assert sorted(ids.tolist()) == list(range(n)), "each result exactly once"
-        for row in range(0, n, 5):
-            sent = synthetic_frame(int(ids[row]), H, W, "uint16", seed=7, reel_frames=0)
-            ref = np.abs(np.fft.rfft2(sent.astype(np.float64))) ** 2
-            np.testing.assert_allclose(f["entry/data/frames"][row], ref, rtol=1e-4, atol=ref.max() * 1e-6)
-        assert bool(f["entry/ledger"].attrs["complete"])
+    check_files(deployment, n, spectra_every=5)
