@@ -289,10 +289,11 @@ class Worker(Component):
             return
         try:
             out = None
-            if self.results is not None and arrays and header.get("failed") is None:
-                out = self.results.put(header, arrays, self._wait_for_stop, claimed)  # None: by TCP
+            if claimed is not None and arrays and header.get("failed") is None:
+                assert self.results is not None
+                out = self.results.put(header, arrays, claimed)
             else:
-                self._abandon(claimed)
+                self._abandon(claimed)  # no slot (by TCP), or nothing to put in it
             if out is None:
                 out = encode_result(header, arrays)
         except ValueError as e:  # the chain checked the outputs: a bug here fails the frame, not the worker

@@ -232,7 +232,7 @@ def test_a_result_is_written_into_its_slot_by_the_processor_and_only_a_descripto
     claimed.views[0][...] = 3.0
     claimed.views[1][...] = 7.5
     header = result_header(outputs, frame_id=1, seq=1, t_acq_ns=1)
-    parts = results.put(header, list(claimed.views), lambda s: False, claimed)
+    parts = results.put(header, list(claimed.views), claimed)
     assert parts is not None and len(parts) == 1, "a descriptor, no payload"
     assert decode(parts, max_payload_bytes=1 << 20).ring_slot == (results.ring.name, claimed.slot, claimed.gen)
     reader = Ring.attach(results.ring.name)
@@ -249,7 +249,7 @@ def test_a_result_is_written_into_its_slot_by_the_processor_and_only_a_descripto
     assert again is not None
     results.sink_seen(host_identity(), "sink-2")  # frees every slot
     assert results.ring.in_use() == 0
-    assert results.put(header, list(again.views), lambda s: False, again) is not None
+    assert results.put(header, list(again.views), again) is not None
     assert results.ring.in_use() == 1
     # a full ring: no claim (the result goes by TCP), counted
     while results.claim(outputs, lambda s: True) is not None:  # True: do not wait

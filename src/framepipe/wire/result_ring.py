@@ -112,17 +112,10 @@ class ResultRing:
         if claimed is not None and claimed.ring is self.ring and self.ring is not None:
             self.ring.give_back(claimed.slot)
 
-    def put(
-        self,
-        header: dict[str, Any],
-        arrays: list[np.ndarray],
-        wait: Callable[[float], bool],
-        claimed: ResultSlot | None = None,
-    ) -> list[bytes] | None:
-        """The result's descriptor, its outputs in a slot, or None: it goes by TCP. Outputs
-        the processor wrote into ``claimed``'s arrays are not copied; any other is copied in
-        (without ``claimed``, a slot is claimed here). ValueError if an array is not what the
-        header declares (as encode_result)."""
+    def put(self, header: dict[str, Any], arrays: list[np.ndarray], claimed: ResultSlot) -> list[bytes]:
+        """The result's descriptor, its outputs in the ``claimed`` slot. Outputs the processor
+        wrote into the slot's arrays are not copied; any other is copied in. ValueError if an
+        array is not what the header declares (as encode_result; the slot is given back)."""
         declared = header["outputs"]
         if len(declared) != len(arrays):
             self.abandon(claimed)
@@ -131,19 +124,11 @@ class ResultRing:
             if array.dtype.name != out["dtype"] or list(array.shape) != out["shape"]:
                 self.abandon(claimed)
                 raise ValueError(f"output {out['name']!r} does not match its declaration")
-        if claimed is None:
-            claimed = self.claim([Output.from_wire(o) for o in declared], wait)
-            if claimed is None:
-                return None
-        elif claimed.ring is not self.ring or len(claimed.views) != len(arrays):
-            self.abandon(claimed)
-            return None  # the ring was remade meanwhile: by TCP, once
-        assert self.ring is not None
         for view, array in zip(claimed.views, arrays, strict=True):
             if array is not view:
                 np.copyto(view, array, casting="no")
-        self.ring.hold(claimed.slot, self._rows)  # again: a sink restart meanwhile freed it
-        return encode_slot(header, self.ring.name, claimed.slot, claimed.gen)
+        claimed.ring.hold(claimed.slot, self._rows)  # again: a sink restart meanwhile freed it
+        return encode_slot(header, claimed.ring.name, claimed.slot, claimed.gen)
 
     def _free_slot(self, wait: Callable[[float], bool]) -> int | None:
         """A free slot, checked again every :data:`RECHECK_S` (releases are writes to shared

@@ -333,14 +333,6 @@ class Ring:
         offset = self._data_offset + slot * self.slot_bytes + at
         return np.frombuffer(self._buf, dt, count, offset).reshape(shape)
 
-    def write_many(self, slot: int, arrays: list[np.ndarray], rows: set[int]) -> int:
-        """Copy ``arrays`` (a result's outputs) into ``slot``, one after the other
-        (:func:`packed`); returns the slot's new generation."""
-        gen = self.take_slot(slot, rows)
-        for view, array in zip(self.views(slot, [(a.dtype, a.shape) for a in arrays]), arrays, strict=True):
-            np.copyto(view, array, casting="no")
-        return gen
-
     def take_slot(self, slot: int, rows: set[int]) -> int:
         """Producer: ``slot`` is being written, for consumer ``rows``; its new generation.
         The generation moves first, so a late reader of what the slot held sees it changed;
