@@ -18,6 +18,7 @@ the messages and sends what they say.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -155,13 +156,15 @@ class Sink(Component):
         self.ready()
         started = time.monotonic()
         warned = False
+        drained = True
         while True:
-            # acks still pending (a drain cut short): come straight back for the rest
-            events = self.stream.poll(extra=(self.pull,), timeout_ms=0 if self.accounting.acks_held else POLL_MS)
+            # a drain cut short comes straight back for the rest; held acks wake the loop
+            # when they are due (a batch fills or ACK_INTERVAL_S passes: not one ack per result)
+            events = self.stream.poll(extra=(self.pull,), timeout_ms=self._poll_timeout_ms(drained))
             self.stream.service(events, defer=lambda kind, name: kind == "eos" or name == "ventilator")
             self._handle_deferred()
-            if events.get(self.pull) and self._drain_results():
-                self._flush_acks(force=True)
+            drained = not events.get(self.pull) or self._drain_results()
+            self._flush_acks()
             self._check_workers()
             if (
                 self._ventilator_asked
@@ -498,6 +501,12 @@ class Sink(Component):
             )
             return False
         return True
+
+    def _poll_timeout_ms(self, drained: bool) -> int:
+        if not drained:
+            return 0
+        due = self.accounting.acks_due_in_s()
+        return POLL_MS if due is None else min(POLL_MS, math.ceil(due * 1000))
 
     def _flush_acks(self, force: bool = False) -> None:
         """Send the held acks if ``force``, a batch is full, or they are due."""

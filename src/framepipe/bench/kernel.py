@@ -3,10 +3,19 @@
 This is exactly what a worker does per frame (:func:`framepipe.fft.spectrum`), run in
 this process on the synthetic camera's frames, with no sockets: the CPU ceiling every
 pipeline figure is divided by.
+
+Beside it, :func:`parallel_rate`: the same kernel in one process per core, all at once,
+still with nothing else running. Cores share their last-level cache and memory bandwidth
+(and on some machines their execution units), so this is what W ≥ cores could reach with a
+transport and bookkeeping that cost nothing: the part of the gap to ``cores × kernel``
+that is the machine's, not framepipe's.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
+import threading
 import time
 from typing import Any
 
@@ -46,6 +55,73 @@ def kernel_rate(size: int, dtype: str, result: str = "power", *, seconds: float 
         "fps_mean": round(total_n / total_t, 1),
         "ms_per_frame": round(1000 / best, 3),
         "frames": total_n,
+    }
+
+
+#: how long the processes of :func:`parallel_rate` may take to start and warm up
+PARALLEL_START_TIMEOUT_S = 60.0
+#: slices of a timed window; the best slice is kept, as in :func:`kernel_rate`
+SLICES = 3
+
+
+def _kernel_process(
+    size: int,
+    dtype: str,
+    result: str,
+    seconds: float,
+    barrier: threading.Barrier,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    """One of :func:`parallel_rate`'s processes: warm up, wait for the others, then count
+    kernel calls in each of SLICES equal slices of ``seconds``, all started together."""
+    frames = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
+    spectrum(frames[0], result)
+    barrier.wait(PARALLEL_START_TIMEOUT_S)
+    rates, n = [], 0
+    for _ in range(SLICES):
+        k, t0 = 0, time.perf_counter()
+        deadline = t0 + seconds / SLICES
+        while True:
+            spectrum(frames[n % DISTINCT_FRAMES], result)
+            k, n = k + 1, n + 1
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        rates.append(k / (now - t0))
+    out.put(rates)
+
+
+def parallel_rate(
+    size: int, dtype: str, result: str = "power", *, processes: int, seconds: float = 1.0
+) -> dict[str, Any]:
+    """Frames/s of ``processes`` kernels at once, one process each, nothing else running:
+    the sum over processes of each slice's rate, best slice kept (the slices start together)."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of the bench's threads and sockets
+    barrier = ctx.Barrier(processes)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_kernel_process, args=(size, dtype, result, seconds, barrier, out), daemon=True)
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        per_process = [out.get(timeout=PARALLEL_START_TIMEOUT_S + seconds) for _ in procs]
+    except queue.Empty:
+        raise RuntimeError(f"the {processes} parallel kernel processes did not report within the timeout") from None
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    best = max(sum(rates[i] for rates in per_process) for i in range(SLICES))
+    return {
+        "size": size,
+        "dtype": dtype,
+        "result": result,
+        "processes": processes,
+        "fps": round(best, 1),
+        "ms_per_frame_each": round(1000 * processes / best, 3),
     }
 
 

@@ -174,14 +174,21 @@ def run_once(
         }
 
 
-def against_kernel(r: dict[str, Any], kernel_fps: float) -> dict[str, Any]:
+def against_kernel(r: dict[str, Any], kernel_fps: float, parallel_fps: float | None = None) -> dict[str, Any]:
     """A run's figures against the kernel ceiling: efficiency, CPU-bound rate, and the CPU
     per frame spent outside one kernel call. Done again when a faster kernel is measured
-    later in the same bench (every run is then divided by that one ceiling)."""
+    later in the same bench (every run is then divided by that one ceiling).
+
+    With ``parallel_fps`` (the kernel in one process per core, all at once), a run with
+    W ≥ cores is also divided by that: ``efficiency_parallel``, its share of what these
+    cores reach when they run nothing but the kernel."""
     cores = os.cpu_count() or 1
     ceiling = min(r["workers"], cores) * kernel_fps
     r["ceiling_fps"] = round(ceiling, 1)
     r["efficiency"] = round(r["fps"] / ceiling, 3) if ceiling else None
+    if parallel_fps and r["workers"] >= cores:
+        r["parallel_ceiling_fps"] = round(parallel_fps, 1)
+        r["efficiency_parallel"] = round(r["fps"] / parallel_fps, 3)
     r.update(cpu_budget(r["components"], cores, kernel_fps))
     if r.get("cpu_ms_per_frame") is not None:
         r["outside_kernel_ms"] = round(r["cpu_ms_per_frame"] - 1000 / kernel_fps, 3)

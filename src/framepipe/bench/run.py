@@ -163,6 +163,9 @@ def run(opts: Options) -> dict[str, Any]:
         assert kernel_fps is not None
         ceiling_entry = next(k for k in results["kernel"] if k["size"] == opts.size and k["dtype"] == opts.dtype)
         kernel_samples = [kernel_fps]
+        # the kernel on every core at once, nothing else running: what the machine itself allows
+        parallel = kernel.parallel_rate(opts.size, opts.dtype, opts.result, processes=cores, seconds=plan.kernel_s)
+        parallel_samples = [parallel["fps"]]
         counts = list(range(1, (opts.max_workers or cores + 1) + 1))
         # each W through shared memory (the default on one host) and through TCP
         by_w: dict[tuple[int, bool], list[dict[str, Any]]] = {(w, shm): [] for w in counts for shm in (True, False)}
@@ -176,6 +179,12 @@ def run(opts: Options) -> dict[str, Any]:
                     again = kernel.kernel_rate(opts.size, opts.dtype, opts.result, seconds=plan.kernel_s / 2)
                     kernel_samples.append(again["fps"])
                     kernel_fps = max(kernel_fps, again["fps"])
+                    at_once = kernel.parallel_rate(
+                        opts.size, opts.dtype, opts.result, processes=cores, seconds=plan.kernel_s / 2
+                    )
+                    parallel_samples.append(at_once["fps"])
+                    if at_once["fps"] > parallel["fps"]:
+                        parallel = at_once
                     by_w[(w, shm)] += pipeline.measure(
                         out,
                         worker_counts=[w],
@@ -188,11 +197,15 @@ def run(opts: Options) -> dict[str, Any]:
                     )
         for runs in by_w.values():
             for r in runs:
-                pipeline.against_kernel(r, kernel_fps)  # every run against the one, fastest ceiling
+                # every run against the one, fastest ceiling, and the fastest parallel kernel
+                pipeline.against_kernel(r, kernel_fps, parallel["fps"])
         results["pipeline"] = [_best(by_w[(w, True)]) for w in counts]
         results["pipeline_tcp"] = [_best(by_w[(w, False)]) for w in counts]
         ceiling_entry["fps"], ceiling_entry["ms_per_frame"] = kernel_fps, round(1000 / kernel_fps, 3)
         ceiling_entry["fps_samples"] = kernel_samples
+        parallel["fps_samples"] = parallel_samples
+        parallel["of_cores_x_kernel"] = round(parallel["fps"] / (cores * kernel_fps), 3)
+        results["kernel_parallel"] = parallel
     if "naive" in opts.only:
         w = min(2, cores)
         _say(f"naive baseline: W={w}, {plan.naive_frames} frames")
