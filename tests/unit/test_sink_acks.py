@@ -16,6 +16,7 @@ from framepipe.config import Config
 from framepipe.sink import Sink
 from framepipe.testing.clock import FakeClock
 from framepipe.wire.protocol import from_ranges
+from framepipe.wire.sockets import POLL_MS
 
 
 @pytest.fixture
@@ -75,3 +76,18 @@ def test_held_acks_go_out_when_due(control: tuple[zmq.Socket[bytes], zmq.Socket[
     clock.now += 0.021
     sink._flush_acks()
     assert _acked(sub) == [[7]]  # ...until due
+
+
+def test_the_loop_sleeps_until_held_acks_are_due_not_a_poll_per_result() -> None:
+    """The sink's poll: straight back for a drain cut short, until the held acks are due,
+    else the usual tick. It used to send every ack as soon as its queue ran dry."""
+    clock = FakeClock()
+    sink = Sink(Config.model_validate({"ventilator": {"window": 16}}), clock=clock)
+    assert sink._poll_timeout_ms(drained=True) == POLL_MS  # nothing held
+    sink.accounting.ack_due = clock.now + 0.0071
+    _result(sink, 1)
+    assert sink.accounting.acks_due_in_s() == pytest.approx(0.0071)
+    assert sink._poll_timeout_ms(drained=True) == 8  # rounded up: never woken before due
+    assert sink._poll_timeout_ms(drained=False) == 0
+    clock.now += 0.01
+    assert sink._poll_timeout_ms(drained=True) == 0  # overdue: flushed on this pass

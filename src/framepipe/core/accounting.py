@@ -20,11 +20,11 @@ from typing import Any
 from framepipe.core.counters import Count
 from framepipe.core.ledger import FrameLedger, IdRanges
 
-#: acks go out when a batch is pending (a quarter of the window, at most this many), or as
-#: soon as the results queue is empty: batching comes from bursts, and an idle sink never
-#: sits on acks the ventilator's window is waiting for
+#: acks go out when a batch is full (a quarter of the window, at most this many) or due
+#: (ACK_INTERVAL_S after the last send); the sink's poll wakes when they are due, so an idle
+#: sink never sits on acks the ventilator's window is waiting for
 ACK_BATCH = 64
-#: longest an acknowledgement is held back to batch it with others (when not flushed sooner)
+#: longest an acknowledgement is held back to batch it with others
 ACK_INTERVAL_S = 0.02
 #: how often the list of live workers is announced (at once when one joins or is lost)
 WORKERS_INTERVAL_S = 0.5
@@ -124,6 +124,12 @@ class ResultAccounting:
     def acks_held(self) -> bool:
         """Acknowledgements are waiting to be sent."""
         return self._acks_held > 0
+
+    def acks_due_in_s(self) -> float | None:
+        """Seconds until the held acks are due (0: now); None when none are held."""
+        if not self._acks_held:
+            return None
+        return max(0.0, self.ack_due - self.clock())
 
     def take_acks(self, force: bool = False) -> list[list[int]] | None:
         """The held acks as id ranges, if they go now: ``force``, a full batch, or due."""
