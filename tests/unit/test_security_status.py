@@ -58,6 +58,24 @@ def test_endpoints_follow_the_config() -> None:
     assert endpoints(load_config(None, environ={})) == [], "no status endpoints unless configured"
 
 
+def test_status_and_the_browser_pages_look_where_run_status_puts_the_endpoints() -> None:
+    """No status port in the config: ``framepipe status``, ``view`` and ``web`` ask the ones
+    ``framepipe run --status`` opens; a config that sets any keeps its own."""
+    from framepipe.ops.cli import _default_status_ports
+
+    config, defaulted = _default_status_ports(load_config(None, environ={}))
+    assert defaulted
+    assert {e.name: e.url for e in endpoints(config)} == {
+        "publisher": "tcp://127.0.0.1:5552",
+        "ventilator": "tcp://127.0.0.1:5561",
+        "sink": "tcp://127.0.0.1:5574",
+        "recorder-frames": "tcp://127.0.0.1:5580",
+        "recorder-results": "tcp://127.0.0.1:5581",
+    }
+    lan = load_config(Path(__file__).resolve().parents[2] / "configs" / "lan.toml", environ={})
+    assert _default_status_ports(lan) == (lan, False)
+
+
 def test_table_shows_down_components() -> None:
     table = render_table(
         [

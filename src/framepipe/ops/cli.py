@@ -371,6 +371,17 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_status_ports(config: Config) -> tuple[Config, bool]:
+    """With no status port configured anywhere, the ports ``framepipe run --status`` uses
+    (so ``framepipe status`` and the view's stages answer with no flags); True if defaulted."""
+    sections = (config.publisher, config.ventilator, config.sink, *config.recorders)
+    if any(getattr(s, "status_port", None) for s in sections):
+        return config, False
+    from framepipe.ops.launcher import with_status_ports
+
+    return with_status_ports(config)[0], True
+
+
 def _status(args: argparse.Namespace, config: Config) -> int:
     """Print one table (or JSON); exit 1 when any component is down."""
     import json
@@ -385,13 +396,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         state = Control(config, timeout_s=args.timeout).command("stop")
         print(f"stop: the deployment was {state.state}")
         return 0
-    sections = (config.publisher, config.ventilator, config.sink, *config.recorders)
-    defaulted = not any(getattr(s, "status_port", None) for s in sections)
-    if defaulted:
-        # none configured: where `framepipe run --status` puts them
-        from framepipe.ops.launcher import with_status_ports
-
-        config, _ = with_status_ports(config)
+    config, defaulted = _default_status_ports(config)
     rounds = watch(
         config, interval_s=args.interval, timeout_s=args.timeout, count=None if args.watch else 1, only=args.only
     )
@@ -471,5 +476,5 @@ def _component(args: argparse.Namespace, config: Config):  # type: ignore[no-unt
             raise ConfigError(
                 f"{args.command} needs the web extra ({e.name} is missing): pip install 'framepipe[web]'"
             ) from e
-        return web_viewer(config)
+        return web_viewer(_default_status_ports(config)[0])
     raise AssertionError(args.command)
