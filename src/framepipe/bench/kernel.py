@@ -26,27 +26,42 @@ from framepipe.processing.fft import spectrum
 DISTINCT_FRAMES = 4
 
 
+#: slices of a timed window; the best slice is kept
+SLICES = 3
+
+
+def _frames(size: int, dtype: str, result: str) -> list[Any]:
+    """The frames the kernel cycles through, after one warm-up call (FFT plan, page faults)."""
+    frames = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
+    spectrum(frames[0], result)
+    return frames
+
+
+def _timed_slices(frames: list[Any], result: str, seconds: float) -> list[tuple[int, float]]:
+    """(kernel calls, seconds) in each of SLICES back-to-back slices of ``seconds``."""
+    slices, n = [], 0
+    for _ in range(SLICES):
+        k, t0 = 0, time.perf_counter()
+        deadline = t0 + seconds / SLICES
+        while True:
+            spectrum(frames[n % DISTINCT_FRAMES], result)
+            k, n = k + 1, n + 1
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        slices.append((k, now - t0))
+    return slices
+
+
 def kernel_rate(size: int, dtype: str, result: str = "power", *, seconds: float = 1.0) -> dict[str, Any]:
-    """Frames/s of ``spectrum`` on ``size``×``size`` frames of ``dtype``, best of 3 slices.
+    """Frames/s of ``spectrum`` on ``size``×``size`` frames of ``dtype``, best of SLICES slices.
 
     Best-of-slices because the machine is shared: the kernel's own speed is the fastest
     slice; the slower ones measured the neighbours.
     """
-    frames = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
-    spectrum(frames[0], result)  # warm-up: FFT plan cache, page faults
-    best = 0.0
-    total_n, total_t = 0, 0.0
-    for _ in range(3):
-        n, t0 = 0, time.perf_counter()
-        deadline = t0 + seconds / 3
-        while True:
-            spectrum(frames[n % DISTINCT_FRAMES], result)
-            n += 1
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, n / (now - t0))
-        total_n, total_t = total_n + n, total_t + (now - t0)
+    slices = _timed_slices(_frames(size, dtype, result), result, seconds)
+    best = max(k / t for k, t in slices)
+    total_n, total_t = sum(k for k, _ in slices), sum(t for _, t in slices)
     return {
         "size": size,
         "dtype": dtype,
@@ -60,8 +75,6 @@ def kernel_rate(size: int, dtype: str, result: str = "power", *, seconds: float 
 
 #: how long the processes of :func:`parallel_rate` may take to start and warm up
 PARALLEL_START_TIMEOUT_S = 60.0
-#: slices of a timed window; the best slice is kept, as in :func:`kernel_rate`
-SLICES = 3
 
 
 def _kernel_process(
@@ -74,20 +87,9 @@ def _kernel_process(
 ) -> None:
     """One of :func:`parallel_rate`'s processes: warm up, wait for the others, then count
     kernel calls in each of SLICES equal slices of ``seconds``, all started together."""
-    frames = [synthetic_frame(k, size, size, dtype, reel_frames=0) for k in range(DISTINCT_FRAMES)]
-    spectrum(frames[0], result)
+    frames = _frames(size, dtype, result)
     barrier.wait(PARALLEL_START_TIMEOUT_S)
-    rates, n = [], 0
-    for _ in range(SLICES):
-        k, t0 = 0, time.perf_counter()
-        deadline = t0 + seconds / SLICES
-        while True:
-            spectrum(frames[n % DISTINCT_FRAMES], result)
-            k, n = k + 1, n + 1
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        rates.append(k / (now - t0))
+    rates = [k / t for k, t in _timed_slices(frames, result, seconds)]
     out.put(rates)
 
 
