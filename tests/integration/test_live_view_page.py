@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,30 @@ def test_idle_saturating_ended_and_new_acquisition_in_a_real_browser(
             browser.screenshot(tmp_path / f"live-4-{width}px.png")
     viewer.signal(15)
     assert viewer.wait(30) == 0
+
+
+@pytest.mark.timeout(120)
+def test_an_ended_runs_frame_rate_is_gone_at_once(live: tuple[StreamFeeder, Proc, str]) -> None:
+    """While frames come the view shows their rate; when the run ends the rate is 0 at once
+    (it used to linger for up to a second, on a stream that said ended)."""
+    import httpx
+
+    feeder, _viewer, base = live
+    feeder.wait_for_subscriptions(1)
+    feeder.start(name="paced")
+
+    def frames_stream(client: httpx.Client) -> dict[str, Any]:
+        return dict(client.get(base + "api/v1/view", timeout=10).json()["streams"]["frames"])
+
+    with httpx.Client() as client:
+        deadline = time.monotonic() + 60
+        k, stream = 0, frames_stream(client)
+        while stream["frames_per_s"] == 0:  # a frame per request, until a whole rate window is counted
+            assert time.monotonic() < deadline, f"no frame rate after {k} frames: {stream}"
+            feeder.send(k, bright_frame(k))
+            k, stream = k + 1, frames_stream(client)
+        feeder.finish(n_byes=0)
+        while stream["state"] != "ended":
+            assert time.monotonic() < deadline, f"the run never ended on the view: {stream}"
+            stream = frames_stream(client)
+        assert stream["frames_per_s"] == 0, stream

@@ -122,6 +122,9 @@ class StreamWatch:
         self.sub.sequence = SequenceTracker()
         self.data_since_eos = 0
         self.joined_at_seq = None
+        # the run is over: its rate goes with it, not up to a second later
+        self.rate_fps = 0.0
+        self._rate_n, self._rate_t = self.received, time.monotonic()
 
     @property
     def state(self) -> str:
