@@ -102,8 +102,11 @@ class Worker(Component):
         self.control.setsockopt(zmq.SUBSCRIBE, TOPIC_STOP)
         #: results into our own ring when the sink is on this host (its workers list says
         #: where it runs): the sink and its same-host subscribers read them in place
+        transport = self.config.transport
         self.results = (
-            ResultRing(self, sink.subscribers, self.config.run.name) if self.config.transport.shared_memory else None
+            ResultRing(self, sink.subscribers, self.config.run.name, slots=transport.result_ring_frames)
+            if transport.shared_memory
+            else None
         )
         if self.results is not None:
             self.control.setsockopt(zmq.SUBSCRIBE, TOPIC_WORKERS)

@@ -41,6 +41,8 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
             "camera.seed": 7,
             # every frame distinct: a frame-id mix-up cannot hide behind the synthetic reel's loop
             "camera.reel_frames": 0,
+            # a results ring of 4 slots per worker, not 16: transport.result_ring_frames holds
+            "transport.result_ring_frames": 4,
         }
     )
     workers, vent = run_to_the_end(deployment, workers=3)
@@ -53,6 +55,9 @@ def test_every_frame_exactly_once_and_files_exact(deployment: Deployment, wire: 
     assert frames_rec["transport"] == ("shared memory" if shm else "tcp")
     for w in workers:
         assert ("frames read from shared memory" in w.log()) == shm, w.log()
+    for w in workers:
+        slots = re.search(r"results go through shared memory \((\d+) slots\)", w.log())
+        assert bool(slots) == shm and (not slots or slots.group(1) == "4"), w.log()
     ring = re.search(r"frames from shared memory \(ring (\S+)\)", vent.log())
     assert bool(ring) == shm, vent.log()
     if ring:

@@ -44,6 +44,7 @@ def test_shipped_configs_load() -> None:
         ("[publisher]\nframes_port = 70000\n", "publisher.frames_port", "65535"),
         ("[sink]\nresults_port = 5550\n", "sink.results_port", "also used by publisher.frames_port"),
         ("[nonsense]\nx = 1\n", "nonsense", "unknown key"),
+        ("[transport]\nresult_ring_frames = 1\n", "transport.result_ring_frames", "greater than or equal to 2"),
         (
             "[[recorders]]\nname = 'a'\npath = 'data/x.h5'\n[[recorders]]\nname = 'b'\npath = '{data_dir}/x.h5'\n",
             "recorders.1.path",

@@ -218,12 +218,12 @@ def test_a_result_is_written_into_its_slot_by_the_processor_and_only_a_descripto
     from types import SimpleNamespace
 
     from framepipe.core.outputs import Output
-    from framepipe.wire.result_ring import SLOTS, ResultRing
+    from framepipe.wire.result_ring import ResultRing
     from framepipe.wire.ring import host_identity
 
     log = logging.getLogger("test")
     owner = SimpleNamespace(log=log, warn=SimpleNamespace(warning=lambda *a: None), stopping=False)
-    results = ResultRing(owner, subscribers=["recorder-results"], run_name="t")  # type: ignore[arg-type]
+    results = ResultRing(owner, subscribers=["recorder-results"], run_name="t", slots=6)  # type: ignore[arg-type]
     outputs = [Output("spectrum", "float32", (8, 5)), Output("total", "float64", ())]
     assert results.claim(outputs, lambda s: False) is None, "the sink has not said it is here"
     results.sink_seen(host_identity(), "sink-1")
@@ -254,6 +254,6 @@ def test_a_result_is_written_into_its_slot_by_the_processor_and_only_a_descripto
     # a full ring: no claim (the result goes by TCP), counted
     while results.claim(outputs, lambda s: True) is not None:  # True: do not wait
         pass
-    assert results.full == 1 and results.ring.in_use() == SLOTS
+    assert results.full == 1 and results.ring.in_use() == 6, "transport.result_ring_frames slots"
     reader.close()
     results.close()

@@ -429,6 +429,11 @@ class TransportConfig(Section):
     """Slots in the publisher's ring, each one frame: /dev/shm holds ring_frames × the
     frame size (64 × 2 MB for 1024² uint16). A full ring follows publisher.policy:
     lossless waits for the slowest same-host consumer, drop drops (counted)."""
+    result_ring_frames: int = Field(16, ge=2, le=4096)
+    """Slots in each worker's results ring (used when the sink is on the worker's host),
+    each one result: /dev/shm holds result_ring_frames × the result size per worker
+    (16 × 2 MB for a 1024² power spectrum). A result that finds the ring full for 0.5 s
+    goes by TCP instead (counted)."""
 
 
 class SecurityConfig(Section):

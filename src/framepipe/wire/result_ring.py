@@ -36,7 +36,8 @@ from framepipe.wire.sockets import SocketOwner
 FULL_WAIT_S = 0.5
 #: while the ring is full, how often it is looked at again
 RECHECK_S = 0.002
-#: slots per worker ring (each one result): the sink's queue and its subscribers' lag
+#: slots per worker ring (each one result) unless told otherwise (transport.result_ring_frames):
+#: the sink's queue and its subscribers' lag
 SLOTS = 16
 
 
@@ -53,8 +54,9 @@ class ResultSlot:
 class ResultRing:
     """The worker's side: where results go when the sink is on this host."""
 
-    def __init__(self, owner: SocketOwner, subscribers: list[str], run_name: str = "run"):
+    def __init__(self, owner: SocketOwner, subscribers: list[str], run_name: str = "run", *, slots: int = SLOTS):
         self.owner = owner
+        self.slots = slots
         self.rows = min(1 + len(subscribers), 64)
         self._rows = set(range(self.rows))
         self.prefix = segment_prefix(run_name, "results") + f"{os.getpid()}-"
@@ -80,7 +82,7 @@ class ResultRing:
         if host != self.sink_host:
             self.sink_host = host
             if self.active:
-                self.owner.log.info("the sink is on this host: results go through shared memory")
+                self.owner.log.info("the sink is on this host: results go through shared memory (%d slots)", self.slots)
         if instance is not None and instance != self.sink_instance:
             if self.sink_instance is not None and self.ring is not None:
                 self.ring.reset()
@@ -145,7 +147,8 @@ class ResultRing:
         old, self.ring = self.ring, None
         self._made += 1
         try:
-            self.ring = Ring.create(f"{self.prefix}{self._made}", slots=SLOTS, slot_bytes=slot_bytes, rows=self.rows)
+            name = f"{self.prefix}{self._made}"
+            self.ring = Ring.create(name, slots=self.slots, slot_bytes=slot_bytes, rows=self.rows)
             self.ring.proxy_row = 0
         except RingError as e:
             self.owner.log.warning("no shared-memory ring for results, they go by TCP: %s", e)
